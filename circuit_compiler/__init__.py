@@ -1,0 +1,1 @@
+"""circuit_compiler: a pure-Python PLONKish compiler for the quantized blockwise OBS update."""

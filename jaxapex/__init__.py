@@ -1,0 +1,3 @@
+"""jaxapex: verifiable personalized machine unlearning (Group OBS in JAX, proven with Halo2)."""
+
+__version__ = "0.1.0"

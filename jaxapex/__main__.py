@@ -1,0 +1,5 @@
+import sys
+
+from jaxapex.cli import main
+
+sys.exit(main())
