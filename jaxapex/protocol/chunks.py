@@ -1,0 +1,93 @@
+"""What provider and client compute identically: chunk shapes, chunking of layer arrays, commitments.
+
+Both sides must cut a layer into the same chunks (``blocks_per_chunk`` consecutive row-major blocks,
+zero-padded at the end of the layer) and build the same circuit structure per chunk shape, otherwise
+commitments and keys would not line up. Everything here is a pure function of the proof configuration.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from circuit_compiler import backend
+from circuit_compiler.lowering import (
+    ChunkShape,
+    build_chunk_circuit,
+    chunk_instances,
+    chunk_shape_key,
+    committed_columns,
+)
+
+from .config import LayerShape, ProofConfig
+
+
+def chunk_shape(config: ProofConfig) -> ChunkShape:
+    """The one chunk shape of a configuration (every chunk of every layer shares it, so one key pair)."""
+    return chunk_shape_key(
+        blocks=config.blocks_per_chunk,
+        block_size=config.block_size,
+        level=config.level,
+        spec=config.spec,
+        lanes=config.lanes if config.level == "F" else None,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _circuit(shape: ChunkShape):
+    return build_chunk_circuit(shape)
+
+
+def circuit_k(config: ProofConfig) -> int:
+    return _circuit(chunk_shape(config)).cs.k
+
+
+def chunk_circuit(config: ProofConfig):
+    return _circuit(chunk_shape(config))
+
+
+def split_chunks(blocked: np.ndarray, config: ProofConfig) -> list[np.ndarray]:
+    """Cut a blocked layer array (n_blocks, ...) into chunks of ``blocks_per_chunk``, zero-padding the last."""
+    nb = config.blocks_per_chunk
+    out = []
+    for first in range(0, blocked.shape[0], nb):
+        part = blocked[first : first + nb]
+        if part.shape[0] < nb:
+            pad = np.zeros((nb - part.shape[0],) + part.shape[1:], dtype=part.dtype)
+            part = np.concatenate([part, pad])
+        out.append(np.ascontiguousarray(part))
+    return out
+
+
+def blocked_mask(mask: np.ndarray, layer: LayerShape, config: ProofConfig) -> np.ndarray:
+    """A layer mask (out, in) as (n_blocks, B) bool, validated against the layer's shape."""
+    mask = np.asarray(mask)
+    expected = (layer.out_features, layer.in_features)
+    if mask.shape != expected:
+        raise ValueError(f"mask of layer {layer.name!r} has shape {mask.shape}, the model's matrix is {expected}")
+    if mask.dtype != bool:
+        if not np.isin(mask, (0, 1)).all():
+            raise ValueError(f"mask of layer {layer.name!r} must be boolean (0/1)")
+        mask = mask.astype(bool)
+    return mask.reshape(config.n_blocks(layer), config.block_size)
+
+
+def touched_chunks(mask_blocks: np.ndarray, config: ProofConfig) -> list[int]:
+    """Indices of the chunks that contain at least one masked weight (the only ones that need a proof)."""
+    return [c for c, part in enumerate(split_chunks(mask_blocks, config)) if part.any()]
+
+
+def chunk_commitments(srs: backend.Srs, config: ProofConfig, *, salts: dict[str, int],
+                      theta: np.ndarray | None = None, theta_new: np.ndarray | None = None,
+                      G: np.ndarray | None = None) -> dict[str, str]:
+    """Commitments (hex) of the given committed columns of one chunk, exactly as its proof binds them."""
+    shape = chunk_shape(config)
+    columns = committed_columns(shape, salts=salts, theta=theta, theta_new=theta_new, G=G)
+    return {name: backend.commit(srs, circuit_k(config), values, shape.field.modulus).hex()
+            for name, values in columns.items()}
+
+
+def instances_for(config: ProofConfig, mask_chunk: np.ndarray) -> dict[str, np.ndarray]:
+    """The public instance columns of one chunk, from its mask alone (what the verifier recomputes)."""
+    return chunk_instances(chunk_shape(config), mask_chunk)

@@ -1,0 +1,362 @@
+"""The client's three steps: ``commit`` (at personalization), ``unlearn`` and ``prove`` (per request).
+
+The client's private state is a ``client-state`` artifact: the proof configuration, the quantized
+weights θ of every target layer, at level F the quantized inverse-Fisher blocks G it committed to, the
+salts of every commitment, and the full model parameters. ``unlearn`` produces the *next* state (θ' in
+place of θ, fresh salts) carrying a ``pending`` update -- the witness of the transformation -- which
+``prove`` turns into a proof bundle for the provider. The old state is never modified.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from circuit_compiler import backend
+from circuit_compiler.fixedpoint import dequantize, quantize, quantize_fisher_blocks
+from circuit_compiler.lowering import lower_chunk
+from circuit_compiler.witness import obs_witness, removal_witness
+
+from . import chunks as ch
+from .artifacts import Artifact, ArtifactError, npz_bytes, read_artifact, write_artifact
+from .config import ProofConfig
+from .requests import UnlearningRequest
+
+STATE = "client-state"
+REGISTRATION = "registration"
+BUNDLE = "proof-bundle"
+
+
+def _layer_blob(i: int) -> str:
+    return f"layer-{i:03d}.npz"
+
+
+def _witness_blob(i: int) -> str:
+    return f"witness-{i:03d}.npz"
+
+
+def _salt(rng: np.random.Generator | None, modulus: int) -> int:
+    if rng is None:
+        return secrets.randbelow(modulus)
+    return int.from_bytes(rng.bytes(48), "little") % modulus
+
+
+def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for key, value in params.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name))
+        else:
+            out[name] = np.asarray(value)
+    return out
+
+
+def _unflatten(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in flat.items():
+        node = out
+        *parents, leaf = name.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def layer_matrix(params: Mapping[str, Any], name: str) -> np.ndarray:
+    """W (out, in) of the Dense kernel at path ``name`` ('/'-joined keys); the kernel is (in, out)."""
+    node: Any = params
+    for key in name.split("/"):
+        if not isinstance(node, Mapping) or key not in node:
+            raise KeyError(f"model has no parameter {name!r} (missing {key!r})")
+        node = node[key]
+    return np.asarray(node, dtype=np.float64).T
+
+
+def set_layer_matrix(params: Mapping[str, Any], name: str, W: np.ndarray) -> dict[str, Any]:
+    flat = _flatten(params)
+    if name not in flat:
+        raise KeyError(f"model has no parameter {name!r}")
+    old = flat[name]
+    flat[name] = np.asarray(W, dtype=old.dtype).T.reshape(old.shape)
+    return _unflatten(flat)
+
+
+# ------------------------------------------------------------------------------------------- the state
+
+
+@dataclasses.dataclass
+class ClientState:
+    client_id: str
+    config: ProofConfig
+    params: dict[str, Any]
+    theta_q: dict[str, np.ndarray]  # layer -> (n_blocks, B) int64
+    G_q: dict[str, np.ndarray]  # layer -> (n_blocks, B, B) int16/int64 (level F)
+    salts: dict[str, list[dict[str, int]]]  # layer -> per chunk {committed column: salt}
+    pending: dict[str, Any] | None = None  # the update awaiting a proof (request, old θ and salts)
+    witness: dict[str, dict[str, np.ndarray]] | None = None
+
+    def save(self, path: str | Path) -> Path:
+        blobs = {"params.npz": npz_bytes(_flatten(self.params))}
+        layers = []
+        for i, layer in enumerate(self.config.layers):
+            arrays = {"theta_q": self.theta_q[layer.name]}
+            if self.config.level == "F":
+                arrays["G_q"] = self.G_q[layer.name]
+            blobs[_layer_blob(i)] = npz_bytes(arrays)
+            layers.append(layer.name)
+            if self.witness is not None:
+                blobs[_witness_blob(i)] = npz_bytes(self.witness[layer.name])
+        fields = {
+            "client_id": self.client_id,
+            "config": self.config.to_dict(),
+            "layers": layers,
+            "salts": {name: [{k: str(v) for k, v in s.items()} for s in per] for name, per in self.salts.items()},
+            "pending": self.pending,
+        }
+        return write_artifact(path, STATE, fields, blobs)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ClientState":
+        art = read_artifact(path, STATE)
+        config = _config_of(art)
+        layers = art.field("layers", list)
+        if layers != [layer.name for layer in config.layers]:
+            raise ArtifactError(f"{art.path}/manifest.json: field 'layers' {layers} does not match the configuration")
+        theta_q, G_q, witness = {}, {}, {}
+        pending = art.field("pending", (dict, type(None)))
+        for i, layer in enumerate(config.layers):
+            arrays = art.arrays(_layer_blob(i))
+            n_blocks, B = config.n_blocks(layer), config.block_size
+            theta_q[layer.name] = _expect(arrays, "theta_q", (n_blocks, B), art.path / _layer_blob(i))
+            if config.level == "F":
+                G_q[layer.name] = _expect(arrays, "G_q", (n_blocks, B, B), art.path / _layer_blob(i))
+            if pending is not None:
+                witness[layer.name] = art.arrays(_witness_blob(i))
+        salts_field = art.field("salts", dict)
+        salts = {}
+        for layer in config.layers:
+            per = salts_field.get(layer.name)
+            if not isinstance(per, list) or len(per) != config.n_chunks(layer):
+                raise ArtifactError(f"{art.path}/manifest.json: field 'salts' of layer {layer.name!r} must list "
+                                    f"{config.n_chunks(layer)} chunks")
+            salts[layer.name] = [{k: int(v) for k, v in s.items()} for s in per]
+        params = _unflatten(art.arrays("params.npz"))
+        return cls(client_id=art.field("client_id", str), config=config, params=params, theta_q=theta_q, G_q=G_q,
+                   salts=salts, pending=pending, witness=witness if pending is not None else None)
+
+
+def _config_of(art: Artifact) -> ProofConfig:
+    try:
+        return ProofConfig.from_dict(art.field("config", dict))
+    except (ValueError, TypeError) as err:
+        raise ArtifactError(f"{art.path}/manifest.json: field 'config': {err}") from err
+
+
+def _expect(arrays: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...], where: Path) -> np.ndarray:
+    if key not in arrays:
+        raise ArtifactError(f"{where}: missing array {key!r}")
+    a = arrays[key]
+    if a.shape != shape:
+        raise ArtifactError(f"{where}: array {key!r} has shape {a.shape}, expected {shape}")
+    return a.astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------- commit
+
+
+def commit(*, client_id: str, params: Mapping[str, Any], config: ProofConfig, srs: backend.Srs,
+           inverse_fisher: Mapping[str, np.ndarray] | None = None,
+           rng: np.random.Generator | None = None) -> tuple[ClientState, dict[str, Any]]:
+    """Quantize and commit the target layers (and, at level F, the inverse-Fisher blocks G).
+
+    ``inverse_fisher``: layer name -> G (n_blocks, B, B) float, required at level F. Returns the private
+    state and the public registration fields (``client_id``, configuration, commitments per layer and chunk).
+    """
+    if config.srs_hash and config.srs_hash != srs.sha256:
+        raise ValueError(f"configuration names SRS {config.srs_hash[:12]}..., the loaded SRS is {srs.sha256[:12]}...")
+    config = dataclasses.replace(config, srs_hash=srs.sha256)
+    if ch.circuit_k(config) > srs.k:
+        raise ValueError(f"chunk circuits need k = {ch.circuit_k(config)}, the SRS has k = {srs.k}")
+    modulus = ch.chunk_shape(config).field.modulus
+    params = {k: v for k, v in _unflatten(_flatten(params)).items()}
+    theta_q, G_q, salts, commitments = {}, {}, {}, {}
+    for layer in config.layers:
+        W = layer_matrix(params, layer.name)
+        if W.shape != (layer.out_features, layer.in_features):
+            raise ValueError(f"layer {layer.name!r} is {W.shape} in the model, {layer.out_features}×{layer.in_features} "
+                             "in the configuration")
+        blocks = W.reshape(config.n_blocks(layer), config.block_size)
+        theta_q[layer.name] = quantize(blocks, config.spec.f_w, config.spec.w_w, name=f"{layer.name} weights")
+        if config.level == "F":
+            if inverse_fisher is None or layer.name not in inverse_fisher:
+                raise ValueError(f"level F needs the inverse-Fisher blocks of layer {layer.name!r}")
+            G = np.asarray(inverse_fisher[layer.name], dtype=np.float64)
+            if G.shape != (config.n_blocks(layer), config.block_size, config.block_size):
+                raise ValueError(f"inverse Fisher of layer {layer.name!r} has shape {G.shape}, expected "
+                                 f"{(config.n_blocks(layer), config.block_size, config.block_size)}")
+            G_q[layer.name], _ = quantize_fisher_blocks(G, config.spec)
+        per_chunk_salts, per_chunk_commitments = [], []
+        theta_chunks = ch.split_chunks(theta_q[layer.name], config)
+        G_chunks = ch.split_chunks(G_q[layer.name], config) if config.level == "F" else [None] * len(theta_chunks)
+        for theta_c, G_c in zip(theta_chunks, G_chunks):
+            s = {"theta": _salt(rng, modulus)}
+            if config.level == "F":
+                s.update({f"g_{l}": _salt(rng, modulus) for l in range(config.lanes)})
+            per_chunk_salts.append(s)
+            per_chunk_commitments.append(ch.chunk_commitments(srs, config, salts=s, theta=theta_c, G=G_c))
+        salts[layer.name] = per_chunk_salts
+        commitments[layer.name] = per_chunk_commitments
+    state = ClientState(client_id=client_id, config=config, params=params, theta_q=theta_q, G_q=G_q, salts=salts)
+    registration = {"client_id": client_id, "config": config.to_dict(), "config_digest": config.digest(),
+                    "commitments": commitments}
+    return state, registration
+
+
+def write_registration(path: str | Path, registration: Mapping[str, Any]) -> Path:
+    return write_artifact(path, REGISTRATION, dict(registration), {})
+
+
+# -------------------------------------------------------------------------------------------- unlearn
+
+
+def unlearn(state: ClientState, request: UnlearningRequest, *,
+            removal_update: Callable[[str, np.ndarray, np.ndarray], np.ndarray] | None = None,
+            rng: np.random.Generator | None = None) -> ClientState:
+    """Apply the request: the next state (θ' in place of θ, fresh θ' salts) with the pending witness.
+
+    Level F: Group OBS with the committed G (quantized), solved and rounded exactly as the circuit checks.
+    Level R: θ' = θ + Δ off the mask, 0 on it, with ``Δ = removal_update(layer, W, mask)`` (default 0, plain
+    masking) -- level R proves nothing about Δ inside touched blocks.
+    """
+    config = state.config
+    if state.pending is not None:
+        raise ValueError(f"client state already carries a pending update for request "
+                         f"{state.pending.get('request_id')!r}: prove it first, or unlearn from the state before it")
+    modulus = ch.chunk_shape(config).field.modulus
+    params = state.params
+    new_theta_q, witness, new_salts = {}, {}, {}
+    for layer in config.layers:
+        mask = request.layer_mask(layer)
+        theta = dequantize(state.theta_q[layer.name], config.spec.f_w)
+        if config.level == "F":
+            G = state.G_q[layer.name].astype(np.float64)
+            w = obs_witness(theta, G, mask.reshape(theta.shape), spec=config.spec)
+            if not np.array_equal(w.G_q, state.G_q[layer.name]):
+                raise AssertionError(f"layer {layer.name!r}: re-quantizing the committed G changed it")
+            if not np.array_equal(w.theta_q, state.theta_q[layer.name]):
+                raise AssertionError(f"layer {layer.name!r}: re-quantizing the committed θ changed it")
+            witness[layer.name] = {"theta_q": w.theta_q, "theta_new_q": w.theta_new_q, "mask": w.mask,
+                                   "delta_q": w.delta_q, "y_q": w.y_q, "rem": w.rem}
+        else:
+            W = theta.reshape(layer.out_features, layer.in_features)
+            delta = np.zeros_like(W) if removal_update is None else removal_update(layer.name, W, mask)
+            w = removal_witness(theta, delta.reshape(theta.shape), mask.reshape(theta.shape), spec=config.spec,
+                                block_size=config.block_size)
+            witness[layer.name] = {"theta_q": w.theta_q, "theta_new_q": w.theta_new_q, "mask": w.mask,
+                                   "delta_q": w.delta_q}
+        new_theta_q[layer.name] = w.theta_new_q
+        new_salts[layer.name] = [{**s, "theta": _salt(rng, modulus)} for s in state.salts[layer.name]]
+        W_new = dequantize(w.theta_new_q, config.spec.f_w).reshape(layer.out_features, layer.in_features)
+        params = set_layer_matrix(params, layer.name, W_new)
+    pending = {"request_id": request.request_id, "mask_hash": request.mask_hash,
+               "old_theta_salts": {name: [str(s["theta"]) for s in per] for name, per in state.salts.items()}}
+    return ClientState(client_id=state.client_id, config=config, params=params, theta_q=new_theta_q, G_q=state.G_q,
+                       salts=new_salts, pending=pending, witness=witness)
+
+
+def settle(state: ClientState) -> ClientState:
+    """The state to keep once the provider accepted the proof: the pending update dropped."""
+    return dataclasses.replace(state, pending=None, witness=None)
+
+
+# ---------------------------------------------------------------------------------------------- prove
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkJob:
+    layer: str
+    chunk: int
+    inputs: tuple  # lower_chunk positional arguments
+    salts: dict[str, int]
+
+
+def chunk_jobs(state: ClientState, request: UnlearningRequest) -> list[ChunkJob]:
+    """One job per chunk touched by the mask, with everything needed to lower and prove it."""
+    config = state.config
+    if state.pending is None or state.witness is None:
+        raise ValueError("client state has no pending update: run unlearn first")
+    if state.pending["request_id"] != request.request_id or state.pending["mask_hash"] != request.mask_hash:
+        raise ValueError(f"pending update is for request {state.pending['request_id']!r}, "
+                         f"not {request.request_id!r}")
+    jobs = []
+    for layer in config.layers:
+        w = state.witness[layer.name]
+        old_salts = [int(s) for s in state.pending["old_theta_salts"][layer.name]]
+        parts = {key: ch.split_chunks(np.asarray(w[key]), config) for key in w}
+        G_parts = ch.split_chunks(state.G_q[layer.name], config) if config.level == "F" else None
+        for c in ch.touched_chunks(np.asarray(w["mask"]), config):
+            salts = {**state.salts[layer.name][c], "theta": old_salts[c],
+                     "theta_new": state.salts[layer.name][c]["theta"]}
+            inputs = (parts["theta_q"][c], parts["theta_new_q"][c], None if G_parts is None else G_parts[c],
+                      parts["mask"][c], parts["y_q"][c] if "y_q" in parts else None, parts["delta_q"][c],
+                      parts["rem"][c] if "rem" in parts else None)
+            jobs.append(ChunkJob(layer=layer.name, chunk=c, inputs=inputs, salts=salts))
+    return jobs
+
+
+def prove_job(job: ChunkJob, config: ProofConfig, srs: backend.Srs) -> dict[str, Any]:
+    """Lower and prove one chunk; returns its proof, new commitment and timing."""
+    shape = ch.chunk_shape(config)
+    t0 = time.perf_counter()
+    cs, assignment = lower_chunk(*job.inputs, spec=config.spec, level=config.level, lanes=shape.lanes,
+                                 salts=job.salts, field=shape.field)
+    keys = backend.keygen(srs, cs, shape.field.modulus)
+    t1 = time.perf_counter()
+    proof = backend.prove(srs, keys, cs, assignment, shape.field.modulus)
+    t2 = time.perf_counter()
+    theta = backend.commit(srs, cs.k, assignment.committed["theta"], shape.field.modulus).hex()
+    theta_new = backend.commit(srs, cs.k, assignment.committed["theta_new"], shape.field.modulus).hex()
+    return {"layer": job.layer, "chunk": job.chunk, "proof": proof, "theta": theta, "theta_new": theta_new,
+            "lower_s": t1 - t0, "prove_s": t2 - t1}
+
+
+def prove(state: ClientState, request: UnlearningRequest, srs: backend.Srs, *,
+          progress: bool = True, workers: int | None = 1) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Prove every touched chunk; returns the bundle's manifest fields and its blobs (one proof per chunk)."""
+    config = state.config
+    if config.srs_hash != srs.sha256:
+        raise ValueError(f"state was committed under SRS {config.srs_hash[:12]}..., the loaded SRS is "
+                         f"{srs.sha256[:12]}...")
+    jobs = chunk_jobs(state, request)
+    results = _run_jobs(jobs, config, srs, progress=progress, workers=workers)
+    entries, blobs = [], {}
+    for r in sorted(results, key=lambda r: ([l.name for l in config.layers].index(r["layer"]), r["chunk"])):
+        name = f"proof-{[l.name for l in config.layers].index(r['layer']):03d}-{r['chunk']:05d}.bin"
+        blobs[name] = r["proof"]
+        entries.append({"layer": r["layer"], "chunk": r["chunk"], "proof": name, "theta": r["theta"],
+                        "theta_new": r["theta_new"],
+                        "prove_s": round(r["prove_s"], 4)})
+    fields = {"client_id": state.client_id, "request_id": request.request_id, "mask_hash": request.mask_hash,
+              "config_digest": config.digest(), "srs_hash": srs.sha256, "chunks": entries}
+    return fields, blobs
+
+
+def _run_jobs(jobs: list[ChunkJob], config: ProofConfig, srs: backend.Srs, *, progress: bool,
+              workers: int | None) -> list[dict[str, Any]]:
+    from tqdm.auto import tqdm
+
+    results = []
+    for job in tqdm(jobs, desc="proving chunks", unit="chunk", disable=not progress):
+        results.append(prove_job(job, config, srs))
+    return results
+
+
+def write_bundle(path: str | Path, fields: Mapping[str, Any], blobs: Mapping[str, bytes]) -> Path:
+    return write_artifact(path, BUNDLE, dict(fields), dict(blobs))
