@@ -143,7 +143,7 @@ class Expression:
             constant=str,
             query=lambda q: q.column.name if q.rotation == 0 else f"{q.column.name}[{q.rotation:+d}]",
             negated=lambda a: f"-({a})",
-            sum=lambda a, b: f"{a} - {b[2:-1]}" if b.startswith("-(") else f"{a} + {b}",
+            sum=_pretty_sum,
             product=lambda a, b: f"({a}) * ({b})",
             scaled=lambda a, c: f"{c} * ({a})",
         )
@@ -160,6 +160,18 @@ class Expression:
             product=lambda a, b: ["prod", a, b],
             scaled=lambda a, c: ["scale", a, str(c)],
         )
+
+
+def _pretty_sum(a: str, b: str) -> str:
+    # ``b`` renders a Negated node as "-(x)": print "a - x", keeping the parentheses when x is compound.
+    if b.startswith("-(") and b.endswith(")"):
+        inner = b[2:-1]
+        return f"{a} - {inner}" if _is_atomic(inner) else f"{a} - ({inner})"
+    return f"{a} + {b}"
+
+
+def _is_atomic(text: str) -> bool:
+    return not any(op in text for op in (" + ", " - ", " * "))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -368,8 +380,9 @@ class ConstraintSystem:
 
 def usable_rows(k: int, max_advice_queries: int) -> int:
     """Rows a Halo2 (midnight-proofs) circuit of size 2^k can use: the last
-    ``max(3, queries) + 1`` rows hold blinding factors and one more row is reserved."""
-    return (1 << k) - (max(3, max_advice_queries) + 2)
+    ``max(3, queries) + 2`` rows hold blinding factors and one more row is reserved
+    (midnight-proofs: ``n - (ConstraintSystem::blinding_factors() + 1)``)."""
+    return (1 << k) - (max(3, max_advice_queries) + 3)
 
 
 @dataclasses.dataclass

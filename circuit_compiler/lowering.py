@@ -1,0 +1,475 @@
+"""Lowering of the quantized blockwise OBS update of one chunk of blocks to a PLONKish circuit.
+
+Implements the layout of docs/circuit.md. A chunk is ``nb`` consecutive blocks of ``B`` weights; the
+circuit's structure (columns, gates, selectors, fixed values, copies, k) depends only on its
+:class:`ChunkShape` -- never on the mask or the weights -- so one proving/verifying key serves every
+chunk of that shape, for every request and client. The mask enters only as instance values.
+
+Levels (DESIGN.md section 4):
+
+* ``"R"`` (removal): committed θ, θ'; instance ``mask`` and ``touched``; gates removal, update,
+  no_delta_on_mask, locality, and the range check of Δ.
+* ``"F"`` (Fisher-bound): additionally committed G lanes ``g_0..g_{L-1}``, the MAC region computing
+  ``z = G ỹ`` for the whole block, and the residual/rescale rows that select by the mask.
+
+Every committed column carries one random salt cell at a row that no gate, lookup or copy touches, so its
+KZG commitment hides the weights. :func:`committed_columns` builds those columns alone (a client commits θ
+and G at personalization time, before any mask exists); :func:`chunk_instances` builds the public
+columns from the mask alone (what the verifier does).
+
+Entry points: :func:`build_chunk_circuit` (structure only, for keygen), :func:`lower_chunk` (structure and
+assignment), :func:`chunk_layer` (cut a layer witness into equally shaped chunks), :func:`chunk_shape_key`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import secrets
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from .builder import CircuitBuilder
+from .chips import mac as mac_chip
+from .chips import removal as removal_chip
+from .chips import rescale as rescale_chip
+from .chips import residual as residual_chip
+from .chips import update as update_chip
+from .chips.update import touched_rows
+from .field import DEFAULT_FIELD, PrimeField
+from .fixedpoint import FixedPointSpec, QuantizationError, check_bounds, check_fits
+from .ir import Assignment, Column, ConstraintSystem
+
+if TYPE_CHECKING:
+    from .witness import LayerWitness
+
+Level = Literal["R", "F"]
+LEVELS = ("R", "F")
+
+
+# -------------------------------------------------------------------------------------------- the shape
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkShape:
+    """Everything a chunk circuit's structure (and so its keys) depends on.
+
+    ``lanes`` (L, dividing B) only exists at level F; at level R it is normalized to ``None``.
+    ``k=None`` means the smallest k that fits.
+    """
+
+    blocks: int  # nb
+    block_size: int  # B
+    level: Level
+    spec: FixedPointSpec
+    lanes: int | None = None
+    k: int | None = None
+    field: PrimeField = DEFAULT_FIELD
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise ValueError(f"chunk level must be one of {LEVELS}, got {self.level!r}")
+        if self.blocks < 1 or self.block_size < 1:
+            raise ValueError(f"chunk shape: blocks={self.blocks}, block_size={self.block_size} must be >= 1")
+        if self.level == "R":
+            object.__setattr__(self, "lanes", None)  # no MAC region: L does not change the circuit
+        elif self.lanes is None or self.lanes < 1 or self.block_size % self.lanes:
+            raise ValueError(f"level F needs lanes L dividing B={self.block_size}, got {self.lanes}")
+
+    @property
+    def weights(self) -> int:
+        """Weights (finalization rows) of the chunk: nb · B."""
+        return self.blocks * self.block_size
+
+    @property
+    def mac_rows(self) -> int:
+        """Rows of the MAC region (level F): nb · (B/L) · B; 0 at level R."""
+        return 0 if self.level == "R" else self.blocks * (self.block_size // self.lanes) * self.block_size
+
+    @property
+    def weight_salt_row(self) -> int:
+        """Row of the salt cells of ``theta`` and ``theta_new``: just after the finalization rows."""
+        return self.weights
+
+    @property
+    def g_salt_row(self) -> int:
+        """Row of the salt cells of the G lanes: just after the MAC region."""
+        return self.mac_rows
+
+    def committed_names(self) -> tuple[str, ...]:
+        names = ("theta", "theta_new")
+        if self.level == "F":
+            names += tuple(f"g_{l}" for l in range(self.lanes))
+        return names
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "blocks": self.blocks, "block_size": self.block_size, "level": self.level, "lanes": self.lanes,
+            "k": self.k, "field": self.field.name, "spec": self.spec.to_dict(),
+        }
+
+
+def chunk_shape_key(
+    *,
+    blocks: int,
+    block_size: int,
+    level: Level,
+    spec: FixedPointSpec,
+    lanes: int | None = None,
+    k: int | None = None,
+    field: PrimeField = DEFAULT_FIELD,
+) -> ChunkShape:
+    """The hashable key of a chunk shape: chunks with equal keys share one circuit structure and keys."""
+    return ChunkShape(blocks=blocks, block_size=block_size, level=level, spec=spec, lanes=lanes, k=k, field=field)
+
+
+# ------------------------------------------------------------------------------------------ the circuit
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkCircuit:
+    """The structure of one chunk circuit and the chip configs that know its columns."""
+
+    shape: ChunkShape
+    cs: ConstraintSystem
+    q_fin: Column
+    removal: removal_chip.RemovalConfig
+    update: update_chip.UpdateConfig
+    rescale: rescale_chip.RescaleConfig | None  # level F only
+    residual: residual_chip.ResidualConfig | None
+    mac: mac_chip.MacConfig | None
+
+    def column(self, name: str) -> Column:
+        return self.cs.column(name)
+
+
+@functools.lru_cache(maxsize=32)
+def build_chunk_circuit(shape: ChunkShape) -> ChunkCircuit:
+    """The circuit of ``shape`` without any witness (what keygen needs). Cached; arrays are read-only.
+
+    Refuses (:class:`~circuit_compiler.fixedpoint.FieldOverflowError`) a spec whose intermediates could
+    wrap the field, and block sizes for which rounding ỹ could fail the residual bound.
+    """
+    spec, B, nb = shape.spec, shape.block_size, shape.blocks
+    report = check_bounds(spec, block_size=B, field=shape.field)
+    t = spec.limb_bits
+    b = CircuitBuilder(f"obs_chunk_{shape.level}_nb{nb}_B{B}" + (f"_L{shape.lanes}" if shape.level == "F" else ""))
+
+    theta = b.committed("theta")
+    theta_new = b.committed("theta_new")
+    g_lanes = tuple(b.committed(f"g_{l}") for l in range(shape.lanes)) if shape.level == "F" else ()
+    mask = b.instance("mask")
+    touched = b.instance("touched") if shape.level == "R" else None
+    q_fin = b.selector("q_fin")
+    delta = b.advice("delta")
+
+    removal = removal_chip.configure(b, theta_new=theta_new, mask=mask, selector=q_fin)
+    update = update_chip.configure(
+        b, theta=theta, theta_new=theta_new, delta=delta, mask=mask, delta_bits=spec.w_delta, limb_bits=t,
+        selector=q_fin, touched=touched,
+    )
+    rescale = residual = mac = None
+    if shape.level == "F":
+        spec.validate_block_size(B)
+        y = b.advice("y")
+        rem = b.advice("rem")
+        z = b.advice("z")
+        rescale = rescale_chip.configure(
+            b, name="rescale", numerator=-z.cur(), quotient=delta, remainder=rem, shift=spec.s, limb_bits=t,
+            selector=q_fin, condition=1 - mask.cur(),
+        )
+        residual = residual_chip.configure(
+            b, z=z, theta=theta, rem=rem, mask=mask, y=y, shift=spec.s, y_bits=spec.w_y, limb_bits=t, selector=q_fin
+        )
+        mac = mac_chip.configure(b, block_size=B, lanes=shape.lanes, g=g_lanes)
+        mac.layout(b, blocks=nb, y=y, z=z)
+
+    b.enable(q_fin, np.arange(shape.weights))
+    b.reserve_rows(max(shape.weight_salt_row, shape.g_salt_row) + 1)
+    b.metadata.update(
+        circuit="obs_chunk",
+        shape=shape.to_dict(),
+        layout={
+            "finalization_rows": [0, shape.weights],
+            "mac_rows": [0, shape.mac_rows],
+            "salt_rows": {name: (shape.weight_salt_row if name.startswith("theta") else shape.g_salt_row)
+                          for name in shape.committed_names()},
+        },
+        bounds=report.to_dict(),
+    )
+    cs = b.build(k=shape.k)
+    return ChunkCircuit(shape=shape, cs=cs, q_fin=q_fin, removal=removal, update=update, rescale=rescale,
+                        residual=residual, mac=mac)
+
+
+# ----------------------------------------------------------------------------------------- the values
+
+
+def draw_salts(shape: ChunkShape, *, rng: np.random.Generator | None = None) -> dict[str, int]:
+    """One uniformly random field element per committed column of ``shape``.
+
+    ``rng=None`` uses the OS CSPRNG (:mod:`secrets`) -- what a real client must do; a numpy Generator
+    makes tests reproducible. The client keeps the salts of θ (and G) with its model: the proof must use
+    the salts of the registered commitments, and θ' 's salt becomes θ's at the next request.
+    """
+    p = shape.field.modulus
+    if rng is None:
+        return {name: secrets.randbelow(p) for name in shape.committed_names()}
+    return {name: int.from_bytes(rng.bytes(48), "little") % p for name in shape.committed_names()}
+
+
+def _column(rows: int, values: np.ndarray, *, start: int = 0) -> np.ndarray:
+    """A length-``rows`` column with ``values`` placed at ``[start, start + len)`` and zeros elsewhere."""
+    values = np.asarray(values).ravel()
+    out = np.zeros(rows, dtype=object if values.dtype == object else np.int64)
+    out[start : start + len(values)] = values
+    return out
+
+
+def committed_columns(
+    shape: ChunkShape,
+    *,
+    salts: Mapping[str, int],
+    theta: np.ndarray | None = None,
+    theta_new: np.ndarray | None = None,
+    G: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """The committed columns (canonical field ints, object arrays) that are given, each with its salt cell.
+
+    theta, theta_new: (nb, B) int64; G: (nb, B, B) int64 (level F). This is exactly what
+    :func:`lower_chunk` puts in the assignment, so a commitment made from it at personalization time
+    matches the proof's committed instance.
+    """
+    cs = build_chunk_circuit(shape).cs
+    field = shape.field
+    out: dict[str, np.ndarray] = {}
+
+    def with_salt(name: str, values: np.ndarray, salt_row: int) -> np.ndarray:
+        if name not in salts:
+            raise KeyError(f"no salt for committed column {name!r} (have {sorted(salts)})")
+        salt = int(salts[name])
+        if not 0 <= salt < field.modulus:
+            raise ValueError(f"salt of {name!r} is not a canonical element of {field.name}")
+        column = field.encode_array(_column(cs.rows, values))
+        column[salt_row] = salt
+        return column
+
+    for name, values in (("theta", theta), ("theta_new", theta_new)):
+        if values is not None:
+            values = _check_vector(values, shape, name)
+            out[name] = with_salt(name, values, shape.weight_salt_row)
+    if G is not None:
+        if shape.level != "F":
+            raise ValueError("G is committed only at level F")
+        G = _check_G(G, shape)
+        mac = build_chunk_circuit(shape).mac
+        nb, B, L = shape.blocks, shape.block_size, shape.lanes
+        lanes = G.reshape(nb, B // L, L, B).transpose(0, 1, 3, 2).reshape(-1, L)
+        for l, column in enumerate(mac.g):
+            out[column.name] = with_salt(column.name, lanes[:, l], shape.g_salt_row)
+    return out
+
+
+def chunk_instances(shape: ChunkShape, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The public instance columns of a chunk from its mask (nb, B): what the verifier recomputes."""
+    mask = _check_mask(mask, shape)
+    rows = build_chunk_circuit(shape).cs.rows
+    out = {"mask": _column(rows, mask.astype(np.int64))}
+    if shape.level == "R":
+        out["touched"] = _column(rows, touched_rows(mask).astype(np.int64))
+    return out
+
+
+def lower_chunk(
+    theta_q: np.ndarray,
+    theta_new_q: np.ndarray,
+    G_q: np.ndarray | None,
+    mask: np.ndarray,
+    y_q: np.ndarray | None,
+    delta_q: np.ndarray | None,
+    rem: np.ndarray | None,
+    *,
+    spec: FixedPointSpec,
+    level: Level,
+    lanes: int | None = None,
+    salts: Mapping[str, int],
+    k: int | None = None,
+    field: PrimeField = DEFAULT_FIELD,
+) -> tuple[ConstraintSystem, Assignment]:
+    """Lower one chunk: ``(ConstraintSystem, Assignment)``.
+
+    All per-weight arrays are (nb, B) int64 (``mask`` bool or 0/1): θ, θ', ỹ, Δ, rem; ``G_q`` is
+    (nb, B, B) int64 with |G| ≤ 2^f_g. ``G_q``, ``y_q`` and ``rem`` are needed at level F and ignored at
+    level R. ``salts`` maps every committed column name (``theta``, ``theta_new``, ``g_l``) to a field
+    element (:func:`draw_salts`).
+
+    Values are placed as given -- a dishonest witness lowers fine and fails the mock prover -- except
+    that values outside the widths the circuit's soundness assumes are refused with a clear error:
+    range-checked cells (Δ, ỹ, rem) have no limbs then, and θ, θ', G must fit the bound analysis.
+    """
+    theta_q = np.asarray(theta_q)
+    if theta_q.ndim != 2:
+        raise ValueError(f"theta_q must be (blocks, B), got shape {theta_q.shape}")
+    shape = ChunkShape(blocks=theta_q.shape[0], block_size=theta_q.shape[1], level=level, spec=spec, lanes=lanes,
+                       k=k, field=field)
+    circuit = build_chunk_circuit(shape)
+    cs = circuit.cs
+    rows = cs.rows
+
+    theta_q = _check_vector(theta_q, shape, "theta_q")
+    theta_new_q = _check_vector(theta_new_q, shape, "theta_new_q")
+    delta_q = _check_vector(delta_q, shape, "delta_q")
+    check_fits(theta_q, spec.w_w, name="theta_q")
+    _check_magnitude(theta_new_q, (1 << (spec.w_w - 1)) + (1 << (spec.w_delta - 1)), "theta_new_q")
+    if level == "F":
+        if G_q is None or y_q is None or rem is None:
+            raise ValueError("level F needs G_q, y_q and rem")
+        G_q = _check_G(G_q, shape)
+        y_q = _check_vector(y_q, shape, "y_q")
+        rem = _check_vector(rem, shape, "rem")
+
+    committed = committed_columns(shape, salts=salts, theta=theta_q, theta_new=theta_new_q,
+                                  G=G_q if level == "F" else None)
+    extra = set(salts) - set(shape.committed_names())
+    if extra:
+        raise KeyError(f"salts for unknown committed columns {sorted(extra)} (level {level})")
+    instance = chunk_instances(shape, mask)
+
+    advice: dict[str, np.ndarray] = {}
+    fin = {"delta": delta_q.ravel(), **circuit.update.assign(delta_q.ravel())}
+    if level == "F":
+        _, mac_advice, z = circuit.mac.assign(G_q, y_q)  # its G lanes are committed_columns' (with salts)
+        fin.update({"y": y_q.ravel(), "rem": rem.ravel(), "z": z})
+        fin.update(circuit.residual.assign(y_q.ravel()))
+        fin.update(circuit.rescale.remainder_range.assign(rem.ravel()))
+        for name, values in mac_advice.items():
+            advice[name] = _column(rows, values)
+    for name, values in fin.items():
+        advice[name] = _column(rows, values)
+    for name, values in advice.items():
+        if values.dtype == object:
+            advice[name] = field.reduce_array(values)
+    missing = {c.name for c in cs.columns if c.kind.value == "advice"} - set(advice)
+    assert not missing, f"lowering left advice columns unassigned: {sorted(missing)}"
+    return cs, Assignment(advice=advice, instance=instance, committed=committed)
+
+
+# --------------------------------------------------------------------------------------------- chunking
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkWitness:
+    """One chunk of a layer witness: (nb, B) arrays (``G_q`` (nb, B, B)), zero-padded past ``valid_blocks``.
+
+    ``G_q``, ``y_q``, ``rem`` are ``None`` for a removal-only (level R) witness.
+    """
+
+    index: int  # chunk number within the layer
+    first_block: int  # layer block index of row block 0
+    valid_blocks: int  # blocks that hold layer data; the rest are padding (mask 0, all values 0)
+    theta_q: np.ndarray
+    theta_new_q: np.ndarray
+    G_q: np.ndarray | None
+    mask: np.ndarray
+    y_q: np.ndarray | None
+    delta_q: np.ndarray
+    rem: np.ndarray | None
+
+    @property
+    def blocks(self) -> int:
+        return self.theta_q.shape[0]
+
+    @property
+    def block_size(self) -> int:
+        return self.theta_q.shape[1]
+
+    def lowering_inputs(self) -> tuple:
+        """``(theta_q, theta_new_q, G_q, mask, y_q, delta_q, rem)`` -- the positional arguments of :func:`lower_chunk`."""
+        return (self.theta_q, self.theta_new_q, self.G_q, self.mask, self.y_q, self.delta_q, self.rem)
+
+
+def chunk_layer(witness: "LayerWitness", *, blocks_per_chunk: int) -> list[ChunkWitness]:
+    """Cut a layer witness (:class:`~circuit_compiler.witness.LayerWitness`, blocked arrays (n_blocks, B))
+    into chunks of ``blocks_per_chunk`` blocks; the last chunk is zero-padded so all share one shape.
+
+    Padding blocks have mask 0, θ = θ' = Δ = ỹ = rem = 0 and G = 0: an honest witness of the OBS relation.
+    """
+    if blocks_per_chunk < 1:
+        raise ValueError(f"blocks_per_chunk must be >= 1, got {blocks_per_chunk}")
+    n_blocks = witness.theta_q.shape[0]
+    chunks = []
+    for index, first in enumerate(range(0, n_blocks, blocks_per_chunk)):
+        stop = min(first + blocks_per_chunk, n_blocks)
+
+        def cut(a: np.ndarray | None) -> np.ndarray | None:
+            if a is None:
+                return None
+            part = a[first:stop]
+            pad = blocks_per_chunk - part.shape[0]
+            if pad:
+                part = np.concatenate([part, np.zeros((pad,) + part.shape[1:], dtype=part.dtype)])
+            return np.ascontiguousarray(part)
+
+        chunks.append(ChunkWitness(
+            index=index, first_block=first, valid_blocks=stop - first,
+            theta_q=cut(witness.theta_q), theta_new_q=cut(witness.theta_new_q), G_q=cut(witness.G_q),
+            mask=cut(witness.mask), y_q=cut(witness.y_q), delta_q=cut(witness.delta_q), rem=cut(witness.rem),
+        ))
+    return chunks
+
+
+# ------------------------------------------------------------------------------------------- validation
+
+
+def _check_vector(values: np.ndarray | None, shape: ChunkShape, name: str) -> np.ndarray:
+    if values is None:
+        raise ValueError(f"{name} is required")
+    values = np.asarray(values)
+    expected = (shape.blocks, shape.block_size)
+    if values.shape != expected:
+        raise ValueError(f"{name} has shape {values.shape}, expected (blocks, B) = {expected}")
+    if not np.issubdtype(values.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer (quantized) array, got dtype {values.dtype}")
+    return values.astype(np.int64)
+
+
+def _check_mask(mask: np.ndarray, shape: ChunkShape) -> np.ndarray:
+    mask = np.asarray(mask)
+    expected = (shape.blocks, shape.block_size)
+    if mask.shape != expected:
+        raise ValueError(f"mask has shape {mask.shape}, but the chunk's weights are (blocks, B) = {expected}")
+    if mask.dtype != bool:
+        if not np.issubdtype(mask.dtype, np.integer) or not np.isin(mask, (0, 1)).all():
+            raise ValueError(f"mask must be boolean or 0/1, got dtype {mask.dtype} with values {np.unique(mask)[:5]}")
+        mask = mask.astype(bool)
+    return mask
+
+
+def _check_magnitude(values: np.ndarray, bound: int, name: str) -> None:
+    """Refuse |values| > bound, naming the first offending (block, position)."""
+    bad = np.abs(values) > bound
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise QuantizationError(
+            f"{name}{list(idx)} = {int(values[idx])} exceeds the magnitude {bound} the bound analysis assumes "
+            f"({int(bad.sum())} values out of range)"
+        )
+
+
+def _check_G(G: np.ndarray, shape: ChunkShape) -> np.ndarray:
+    G = np.asarray(G)
+    expected = (shape.blocks, shape.block_size, shape.block_size)
+    if G.shape != expected:
+        raise ValueError(f"G_q has shape {G.shape}, expected (blocks, B, B) = {expected}")
+    if not np.issubdtype(G.dtype, np.integer):
+        raise TypeError(f"G_q must be an integer (quantized) array, got dtype {G.dtype}")
+    G = G.astype(np.int64)
+    if G.size and int(np.max(np.abs(G))) > (1 << shape.spec.f_g):
+        idx = np.unravel_index(int(np.argmax(np.abs(G))), G.shape)
+        raise QuantizationError(
+            f"G_q{list(map(int, idx))} = {int(G[idx])} exceeds 2^f_g = {1 << shape.spec.f_g} in magnitude "
+            "(blocks must be normalized to max|G| = 1 before quantization)"
+        )
+    return G

@@ -1,0 +1,280 @@
+"""Client-side witness generation: from the float OBS inputs of a layer to the circuit's integers.
+
+Given a layer's weights θ (any shape, flattened row-major into blocks of B), its Fisher-inverse blocks
+G (n_blocks, B, B) and the public mask, :func:`obs_witness` computes, deterministically:
+
+1. ``θ_q = round(θ · 2^f_w)`` (w_w bits; out-of-range values are an error, never clipped);
+2. per block, ``Ĝ = G / max|G|`` (Δ does not change) and ``G_q = round(Ĝ · 2^f_g)``, so |G_q| ≤ 2^f_g;
+3. ``ỹ = round(G_q[S,S]⁻¹ θ_q[S] · 2^s)`` on S (solved in float64, then rounded), 0 off S; the residual
+   ``e = G_q[S,S] ỹ - θ_q[S] · 2^s`` is then computed *exactly* in integers. If some |e| is outside
+   ``[-τ, τ)`` (only possible when float64 round-off moved ỹ, or B > 2^(s - f_g)), ỹ is refined by
+   mixed-precision iterative refinement ``ỹ += round(G_SS⁻¹ (-e))`` with exact integer residuals; if that
+   does not help, a clear error names the blocks;
+4. off S: ``(Δ_i, r_i) = floor-divmod(-(G_q ỹ)_i, 2^s)``; on S: ``Δ_q = 0`` and ``rem_q = e_q + τ``;
+5. ``θ' = θ_q + Δ`` off the mask and exactly 0 on it.
+
+Determinism: the output is a pure function of the inputs on a given numpy/LAPACK build. The float solve
+may round differently on another BLAS, which can move ỹ by one unit; any ỹ with |e| within τ is a valid
+witness, and the error bound of :func:`~circuit_compiler.fixedpoint.delta_error_bound` holds for all of
+them.
+
+:func:`removal_witness` builds a level-R witness from a float update Δ instead (no G).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .chips.removal import remove_masked
+from .chips.rescale import floor_divide
+from .chips.residual import solve_remainder, solve_residual
+from .chips.update import apply_update
+from .fixedpoint import (
+    FixedPointSpec,
+    QuantizationError,
+    check_fits,
+    dequantize,
+    exact_matvec,
+    masked_indices,
+    masked_system,
+    quantize,
+    quantize_fisher_blocks,
+)
+
+
+class WitnessError(ValueError):
+    """No witness in the declared widths exists for these inputs (the message says which block and why)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerWitness:
+    """The quantized witness of one layer, blocked: per-weight arrays are (n_blocks, B) int64.
+
+    ``G_q`` (n_blocks, B, B), ``G_scale`` (n_blocks,), ``y_q`` and ``rem`` are ``None`` for a
+    removal-only (level R) witness. ``weight_shape`` is the shape of the layer's weight matrix.
+    """
+
+    spec: FixedPointSpec
+    weight_shape: tuple[int, ...]
+    theta_q: np.ndarray
+    theta_new_q: np.ndarray
+    mask: np.ndarray  # bool
+    delta_q: np.ndarray
+    G_q: np.ndarray | None = None
+    G_scale: np.ndarray | None = None  # private per-block normalization (G = G_scale · Ĝ)
+    y_q: np.ndarray | None = None
+    rem: np.ndarray | None = None
+
+    @property
+    def block_size(self) -> int:
+        return self.theta_q.shape[1]
+
+    @property
+    def n_blocks(self) -> int:
+        return self.theta_q.shape[0]
+
+    def theta_new(self) -> np.ndarray:
+        """θ' dequantized to float64, in the layer's weight shape."""
+        return dequantize(self.theta_new_q, self.spec.f_w).reshape(self.weight_shape)
+
+    def delta(self) -> np.ndarray:
+        """Δ dequantized (0 on the mask; the mask itself is applied by removal)."""
+        return dequantize(self.delta_q, self.spec.f_w).reshape(self.weight_shape)
+
+
+def _blocked_inputs(theta: np.ndarray, mask: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    theta = np.asarray(theta, dtype=np.float64)
+    mask = np.asarray(mask)
+    if mask.shape != theta.shape:
+        raise ValueError(f"mask of shape {mask.shape} does not match θ of shape {theta.shape}")
+    if mask.dtype != bool:
+        if not np.isin(mask, (0, 1)).all():
+            raise ValueError(f"mask must be boolean or 0/1, got values {np.unique(mask)[:5]}")
+        mask = mask.astype(bool)
+    if theta.size % block_size:
+        raise ValueError(f"θ has {theta.size} weights, not a multiple of the block size B={block_size}")
+    n_blocks = theta.size // block_size
+    return theta.reshape(n_blocks, block_size), mask.reshape(n_blocks, block_size), theta.shape
+
+
+def obs_witness(
+    theta: np.ndarray,
+    G: np.ndarray,
+    mask: np.ndarray,
+    *,
+    spec: FixedPointSpec,
+    refine_steps: int = 4,
+) -> LayerWitness:
+    """The level-F witness of the blockwise group-OBS update of one layer (see the module docstring).
+
+    theta: float weights, any shape with ``theta.size = n_blocks · B`` (row-major blocks);
+    G: (n_blocks, B, B) float inverse-Fisher blocks; mask: bool, same shape as theta. Blocks are
+    independent: to bound memory on large layers, call it on ranges of blocks (e.g. one chunk at a time).
+    Raises :class:`~circuit_compiler.fixedpoint.QuantizationError` for inputs that do not fit the
+    widths and :class:`WitnessError` when no in-range ỹ, Δ exists (ill-conditioned or singular G_SS).
+    """
+    G = np.asarray(G)
+    if G.ndim != 3 or G.shape[1] != G.shape[2]:
+        raise ValueError(f"G must be (n_blocks, B, B), got shape {G.shape}")
+    B = G.shape[1]
+    theta_b, mask_b, weight_shape = _blocked_inputs(theta, mask, B)
+    if G.shape[0] != theta_b.shape[0]:
+        raise ValueError(f"G has {G.shape[0]} blocks but θ has {theta_b.shape[0]} blocks of B={B}")
+    spec.validate_block_size(B)
+    theta_q = quantize(theta_b, spec.f_w, spec.w_w, name="theta")
+    G_q, G_scale = quantize_fisher_blocks(G, spec)
+    return quantized_obs_witness(theta_q, G_q, mask_b, spec=spec, weight_shape=weight_shape, G_scale=G_scale,
+                                 refine_steps=refine_steps)
+
+
+def quantized_obs_witness(
+    theta_q: np.ndarray,
+    G_q: np.ndarray,
+    mask: np.ndarray,
+    *,
+    spec: FixedPointSpec,
+    weight_shape: tuple[int, ...] | None = None,
+    G_scale: np.ndarray | None = None,
+    refine_steps: int = 4,
+) -> LayerWitness:
+    """Steps 3-5 of :func:`obs_witness` on already quantized inputs (e.g. the θ and G a client committed).
+
+    theta_q: (n_blocks, B) int64 (w_w bits); G_q: (n_blocks, B, B) int64 with |G_q| ≤ 2^f_g; mask:
+    (n_blocks, B) bool. ``weight_shape`` defaults to (n_blocks · B,).
+    """
+    theta_q = np.asarray(theta_q)
+    G_q = np.asarray(G_q)
+    mask_b = np.asarray(mask)
+    if theta_q.ndim != 2 or G_q.shape != theta_q.shape + (theta_q.shape[1],) or mask_b.shape != theta_q.shape:
+        raise ValueError(f"quantized OBS inputs: θ {theta_q.shape}, G {G_q.shape} and mask {mask_b.shape} must be "
+                         "(n_blocks, B), (n_blocks, B, B) and (n_blocks, B)")
+    if mask_b.dtype != bool:
+        if not np.isin(mask_b, (0, 1)).all():
+            raise ValueError(f"mask must be boolean or 0/1, got values {np.unique(mask_b)[:5]}")
+        mask_b = mask_b.astype(bool)
+    for name, values in (("theta_q", theta_q), ("G_q", G_q)):
+        if not np.issubdtype(values.dtype, np.integer):
+            raise TypeError(f"{name} must be an integer (quantized) array, got dtype {values.dtype}")
+    theta_q, G_q = theta_q.astype(np.int64), G_q.astype(np.int64)
+    check_fits(theta_q, spec.w_w, name="theta_q")
+    check_fits(np.abs(G_q) - 1, spec.f_g + 1, name="|G_q| - 1")
+    spec.validate_block_size(theta_q.shape[1])
+    y_q, e = _solve_blocks(G_q, theta_q, mask_b, spec, refine_steps=refine_steps)
+
+    z = exact_matvec(G_q, y_q)  # (n_blocks, B): G ỹ over the whole block (ỹ = 0 off S)
+    delta_q, rem = floor_divide(-z, spec.s)  # quotient may be object ints when z is beyond 64 bits
+    delta_q = np.where(mask_b, 0, delta_q)
+    try:
+        check_fits(delta_q, spec.w_delta, name="Δ (quantized)")
+    except QuantizationError as err:
+        raise WitnessError(f"{err}; the OBS update needs more than w_delta={spec.w_delta} bits at f_w={spec.f_w}") from None
+    delta_q = delta_q.astype(np.int64)
+    rem = np.where(mask_b, solve_remainder(e, spec.s), rem).astype(np.int64)
+    theta_new_q = remove_masked(apply_update(theta_q, delta_q), mask_b)
+    return LayerWitness(
+        spec=spec, weight_shape=tuple(weight_shape) if weight_shape is not None else (theta_q.size,),
+        theta_q=theta_q, theta_new_q=theta_new_q, mask=mask_b, delta_q=delta_q, G_q=G_q, G_scale=G_scale,
+        y_q=y_q, rem=rem,
+    )
+
+
+def removal_witness(theta: np.ndarray, delta: np.ndarray, mask: np.ndarray, *, spec: FixedPointSpec, block_size: int) -> LayerWitness:
+    """A level-R witness: θ' = θ + round(Δ) off the mask, 0 on it; Δ taken as given (no G)."""
+    theta_b, mask_b, weight_shape = _blocked_inputs(theta, mask, block_size)
+    delta = np.asarray(delta, dtype=np.float64)
+    if delta.shape != weight_shape:
+        raise ValueError(f"Δ of shape {delta.shape} does not match θ of shape {weight_shape}")
+    theta_q = quantize(theta_b, spec.f_w, spec.w_w, name="theta")
+    delta_q = np.where(mask_b, 0, quantize(delta.reshape(theta_b.shape), spec.f_w, spec.w_delta, name="delta"))
+    theta_new_q = remove_masked(apply_update(theta_q, delta_q), mask_b)
+    return LayerWitness(spec=spec, weight_shape=weight_shape, theta_q=theta_q, theta_new_q=theta_new_q, mask=mask_b,
+                        delta_q=delta_q.astype(np.int64))
+
+
+def _solve_blocks(
+    G_q: np.ndarray, theta_q: np.ndarray, mask: np.ndarray, spec: FixedPointSpec, *, refine_steps: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """ỹ (n_blocks, B) int64, zero off the mask, and the exact residual e (n_blocks, B), 0 off the mask.
+
+    Works on the compact |S|×|S| systems (padded to the largest |S| with identity rows, so blocks of any
+    |S| share one batched LAPACK call): O(|S|³) per block instead of O(B³).
+    """
+    n_blocks, B = mask.shape
+    y = np.zeros((n_blocks, B), dtype=np.int64)
+    e = np.zeros((n_blocks, B), dtype=np.int64)
+    touched = np.flatnonzero(mask.any(axis=1))
+    if touched.size == 0:
+        return y, e
+    idx, valid = masked_indices(mask[touched])
+    A = masked_system(G_q[touched], idx, valid)  # int64 (nt, s, s): G_SS, identity on padding
+    Af = A.astype(np.float64)
+    theta_S = np.where(valid, np.take_along_axis(theta_q[touched], idx, axis=1), 0)
+
+    def solve(rhs: np.ndarray) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            try:
+                sol = np.linalg.solve(Af, rhs[..., None])[..., 0]
+            except np.linalg.LinAlgError:  # one singular block fails the batch: find which, block by block
+                sol = np.full(rhs.shape, np.nan)
+                for i in range(len(Af)):
+                    try:
+                        sol[i] = np.linalg.solve(Af[i], rhs[i][:, None])[:, 0]
+                    except np.linalg.LinAlgError:
+                        pass
+        bad = ~np.isfinite(sol).all(axis=1)
+        if bad.any():
+            blocks = touched[np.flatnonzero(bad)][:8].tolist()
+            raise WitnessError(f"G_SS is singular in block(s) {blocks}: no ỹ solves the masked system")
+        limit = float(1 << 62)
+        if np.any(np.abs(sol) >= limit):
+            b = int(touched[np.flatnonzero((np.abs(sol) >= limit).any(axis=1))[0]])
+            raise WitnessError(f"block {b}: ỹ exceeds 2^62 (G_SS is nearly singular); it cannot fit w_y={spec.w_y}")
+        return np.rint(sol).astype(np.int64) * valid
+
+    def residual(y_S: np.ndarray) -> np.ndarray:  # exact G_SS ỹ_S - θ_S 2^s, 0 on padding
+        return np.where(valid, solve_residual(exact_matvec(A, y_S), theta_S, spec.s), 0)
+
+    def worst(res: np.ndarray) -> np.ndarray:  # per block max |e| (Python ints: e may exceed int64)
+        return np.max(np.abs(np.asarray(res, dtype=object)), axis=1)
+
+    tau = spec.tau
+    y_S = solve(np.ldexp(theta_S.astype(np.float64), spec.s))
+    res = residual(y_S)
+    for _ in range(refine_steps):
+        bad = ((res < -tau) | (res >= tau)).any(axis=1)
+        if not bad.any():
+            break
+        # mixed-precision iterative refinement: float solve of the exact integer residual
+        step = solve(-np.asarray(res, dtype=np.float64)) * bad[:, None]
+        if not step.any():
+            break  # at the rounding limit: refinement cannot help
+        candidate = y_S + step
+        cand_res = residual(candidate)
+        better = worst(cand_res) < worst(res)
+        if not better.any():
+            break
+        y_S = np.where(better[:, None], candidate, y_S)
+        res = np.where(better[:, None], cand_res, res)
+    bad = (res < -tau) | (res >= tau)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise WitnessError(
+            f"solve residual outside [-τ, τ) = [-{tau}, {tau}) in block(s) {touched[rows][:8].tolist()} "
+            f"(max |e| = {int(worst(res).max())}); ỹ rounding cannot satisfy the circuit: increase s "
+            "(s >= f_g + log2(B) guarantees it) or improve the conditioning of G (damping)"
+        )
+    try:
+        check_fits(y_S, spec.w_y, name="ỹ_S")
+    except QuantizationError as err:
+        raise WitnessError(
+            f"{err}; ỹ = G_SS⁻¹ θ_S · 2^{spec.y_frac} needs more than w_y={spec.w_y} bits: G_SS is ill-conditioned "
+            "(increase w_y or the damping of the Fisher)"
+        ) from None
+    y_t = np.zeros((len(touched), B), dtype=np.int64)
+    e_t = np.zeros((len(touched), B), dtype=np.int64)
+    np.put_along_axis(y_t, idx, np.where(valid, y_S, 0), axis=1)  # padding slots write 0 to unmasked positions
+    np.put_along_axis(e_t, idx, np.where(valid, np.asarray(res).astype(np.int64), 0), axis=1)
+    y[touched], e[touched] = y_t, e_t
+    return y, e

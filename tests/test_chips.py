@@ -1,0 +1,365 @@
+"""Each chip in a small circuit of its own: honest values pass, tampered cells fail with the named check."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from circuit_compiler.builder import CircuitBuilder
+from circuit_compiler.chips import mac, range_check, removal, rescale, residual, update
+from circuit_compiler.field import DEFAULT_FIELD
+from circuit_compiler.fixedpoint import QuantizationError
+from circuit_compiler.ir import Assignment, Cell, ColumnKind, usable_rows
+from circuit_compiler.mock_prover import check
+
+P = DEFAULT_FIELD.modulus
+
+
+def failures(cs, assignment):
+    return sorted({(f.kind, f.name, f.row) for f in check(cs, assignment, P)}, key=str)
+
+
+def column(rows, values, dtype=np.int64):
+    out = np.zeros(rows, dtype=dtype)
+    out[: len(values)] = values
+    return out
+
+
+# ------------------------------------------------------------------------------------------ range check
+
+
+def range_circuit(*, bits, limb_bits, signed, n):
+    b = CircuitBuilder("range")
+    v = b.instance("v")
+    q = b.selector("q")
+    config = range_check.configure(b, name="v", value=v.cur(), bits=bits, limb_bits=limb_bits, signed=signed, selector=q)
+    b.enable(q, np.arange(n))
+    return b.build(), config
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_range_check_accepts_exactly_the_range(signed):
+    cs, config = range_circuit(bits=12, limb_bits=4, signed=signed, n=6)
+    lo, hi = config.bounds
+    assert (lo, hi) == ((-2048, 2047) if signed else (0, 4095))
+    values = np.array([lo, hi, 0, 1, hi - 1, lo + 1], dtype=np.int64)
+    limbs = config.assign(values)
+    assert sorted(limbs) == ["v_limb_0", "v_limb_1", "v_limb_2"]
+    shifted = values + config.offset
+    assert np.array_equal(limbs["v_limb_0"] + 16 * limbs["v_limb_1"] + 256 * limbs["v_limb_2"], shifted)
+    rows = cs.rows
+    a = Assignment(advice={k: column(rows, v) for k, v in limbs.items()}, instance={"v": column(rows, values)}, committed={})
+    assert failures(cs, a) == []
+
+    # one past the top: v + offset = 2^12 has no 4-bit limbs; the only decomposition puts 16 in the top limb
+    forged = a.copy()
+    forged.instance["v"][1] = hi + 1
+    forged.advice["v_limb_0"][1] = forged.advice["v_limb_1"][1] = 0
+    forged.advice["v_limb_2"][1] = 16
+    assert failures(cs, forged) == [("lookup", "v_limb_2", 1)]
+    # a limb that does not recompose the value
+    wrong = a.copy()
+    wrong.advice["v_limb_1"][3] = (wrong.advice["v_limb_1"][3] + 1) % 16
+    assert failures(cs, wrong) == [("gate", "v_decompose", 3)]
+    with pytest.raises(QuantizationError, match=r"range check 'v': value 4096 at position 0 is outside \[0, 4095\]"
+                       if not signed else r"value 2048 at position 0 is outside \[-2048, 2047\]"):
+        config.assign(np.array([hi + 1]))
+
+
+def test_single_limb_range_check_looks_up_the_value_itself():
+    cs, config = range_circuit(bits=8, limb_bits=8, signed=True, n=3)
+    assert config.limbs == () and [lk.name for lk in cs.lookups] == ["v_range"] and not cs.gates
+    assert config.assign(np.array([-128, 127, 5])) == {}
+    good = Assignment(advice={}, instance={"v": column(cs.rows, [-128, 127, 5])}, committed={})
+    assert failures(cs, good) == []
+    bad = Assignment(advice={}, instance={"v": column(cs.rows, [-129, 127, 128])}, committed={})
+    assert failures(cs, bad) == [("lookup", "v_range", 0), ("lookup", "v_range", 2)]
+
+
+def test_range_check_refuses_widths_that_are_not_whole_limbs():
+    b = CircuitBuilder("bad")
+    v, q = b.advice("v"), b.selector("q")
+    with pytest.raises(ValueError, match="width 10 is not a positive multiple of limb_bits=4"):
+        range_check.configure(b, name="v", value=v.cur(), bits=10, limb_bits=4, signed=True, selector=q)
+
+
+# ---------------------------------------------------------------------------------------------- rescale
+
+
+@settings(max_examples=50, deadline=None)
+@given(values=st.lists(st.integers(-(1 << 100), 1 << 100), min_size=1, max_size=8), shift=st.integers(1, 40))
+def test_floor_divide_matches_python(values, shift):
+    for arr in (np.array(values, dtype=object), np.array([v % (1 << 62) - (1 << 61) for v in values], dtype=np.int64)):
+        q, r = rescale.floor_divide(arr, shift)
+        assert r.dtype == np.int64
+        assert [(int(a), int(b)) for a, b in zip(q, r)] == [divmod(int(v), 1 << shift) for v in arr]
+
+
+def rescale_circuit(n_values, *, shift=8, limb_bits=4, condition=None):
+    b = CircuitBuilder("rescale")
+    n = b.instance("n")
+    c = b.instance("c")
+    d, r = b.advice("d"), b.advice("r")
+    q = b.selector("q")
+    config = rescale.configure(b, name="rescale", numerator=-n.cur(), quotient=d, remainder=r, shift=shift,
+                               limb_bits=limb_bits, selector=q, condition=c.cur() if condition is not None else None)
+    b.enable(q, np.arange(len(n_values)))
+    cs = b.build()
+    values = config.assign(-np.asarray(n_values, dtype=object))
+    cond = np.ones(len(n_values), dtype=np.int64) if condition is None else np.asarray(condition)
+    advice = {k: column(cs.rows, v, dtype=object if v.dtype == object else np.int64) for k, v in values.items()}
+    advice = {k: DEFAULT_FIELD.reduce_array(v) if v.dtype == object else v for k, v in advice.items()}
+    instance = {"n": DEFAULT_FIELD.reduce_array(column(cs.rows, np.asarray(n_values, dtype=object), dtype=object)),
+                "c": column(cs.rows, cond)}
+    return cs, config, Assignment(advice=advice, instance=instance, committed={})
+
+
+def test_rescale_honest_and_the_wrap_around_forgery():
+    n_values = [0, 1, -1, 255, 256, -257, 1 << 70, -(1 << 70) - 3]
+    cs, config, a = rescale_circuit(n_values)
+    # n is the numerator's negation here: d = floor(-n / 2^8)
+    assert config.identity().pretty() == "256 * (d) + r + n"
+    assert [int(DEFAULT_FIELD.decode(int(v))) for v in DEFAULT_FIELD.reduce_array(a.advice["d"][:3])] == [0, -1, 0]
+    assert failures(cs, a) == []
+    # d + 1 and r - 2^s satisfy the division gate; only the remainder's range check can object
+    forged = a.copy()
+    forged.advice["d"][4] = int(forged.advice["d"][4]) + 1
+    forged.advice["r"][4] = int(forged.advice["r"][4]) - 256
+    assert failures(cs, forged) == [("gate", "r_decompose", 4)]
+
+
+def test_rescale_condition_switches_the_gate_off():
+    cs, _, a = rescale_circuit([3, 7], condition=[0, 1])
+    tampered = a.copy()
+    for row in (0, 1):
+        tampered.advice["d"][row] = int(tampered.advice["d"][row]) + 5
+    assert failures(cs, tampered) == [("gate", "rescale", 1)]
+
+
+# --------------------------------------------------------------------------------------------------- MAC
+
+
+def mac_circuit(G, y, lanes):
+    nb, B = y.shape
+    b = CircuitBuilder("mac")
+    g = tuple(b.committed(f"g_{l}") for l in range(lanes))
+    y_col, z_col = b.advice("y"), b.advice("z")
+    config = mac.configure(b, block_size=B, lanes=lanes, g=g)
+    config.layout(b, blocks=nb, y=y_col, z=z_col)
+    cs = b.build()
+    committed, advice, z = config.assign(G, y)
+    rows = cs.rows
+    pad = {k: column(rows, v, dtype=object if v.dtype == object else np.int64) for k, v in {**advice, "y": y.ravel(), "z": z}.items()}
+    pad = {k: DEFAULT_FIELD.reduce_array(v) if v.dtype == object else v for k, v in pad.items()}
+    return cs, config, Assignment(advice=pad, instance={}, committed={k: column(rows, v) for k, v in committed.items()}), z
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 4])
+def test_mac_computes_G_times_y_exactly_beyond_int64(lanes):
+    rng = np.random.default_rng(lanes)
+    nb, B = 2, 4
+    G = rng.integers(-(1 << 12), (1 << 12) + 1, size=(nb, B, B))
+    y = rng.integers(-(1 << 55), 1 << 55, size=(nb, B))
+    cs, config, a, z = mac_circuit(G, y, lanes)
+    expected = [sum(int(G[b, i, j]) * int(y[b, j]) for j in range(B)) for b in range(nb) for i in range(B)]
+    assert [int(v) for v in z] == expected
+    assert config.region_rows(nb) == nb * (B // lanes) * B
+    assert (config.q_rep is None) == (lanes == B)
+    assert len(cs.copies) == 2 * nb * B
+    assert failures(cs, a) == []
+
+
+def test_mac_tampering_is_caught_where_it_happens():
+    rng = np.random.default_rng(7)
+    nb, B, L = 2, 4, 2
+    G = rng.integers(-50, 50, size=(nb, B, B))
+    y = rng.integers(-1000, 1000, size=(nb, B))
+    cs, config, a, _ = mac_circuit(G, y, L)
+    row = (1 * (B // L) + 0) * B + 2  # block 1, lane group 0, column j = 2
+    acc = a.copy()
+    acc.advice["acc_1"][row] += 1
+    assert failures(cs, acc) == [("gate", "mac_step", row), ("gate", "mac_step", row + 1)]
+    last = a.copy()  # the final partial sum is copied out to z
+    last.advice["acc_0"][row + 1] += 1
+    assert failures(cs, last) == [("copy", "z = acc_0", 1 * B + 0), ("gate", "mac_step", row + 1)]
+    rep = a.copy()  # ỹ of the second lane group must repeat the first one's
+    rep_row = (0 * (B // L) + 1) * B + 1
+    rep.advice["y_mac"][rep_row] += 1
+    names = {(k, n) for k, n, _ in failures(cs, rep)}
+    assert ("gate", "y_repeat") in names and ("gate", "mac_step") in names
+    committed = a.copy()  # a different committed G entry changes nothing else: the step gate objects
+    committed.committed["g_0"][0] += 1
+    assert failures(cs, committed) == [("gate", "mac_first", 0)]
+    y_in = a.copy()
+    y_in.advice["y"][3] += 1
+    assert failures(cs, y_in) == [("copy", "y_mac = y", 3)]
+
+
+def test_mac_refuses_lanes_not_dividing_B():
+    b = CircuitBuilder("mac")
+    g = (b.committed("g_0"), b.committed("g_1"), b.committed("g_2"))
+    with pytest.raises(ValueError, match="lanes L=3 must divide the block size B=4"):
+        mac.configure(b, block_size=4, lanes=3, g=g)
+
+
+# -------------------------------------------------------------------------- residual, removal, update
+
+
+def finalization_circuit(*, shift=8, touched=False):
+    """The finalization row of docs/circuit.md without the MAC region: z is free (instance) here."""
+    b = CircuitBuilder("fin")
+    theta, theta_new = b.committed("theta"), b.committed("theta_new")
+    mask = b.instance("mask")
+    z = b.instance("z")
+    touched_col = b.instance("touched") if touched else None
+    q = b.selector("q")
+    delta, y, rem = b.advice("delta"), b.advice("y"), b.advice("rem")
+    rm = removal.configure(b, theta_new=theta_new, mask=mask, selector=q)
+    up = update.configure(b, theta=theta, theta_new=theta_new, delta=delta, mask=mask, delta_bits=16, limb_bits=4,
+                          selector=q, touched=touched_col)
+    rs = rescale.configure(b, name="rescale", numerator=-z.cur(), quotient=delta, remainder=rem, shift=shift,
+                           limb_bits=4, selector=q, condition=1 - mask.cur())
+    rd = residual.configure(b, z=z, theta=theta, rem=rem, mask=mask, y=y, shift=shift, y_bits=16, limb_bits=4, selector=q)
+    return b, rm, up, rs, rd
+
+
+def honest_finalization(mask, theta, z, y, *, shift=8, touched=False):
+    b, rm, up, rs, rd = finalization_circuit(shift=shift, touched=touched)
+    n = len(mask)
+    b.enable(rm.selector, np.arange(n))
+    cs = b.build()
+    mask = np.asarray(mask, dtype=bool)
+    delta, rem = rescale.floor_divide(-np.asarray(z), shift)
+    delta = np.where(mask, 0, delta)
+    e = residual.solve_residual(z, theta, shift)
+    rem = np.where(mask, residual.solve_remainder(np.where(mask, e, 0), shift), rem)
+    theta_new = rm.assign(update.apply_update(theta, delta), mask)["theta_new"]
+    rows = cs.rows
+    advice = {"delta": delta, "y": y, "rem": rem, **up.assign(delta), **rd.assign(y), **rs.remainder_range.assign(rem)}
+    instance = {"mask": mask.astype(np.int64), "z": np.asarray(z)}
+    if touched:
+        instance["touched"] = np.full(n, int(mask.any()))
+    a = Assignment(
+        advice={k: column(rows, v) for k, v in advice.items()},
+        instance={k: column(rows, v) for k, v in instance.items()},
+        committed={"theta": column(rows, theta), "theta_new": column(rows, theta_new)},
+    )
+    return cs, a
+
+
+def test_finalization_chips_accept_the_honest_rows_and_name_each_tampering():
+    shift, tau = 8, 128
+    mask = np.array([1, 0, 0, 1, 0], dtype=bool)
+    theta = np.array([5, -7, 3, -2, 9])
+    e = np.array([-tau, 0, 0, tau - 1, 0])  # the extreme accepted residuals
+    z = np.where(mask, theta * 256 + e, np.array([0, 1000, -999, 0, 37]))
+    y = np.array([11, 0, 0, -4, 0])
+    cs, a = honest_finalization(mask, theta, z, y, shift=shift)
+    assert failures(cs, a) == []
+    assert a.committed["theta_new"][:5].tolist() == [0, -7 + (-1000 // 256), 3 + (999 // 256), 0, 9 + (-37 // 256)]
+
+    def tamper(kind, name, row, delta):
+        t = a.copy()
+        getattr(t, kind)[name][row] += delta
+        return failures(cs, t)
+
+    assert tamper("committed", "theta_new", 0, 1) == [("gate", "removal", 0)]
+    assert tamper("committed", "theta_new", 1, 1) == [("gate", "update", 1)]
+    assert tamper("advice", "y", 2, 1) == [("gate", "y_decompose", 2), ("gate", "y_off_mask", 2)]
+    # a residual one past τ needs rem = 2^s, which the remainder's range check rejects
+    t = a.copy()
+    t.instance["z"][3] += 1
+    assert ("gate", "rem_decompose", 3) not in failures(cs, t)
+    assert failures(cs, t) == [("gate", "residual", 3)]
+    t.advice["rem"][3] += 1
+    assert failures(cs, t) == [("gate", "rem_decompose", 3)]
+    # Δ on a masked row would be free if no gate pinned it
+    t = a.copy()
+    t.advice["delta"][0] += 1
+    assert ("gate", "no_delta_on_mask", 0) in failures(cs, t)
+    # a different floor (Δ - 1, r + 2^s) breaks the remainder range, not the division
+    t = a.copy()
+    t.advice["delta"][1] -= 1
+    t.advice["rem"][1] += 256
+    t.committed["theta_new"][1] -= 1
+    assert failures(cs, t) == [("gate", "delta_decompose", 1), ("gate", "rem_decompose", 1)]
+
+
+def test_locality_gate_at_level_R():
+    b = CircuitBuilder("locality")
+    theta, theta_new = b.committed("theta"), b.committed("theta_new")
+    mask, touched = b.instance("mask"), b.instance("touched")
+    delta, q = b.advice("delta"), b.selector("q")
+    up = update.configure(b, theta=theta, theta_new=theta_new, delta=delta, mask=mask, delta_bits=8, limb_bits=8,
+                          selector=q, touched=touched)
+    b.enable(q, np.arange(4))
+    cs = b.build()
+    m = np.array([[1, 0], [0, 0]], dtype=bool)
+    t = update.touched_rows(m).ravel()
+    assert t.tolist() == [True, True, False, False]
+    delta_v = np.array([0, 3, 0, 0])
+    theta_v = np.array([4, 5, 6, 7])
+    new = removal.remove_masked(update.apply_update(theta_v, delta_v), m.ravel())
+    rows = cs.rows
+    a = Assignment(
+        advice={"delta": column(rows, delta_v), **{k: column(rows, v) for k, v in up.assign(delta_v).items()}},
+        instance={"mask": column(rows, m.ravel().astype(np.int64)), "touched": column(rows, t.astype(np.int64))},
+        committed={"theta": column(rows, theta_v), "theta_new": column(rows, new)},
+    )
+    assert failures(cs, a) == []
+    moved = a.copy()  # a change in an untouched block
+    moved.advice["delta"][2] = 1
+    moved.committed["theta_new"][2] += 1
+    assert failures(cs, moved) == [("gate", "locality", 2)]
+
+
+def test_apply_update_refuses_int64_overflow():
+    with pytest.raises(OverflowError, match="position 1"):
+        update.apply_update(np.array([0, (1 << 62)]), np.array([0, 1 << 62]))
+    with pytest.raises(ValueError, match="differ in shape"):
+        removal.remove_masked(np.zeros(3), np.zeros(2, dtype=bool))
+
+
+# ------------------------------------------------------------------------------------------------ builder
+
+
+def test_builder_rejects_duplicates_and_foreign_columns():
+    b = CircuitBuilder("b")
+    a = b.advice("a")
+    q = b.selector("q")
+    with pytest.raises(ValueError, match="column name 'a' is already taken"):
+        b.fixed("a")
+    other = CircuitBuilder("other").advice("x")
+    with pytest.raises(ValueError, match="uses advice:x, which this builder did not allocate"):
+        b.gate("g", q, [("g", other.cur())])
+    b.gate("g", q, [("g", a.cur())])
+    with pytest.raises(ValueError, match="gate 'g' is already defined"):
+        b.gate("g", q, [("g", a.cur())])
+    with pytest.raises(ValueError, match="selector must be a selector column"):
+        b.gate("h", b.fixed("f"), [("h", a.cur())])
+    with pytest.raises(ValueError, match="needs a selector"):
+        b.enable(a, [0])
+    with pytest.raises(ValueError, match=r"copies a->a: \(2,\) vs \(1,\) rows"):
+        b.copies(a, [0, 1], a, [2])
+    with pytest.raises(ValueError, match="cannot copy-constrain"):
+        b.copy(Cell(q, 0), Cell(a, 0))
+
+
+def test_builder_picks_the_smallest_k_and_checks_a_given_one():
+    b = CircuitBuilder("k")
+    a = b.advice("a")
+    q = b.selector("q")
+    b.gate("step", q, [("step", a.cur() - a.prev())])
+    b.enable(q, np.arange(1, 100))
+    table = b.range_table(4)
+    assert b.range_table(4) is table
+    cs = b.build()
+    assert cs.rows == 100
+    assert usable_rows(cs.k, cs.max_advice_queries()) >= 100 > usable_rows(cs.k - 1, cs.max_advice_queries())
+    assert cs.fixed["q"].tolist() == [0] + [1] * 99 and cs.fixed["range_4"][:16].tolist() == list(range(16))
+    assert b.build(k=cs.k + 2).k == cs.k + 2
+    with pytest.raises(ValueError, match=f"k={cs.k - 1} gives .* usable rows but 100 are needed .*{cs.k}"):
+        b.build(k=cs.k - 1)
+    assert cs.columns_of(ColumnKind.TABLE)[0].name == "range_4"
+    with pytest.raises(ValueError):
+        cs.fixed["q"][0] = 1  # built arrays are read-only
