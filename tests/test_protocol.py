@@ -75,8 +75,9 @@ def world(tmp_path, srs) -> World:
     return World(tmp_path, srs, config, registry, state0, params, G, request)
 
 
-def _bundle(w: World, state: client.ClientState, name: str, request: UnlearningRequest | None = None) -> Path:
-    fields, blobs = client.prove(state, request or w.request, w.srs, progress=False)
+def _bundle(w: World, state: client.ClientState, name: str, request: UnlearningRequest | None = None,
+            executor: str = "serial") -> Path:
+    fields, blobs = client.prove(state, request or w.request, w.srs, progress=False, executor=executor)
     return client.write_bundle(w.root / name, fields, blobs)
 
 
@@ -105,7 +106,7 @@ def test_honest_client_is_accepted_and_registry_advances(world):
     assert np.any(W1[~w.request.masks[LAYER]] != client.layer_matrix(w.params, LAYER)[~w.request.masks[LAYER]])
     state1.save(w.root / "state1")
     state1 = client.ClientState.load(w.root / "state1")
-    bundle = _bundle(w, state1, "bundle")
+    bundle = _bundle(w, state1, "bundle", executor="process")  # the default, parallel path
     before = json.loads(w.registry_bytes())
     report = provider.verify(w.registry, w.request, bundle, srs=w.srs)
     assert report.chunks_verified == 2

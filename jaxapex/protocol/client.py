@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -308,51 +307,55 @@ def chunk_jobs(state: ClientState, request: UnlearningRequest) -> list[ChunkJob]
     return jobs
 
 
-def prove_job(job: ChunkJob, config: ProofConfig, srs: backend.Srs) -> dict[str, Any]:
-    """Lower and prove one chunk; returns its proof, new commitment and timing."""
+def lower_job(job: ChunkJob, config: ProofConfig):
+    """The chunk's circuit and witness (the structure is the same for every chunk of the configuration)."""
     shape = ch.chunk_shape(config)
-    t0 = time.perf_counter()
-    cs, assignment = lower_chunk(*job.inputs, spec=config.spec, level=config.level, lanes=shape.lanes,
-                                 salts=job.salts, field=shape.field)
-    keys = backend.keygen(srs, cs, shape.field.modulus)
-    t1 = time.perf_counter()
-    proof = backend.prove(srs, keys, cs, assignment, shape.field.modulus)
-    t2 = time.perf_counter()
-    theta = backend.commit(srs, cs.k, assignment.committed["theta"], shape.field.modulus).hex()
-    theta_new = backend.commit(srs, cs.k, assignment.committed["theta_new"], shape.field.modulus).hex()
-    return {"layer": job.layer, "chunk": job.chunk, "proof": proof, "theta": theta, "theta_new": theta_new,
-            "lower_s": t1 - t0, "prove_s": t2 - t1}
+    return lower_chunk(*job.inputs, spec=config.spec, level=config.level, lanes=shape.lanes, salts=job.salts,
+                       field=shape.field)
 
 
-def prove(state: ClientState, request: UnlearningRequest, srs: backend.Srs, *,
-          progress: bool = True, workers: int | None = 1) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Prove every touched chunk; returns the bundle's manifest fields and its blobs (one proof per chunk)."""
+def prove(state: ClientState, request: UnlearningRequest, srs: backend.Srs, *, progress: bool = True,
+          workers: int | None = None, executor: str = "process",
+          jobs_in_flight: int = 16) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Prove every touched chunk; returns the bundle's manifest fields and its blobs (one proof per chunk).
+
+    Chunks are independent proofs: ``executor`` ``"process"`` (a local pool, default), ``"ray"`` or
+    ``"serial"``. Witnesses are lowered ``jobs_in_flight`` at a time so memory stays bounded on big models.
+    """
+    from tqdm.auto import tqdm
+
+    from circuit_compiler.executors import ProveJob, prove_many
+
     config = state.config
     if config.srs_hash != srs.sha256:
         raise ValueError(f"state was committed under SRS {config.srs_hash[:12]}..., the loaded SRS is "
                          f"{srs.sha256[:12]}...")
     jobs = chunk_jobs(state, request)
-    results = _run_jobs(jobs, config, srs, progress=progress, workers=workers)
+    modulus = ch.chunk_shape(config).field.modulus
+    layer_index = {layer.name: i for i, layer in enumerate(config.layers)}
     entries, blobs = [], {}
-    for r in sorted(results, key=lambda r: ([l.name for l in config.layers].index(r["layer"]), r["chunk"])):
-        name = f"proof-{[l.name for l in config.layers].index(r['layer']):03d}-{r['chunk']:05d}.bin"
-        blobs[name] = r["proof"]
-        entries.append({"layer": r["layer"], "chunk": r["chunk"], "proof": name, "theta": r["theta"],
-                        "theta_new": r["theta_new"],
-                        "prove_s": round(r["prove_s"], 4)})
+    bar = tqdm(total=len(jobs), desc="proving chunks", unit="chunk", disable=not progress)
+    for start in range(0, len(jobs), jobs_in_flight):
+        group = jobs[start : start + jobs_in_flight]
+        lowered = [lower_job(job, config) for job in group]
+        results = prove_many([ProveJob(name=f"{job.layer}#{job.chunk}", cs=cs, assignment=a)
+                              for job, (cs, a) in zip(group, lowered)],
+                             srs, executor=executor if len(group) > 1 else "serial", workers=workers,
+                             progress=False, modulus=modulus)
+        for job, (cs, assignment), result in zip(group, lowered, results):
+            name = f"proof-{layer_index[job.layer]:03d}-{job.chunk:05d}.bin"
+            blobs[name] = result.proof
+            entries.append({
+                "layer": job.layer, "chunk": job.chunk, "proof": name,
+                "theta": backend.commit(srs, cs.k, assignment.committed["theta"], modulus).hex(),
+                "theta_new": backend.commit(srs, cs.k, assignment.committed["theta_new"], modulus).hex(),
+                "prove_s": round(result.prove_s, 4),
+            })
+        bar.update(len(group))
+    bar.close()
     fields = {"client_id": state.client_id, "request_id": request.request_id, "mask_hash": request.mask_hash,
               "config_digest": config.digest(), "srs_hash": srs.sha256, "chunks": entries}
     return fields, blobs
-
-
-def _run_jobs(jobs: list[ChunkJob], config: ProofConfig, srs: backend.Srs, *, progress: bool,
-              workers: int | None) -> list[dict[str, Any]]:
-    from tqdm.auto import tqdm
-
-    results = []
-    for job in tqdm(jobs, desc="proving chunks", unit="chunk", disable=not progress):
-        results.append(prove_job(job, config, srs))
-    return results
 
 
 def write_bundle(path: str | Path, fields: Mapping[str, Any], blobs: Mapping[str, bytes]) -> Path:
