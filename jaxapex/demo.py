@@ -78,8 +78,9 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     t_start = time.perf_counter()
 
     _log("training the global model and personalizing the client (vision task, embedded digits data)")
-    run = tasks.run_vision_task(quick=options.quick, seed=options.seed, block_size=options.block_size)
-    model, paths = run.model, run.target_paths
+    run = tasks.run_vision_task(quick=options.quick, seed=options.seed, block_size=options.block_size,
+                                log=_log)
+    paths = run.target_paths
     layers = tuple(LayerShape(ml.path_name(p), *np.asarray(ml.get_matrix(run.params_personal, p)).shape)
                    for p in paths)
     weights_total = sum(layer.size for layer in layers)
@@ -94,8 +95,9 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     _log(f"client: Fisher blocks (B = {B}) on its personal data, commitments to {len(layers)} layers "
          f"({weights_total} weights)")
     t0 = time.perf_counter()
-    G = ml.inverse_fisher(model, run.params_personal, paths, run.client_data, block_size=B,
-                          damp=run.fisher_damp) if options.level == "F" else None
+    G = ml.inverse_fisher(run.client_example_loss, run.params_personal, paths, run.datasets["personal_train"],
+                          block_size=B, damp=run.unlearning.damp,
+                          max_examples=run.unlearning.fisher_examples) if options.level == "F" else None
     state0, registration = client.commit(client_id="client-0", params=run.params_personal, config=config, srs=srs,
                                          inverse_fisher=G)
     state0.save(out / "client" / "state-0")
@@ -140,6 +142,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         "masked": run.evaluate(params_masked),
         "obs": run.evaluate(state1.params),
     }
+    float_obs = run.rows["obs"]  # the same OBS in float, before quantization: how much the proof costs in accuracy
     recovery = _recovery(table)
     result = {
         "verified": verified,
@@ -161,6 +164,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         "peak_rss_mb": _peak_rss_mb(),
         "table": table,
         "recovery": recovery,
+        "float_obs": float_obs,
         "total_s": time.perf_counter() - t_start,
         "srs_sha256": srs.sha256,
     }

@@ -120,7 +120,9 @@ def cmd_commit(args: argparse.Namespace) -> int:
         if args.data is None:
             raise SystemExit("error: level F needs --data (the client's data for its Fisher blocks)")
         data = _load_npz(args.data, "client data")
-        G = ml.inverse_fisher(model, params, paths, data, block_size=args.block_size, damp=args.damp,
+        from jaxapex.models import example_loss_fn
+
+        G = ml.inverse_fisher(example_loss_fn(model), params, paths, data, block_size=args.block_size, damp=args.damp,
                               max_examples=args.max_examples)
     state, registration = client.commit(client_id=args.client_id, params=params, config=config, srs=_srs(args.srs),
                                         inverse_fisher=G)

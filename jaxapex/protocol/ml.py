@@ -51,11 +51,13 @@ def provider_masks(model, params: Mapping, paths: Sequence[tuple[str, ...]], for
     return {path_name(p): np.asarray(masks[p], dtype=bool) for p in paths}
 
 
-def inverse_fisher(model, params: Mapping, paths: Sequence[tuple[str, ...]], data: Data, *, block_size: int,
+def inverse_fisher(loss, params: Mapping, paths: Sequence[tuple[str, ...]], data: Data, *, block_size: int,
                    damp: float = 1e-6, max_examples: int | None = 480) -> dict[str, np.ndarray]:
-    """G = F⁻¹ per block of every target layer, from the client's own data: layer name -> (n_blocks, B, B)."""
+    """G = F⁻¹ per block of every target layer, from the client's own data: layer name -> (n_blocks, B, B).
+
+    ``loss(params, example)`` is the client's per-example loss (e.g. restricted to its own classes).
+    """
     out = {}
-    loss = example_loss_fn(model)
     for p in paths:
         W = np.asarray(get_matrix(params, p))
         n_blocks = W.size // block_size
