@@ -171,7 +171,14 @@ def _pretty_sum(a: str, b: str) -> str:
 
 
 def _is_atomic(text: str) -> bool:
-    return not any(op in text for op in (" + ", " - ", " * "))
+    """True when ``text`` has no top-level ``+``/``-`` (products bind tighter and need no parentheses)."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += ch in "(["
+        depth -= ch in ")]"
+        if depth == 0 and text[i : i + 3] in (" + ", " - "):
+            return False
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
