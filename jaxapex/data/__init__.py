@@ -1,0 +1,41 @@
+"""Offline data: digits (+ sketch domain), a code corpus from the machine's own source files, and generic
+loaders for image folders and text files. Datasets are dicts of equally long NumPy arrays."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from jaxapex.data.digits import DigitsTaskData, ImageSet, digits_task, load_digit_images, sketch_transform
+
+
+def as_batches(data: Mapping[str, np.ndarray], batch_size: int) -> list[dict[str, np.ndarray]]:
+    """A dataset cut into consecutive batches (the last may be smaller), in order — a re-iterable list."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    sizes = {k: len(v) for k, v in data.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"dataset arrays differ in length: {sizes}")
+    n = next(iter(sizes.values()))
+    return [{k: v[i : i + batch_size] for k, v in data.items()} for i in range(0, n, batch_size)]
+
+
+def take(data: Mapping[str, np.ndarray], n: int | None, *, seed: int = 0) -> dict[str, np.ndarray]:
+    """A seeded random subset of ``n`` examples (all of them, in order, when ``n`` is None or too large)."""
+    size = len(next(iter(data.values())))
+    if n is None or n >= size:
+        return dict(data)
+    idx = np.sort(np.random.default_rng(seed).choice(size, n, replace=False))
+    return {k: v[idx] for k, v in data.items()}
+
+
+__all__ = [
+    "DigitsTaskData",
+    "ImageSet",
+    "as_batches",
+    "digits_task",
+    "load_digit_images",
+    "sketch_transform",
+    "take",
+]

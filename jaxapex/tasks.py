@@ -1,0 +1,533 @@
+"""The two end-to-end unlearning recipes (everything except the proof).
+
+    global model ──personalize (client data)──▶ personalized model
+    global model + forget/retain data ──provider scorer──▶ public mask M
+    personalized model ──zero M──▶ masked model ──Group OBS with the client's Fisher──▶ unlearned model
+
+:func:`run_vision_task`: ViT on digits; forget one class; the client personalizes on sketches of its own
+classes. :func:`run_code_task`: byte-level OPT on source files of several languages; forget one language;
+the client personalizes on another. Both return a :class:`TaskRun` holding the models, masks, data, loss
+functions and the metric rows, so that other code (protocol demo, baselines) can reuse every piece.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxapex import evaluate, masking, obs
+from jaxapex.data import as_batches, digits_task, take
+from jaxapex.layers import get_matrix, path_name, set_matrix
+from jaxapex.models import (
+    VIT_PRESETS,
+    OPTConfig,
+    ViTConfig,
+    batch_loss_fn,
+    build_model,
+    example_loss_fn,
+    init_params,
+    make_hidden_fn,
+    mlp_target_paths,
+)
+from jaxapex.train import PersonalizeConfig, TrainConfig, fit, personalize
+
+Path = tuple[str, ...]
+Params = dict
+Rows = dict[str, dict[str, float]]
+ROW_NAMES = ("personalized", "masked", "obs")
+SCORERS = ("activation", "second_order")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class UnlearningConfig:
+    """Provider mask + client correction.
+
+    scorer: ``"activation"`` (mean |act| forget / retain per MLP neuron, DESIGN §3) or ``"second_order"``
+        (per-weight ``g·w − λ_H F w²`` ratio).
+    mask_fraction: share of the target weights (second-order) or of the MLP neurons (activation) masked.
+    weights_per_neuron: activation scorer only — mask the k largest-|w| incoming weights of each chosen
+        neuron instead of the whole row, leaving the rest of the row to absorb the removal.
+    target_layers: which MLP matrices the mask may touch (``("fc1",)`` or ``("fc1", "fc2")``).
+    block_size, damp, fisher_examples: the client's blockwise Fisher (B, λ, number of per-sample gradients).
+    """
+
+    scorer: str = "activation"
+    mask_fraction: float = 0.1
+    weights_per_neuron: int | None = None
+    target_layers: tuple[str, ...] = ("fc1",)
+    cls_only: bool = False
+    eps: float = 1e-6
+    lambda_h: float = 0.448
+    c_ret: float = 2.0
+    score_damp: float = 1e-8
+    score_examples: int | None = None
+    block_size: int = 64
+    damp: float = 1e-6
+    fisher_examples: int | None = None
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.scorer not in SCORERS:
+            raise ValueError(f"scorer must be one of {SCORERS}, got {self.scorer!r}")
+        if not 0 < self.mask_fraction < 1:
+            raise ValueError(f"mask_fraction must be in (0, 1), got {self.mask_fraction}")
+        if self.scorer == "activation" and self.target_layers != ("fc1",):
+            raise ValueError(f"the activation scorer ranks fc1 neurons; target_layers must be ('fc1',), got {self.target_layers}")
+        if self.weights_per_neuron is not None and self.scorer != "activation":
+            raise ValueError("weights_per_neuron only applies to the activation scorer")
+
+
+@dataclasses.dataclass
+class TaskRun:
+    """Everything one recipe produced. ``params_*`` are variables dicts ``{"params": ...}``.
+
+    ``datasets`` maps split names to dicts of arrays; ``client_example_loss`` / ``provider_example_loss``
+    are per-example losses ``f(params, example)``; ``evaluate(params)`` computes one metric row.
+    """
+
+    name: str
+    model: Any
+    params_global: Params
+    params_personal: Params
+    params_masked: Params
+    params_obs: Params
+    masks: dict[Path, np.ndarray]
+    target_paths: tuple[Path, ...]
+    datasets: dict[str, dict[str, np.ndarray]]
+    client_example_loss: Callable
+    provider_example_loss: Callable
+    hidden_fn: Callable
+    evaluate: Callable[[Params], dict[str, float]]
+    rows: Rows
+    recovery: float
+    unlearning: UnlearningConfig
+    settings: dict[str, Any]
+    obs_info: dict
+    timings: dict[str, float]
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-ready figures: rows, recovery, mask fraction, block size and the settings used."""
+        masked = int(sum(int(m.sum()) for m in self.masks.values()))
+        total = int(sum(m.size for m in self.masks.values()))
+        return {
+            "task": self.name,
+            "rows": self.rows,
+            "recovery": self.recovery,
+            "forget_recovery": evaluate.recovery(
+                personalized=self.rows["personalized"]["forget_acc"],
+                masked=self.rows["masked"]["forget_acc"],
+                obs=self.rows["obs"]["forget_acc"],
+            ),
+            "mask_fraction": self.unlearning.mask_fraction,
+            "masked_weight_fraction": masked / total,
+            "masked_weights": masked,
+            "target_weights": total,
+            "block_size": self.unlearning.block_size,
+            "scorer": self.unlearning.scorer,
+            "target_layers": [path_name(p) for p in self.target_paths],
+            "unlearning": dataclasses.asdict(self.unlearning),
+            "settings": self.settings,
+            "timings_s": self.timings,
+        }
+
+
+def apply_mask(params: Params, masks: Mapping[Path, np.ndarray]) -> Params:
+    """Zero the masked entries of each target matrix W (out, in)."""
+    for path, mask in masks.items():
+        W = get_matrix(params, path)
+        if tuple(np.shape(mask)) != tuple(W.shape):
+            raise ValueError(f"mask for {path_name(path)!r} has shape {np.shape(mask)}, W has {tuple(W.shape)}")
+        params = set_matrix(params, path, jnp.where(jnp.asarray(mask), 0.0, W))
+    return params
+
+
+def provider_mask(
+    cfg: UnlearningConfig,
+    *,
+    params_global: Params,
+    provider_example_loss: Callable,
+    hidden_fn: Callable,
+    forget: Mapping[str, np.ndarray],
+    retain: Mapping[str, np.ndarray],
+) -> tuple[dict[Path, np.ndarray], tuple[Path, ...]]:
+    """The public mask, computed on the GLOBAL model from the provider's forget and retain data."""
+    target_paths = mlp_target_paths(params_global, cfg.target_layers)
+    forget_batches, retain_batches = as_batches(forget, cfg.batch_size), as_batches(retain, cfg.batch_size)
+    if cfg.scorer == "activation":
+        scores = masking.activation_ratio_scores(
+            hidden_fn, params_global, forget_batches, retain_batches, eps=cfg.eps, max_examples=cfg.score_examples
+        )
+        masks = masking.neuron_mask(scores, params_global, cfg.mask_fraction, weights_per_neuron=cfg.weights_per_neuron)
+    else:
+        scores = masking.second_order_scores(
+            provider_example_loss, params_global, target_paths, forget_batches, retain_batches,
+            lambda_h=cfg.lambda_h, c_ret=cfg.c_ret, damp=cfg.score_damp, max_examples=cfg.score_examples,
+        )
+        masks = masking.top_fraction_mask(scores, cfg.mask_fraction)
+    masks = {tuple(p): np.asarray(m, dtype=bool) for p, m in masks.items()}
+    return masks, tuple(p for p in target_paths if p in masks)
+
+
+def client_unlearn(
+    cfg: UnlearningConfig,
+    *,
+    params_personal: Params,
+    masks: Mapping[Path, np.ndarray],
+    client_example_loss: Callable,
+    personal_train: Mapping[str, np.ndarray],
+    seed: int,
+) -> tuple[Params, dict]:
+    """Group OBS with the client's blockwise Fisher on (up to ``fisher_examples`` of) its own data."""
+    fisher_data = take(personal_train, cfg.fisher_examples, seed=seed)
+    return obs.unlearn(
+        params_personal, masks, client_example_loss, as_batches(fisher_data, cfg.batch_size),
+        block_size=cfg.block_size, damp=cfg.damp,
+    )
+
+
+def _run_rows(evaluate_row: Callable[[Params], dict], params: Sequence[Params]) -> Rows:
+    return {name: evaluate_row(p) for name, p in zip(ROW_NAMES, params)}
+
+
+def _recovery(rows: Rows, key: str) -> float:
+    return evaluate.recovery(personalized=rows["personalized"][key], masked=rows["masked"][key], obs=rows["obs"][key])
+
+
+def _timed(timings: dict, name: str, fn: Callable, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    jax.block_until_ready(jax.tree.leaves(out)[:1])
+    timings[name] = round(time.perf_counter() - start, 3)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- vision
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VisionTaskConfig:
+    model: ViTConfig
+    forget_class: int = 3
+    personal_classes: tuple[int, ...] = (0, 1, 2, 4, 5, 6, 7, 8, 9)
+    global_train: TrainConfig
+    personalization: PersonalizeConfig
+    unlearning: UnlearningConfig
+
+
+def vision_config(*, quick: bool = True, seed: int = 0) -> VisionTaskConfig:
+    """Defaults of the vision recipe (``quick`` trains for fewer steps)."""
+    return VisionTaskConfig(
+        model=VIT_PRESETS["vit_tiny"],
+        global_train=TrainConfig(
+            steps=600 if quick else 2000, batch_size=64, learning_rate=2e-3, weight_decay=1e-4, warmup_steps=50, seed=seed
+        ),
+        personalization=PersonalizeConfig(
+            train=TrainConfig(steps=100, batch_size=64, learning_rate=1e-3, warmup_steps=10, seed=seed + 1),
+            layer_decay=0.8,
+            freeze_blocks=1,
+        ),
+        unlearning=UnlearningConfig(),
+    )
+
+
+def run_vision_task(
+    *,
+    quick: bool = True,
+    seed: int = 0,
+    block_size: int | None = None,
+    mask_fraction: float | None = None,
+    scorer: str | None = None,
+    config: VisionTaskConfig | None = None,
+    log: Callable[[str], None] | None = None,
+    **unlearning_overrides: Any,
+) -> TaskRun:
+    """Global ViT on natural digits → personalize on sketches → provider mask → masked → Group OBS.
+
+    Metric rows (fractions in [0, 1]): ``forget_acc`` (natural test images of the forget class, 10-way),
+    ``personal_acc`` (sketch test images among the client's classes), ``test_acc`` (natural test images of
+    the other classes, 10-way), ``mia_auc`` (loss-threshold attack, client's train vs test sketches) and
+    ``forget_mia_auc`` (forget-class train vs test images: how well the forget set can still be told apart).
+    """
+    log = log or (lambda _msg: None)
+    cfg = config or vision_config(quick=quick, seed=seed)
+    overrides = {k: v for k, v in dict(block_size=block_size, mask_fraction=mask_fraction, scorer=scorer).items() if v is not None}
+    cfg = dataclasses.replace(cfg, unlearning=dataclasses.replace(cfg.unlearning, **overrides, **unlearning_overrides))
+    un = cfg.unlearning
+    timings: dict[str, float] = {}
+
+    data = digits_task(seed=seed, forget_class=cfg.forget_class, personal_classes=cfg.personal_classes)
+    client_classes = data.personal_classes
+    model = build_model(cfg.model)
+    provider_example_loss = example_loss_fn(model)
+    client_example_loss = example_loss_fn(model, classes=client_classes)
+
+    log(f"global training: {cfg.global_train.steps} steps on {len(data.global_train)} natural digits")
+    params_global, _ = _timed(timings, "global_train", fit, batch_loss_fn(model), init_params(model, seed),
+                              data.global_train.as_batch(), cfg.global_train)
+    log(f"personalization: {cfg.personalization.train.steps} steps on {len(data.personal_train)} sketches")
+    params_personal, _ = _timed(timings, "personalize", personalize, batch_loss_fn(model, classes=client_classes),
+                                params_global, data.personal_train.as_batch(), cfg.personalization)
+    hidden_fn = make_hidden_fn(model, cls_only=un.cls_only)
+    log(f"provider mask: {un.scorer} scorer, fraction {un.mask_fraction}")
+    masks, target_paths = _timed(timings, "mask", provider_mask, un, params_global=params_global,
+                                 provider_example_loss=provider_example_loss, hidden_fn=hidden_fn,
+                                 forget=data.forget_train.as_batch(), retain=data.retain_train.as_batch())
+    params_masked = apply_mask(params_personal, masks)
+    log(f"client OBS: B={un.block_size}, damp={un.damp}")
+    params_obs, obs_info = _timed(timings, "obs", client_unlearn, un, params_personal=params_personal, masks=masks,
+                                  client_example_loss=client_example_loss,
+                                  personal_train=data.personal_train.as_batch(), seed=seed)
+
+    def evaluate_row(params: Params) -> dict[str, float]:
+        return {
+            "forget_acc": evaluate.accuracy(model, params, data.forget_test.as_batch()),
+            "personal_acc": evaluate.accuracy(model, params, data.personal_test.as_batch(), classes=client_classes),
+            "test_acc": evaluate.accuracy(model, params, data.retain_test.as_batch()),
+            "mia_auc": evaluate.mia_auc(model, params, data.personal_train.as_batch(), data.personal_test.as_batch(),
+                                        classes=client_classes),
+            "forget_mia_auc": evaluate.mia_auc(model, params, data.forget_train.as_batch(), data.forget_test.as_batch()),
+        }
+
+    rows = _timed(timings, "evaluate", _run_rows, evaluate_row, (params_personal, params_masked, params_obs))
+    datasets = {f.name: getattr(data, f.name).as_batch() for f in dataclasses.fields(data)
+                if f.type == "ImageSet"}
+    return TaskRun(
+        name="vision",
+        model=model,
+        params_global=params_global,
+        params_personal=params_personal,
+        params_masked=params_masked,
+        params_obs=params_obs,
+        masks=masks,
+        target_paths=target_paths,
+        datasets=datasets,
+        client_example_loss=client_example_loss,
+        provider_example_loss=provider_example_loss,
+        hidden_fn=hidden_fn,
+        evaluate=evaluate_row,
+        rows=rows,
+        recovery=_recovery(rows, "personal_acc"),
+        unlearning=un,
+        settings={
+            "seed": seed,
+            "quick": quick,
+            "model": dataclasses.asdict(cfg.model),
+            "forget_class": cfg.forget_class,
+            "personal_classes": list(client_classes),
+            "global_steps": cfg.global_train.steps,
+            "personal_steps": cfg.personalization.train.steps,
+            "layer_decay": cfg.personalization.layer_decay,
+            "freeze_blocks": cfg.personalization.freeze_blocks,
+            "sizes": data.sizes(),
+            "global_acc": {
+                "forget": evaluate.accuracy(model, params_global, data.forget_test.as_batch()),
+                "test": evaluate.accuracy(model, params_global, data.retain_test.as_batch()),
+                "personal": evaluate.accuracy(model, params_global, data.personal_test.as_batch(), classes=client_classes),
+            },
+        },
+        obs_info=obs_info,
+        timings=timings,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ code
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CodeTaskConfig:
+    """files_per_language: files drawn per language; the personal language's training files are split
+    between the provider's global corpus (``global_share_of_personal``) and the client, disjointly."""
+
+    model: OPTConfig
+    files_per_language: tuple[tuple[str, int], ...] = (("python", 120), ("c", 160), ("perl", 120), ("shell", 60))
+    forget_language: str = "perl"
+    personal_language: str = "c"
+    global_share_of_personal: float = 0.25
+    window: int = 65
+    max_windows_per_file: int = 8
+    global_train: TrainConfig
+    personalization: PersonalizeConfig
+    unlearning: UnlearningConfig
+
+    def __post_init__(self) -> None:
+        languages = [lang for lang, _ in self.files_per_language]
+        for field in ("forget_language", "personal_language"):
+            if getattr(self, field) not in languages:
+                raise ValueError(f"CodeTaskConfig.{field}={getattr(self, field)!r} is not among {languages}")
+        if self.forget_language == self.personal_language:
+            raise ValueError("the forget language and the personal language must differ")
+        if not 0 <= self.global_share_of_personal < 1:
+            raise ValueError(f"global_share_of_personal must be in [0, 1), got {self.global_share_of_personal}")
+
+
+def code_config(*, quick: bool = True, seed: int = 0) -> CodeTaskConfig:
+    from jaxapex.models import OPT_PRESETS
+
+    return CodeTaskConfig(
+        model=OPT_PRESETS["opt_tiny"],
+        global_train=TrainConfig(
+            steps=800 if quick else 3000, batch_size=32, learning_rate=3e-3, weight_decay=1e-4, warmup_steps=50, seed=seed
+        ),
+        personalization=PersonalizeConfig(
+            train=TrainConfig(steps=150, batch_size=32, learning_rate=1e-3, warmup_steps=10, seed=seed + 1),
+            layer_decay=0.8,
+            freeze_blocks=0,
+        ),
+        unlearning=UnlearningConfig(
+            scorer="second_order", target_layers=("fc1", "fc2"), mask_fraction=0.05, lambda_h=0.5, c_ret=1.5,
+            block_size=128, batch_size=32,
+        ),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeTaskData:
+    """Token windows (dicts ``{"tokens": (n, T + 1)}``) of the code scenario."""
+
+    global_train: dict[str, np.ndarray]
+    forget_train: dict[str, np.ndarray]
+    forget_test: dict[str, np.ndarray]
+    retain_train: dict[str, np.ndarray]
+    retain_test: dict[str, np.ndarray]
+    personal_train: dict[str, np.ndarray]
+    personal_test: dict[str, np.ndarray]
+    files: dict[str, dict[str, tuple[str, ...]]]
+
+    def sizes(self) -> dict[str, int]:
+        return {f.name: len(getattr(self, f.name)["tokens"]) for f in dataclasses.fields(self) if f.name != "files"}
+
+
+def code_task_data(cfg: CodeTaskConfig, *, seed: int) -> CodeTaskData:
+    from jaxapex.data.code_corpus import build_code_corpus
+
+    corpus = build_code_corpus(
+        files_per_language=dict(cfg.files_per_language), window=cfg.window,
+        max_windows_per_file=cfg.max_windows_per_file, seed=seed,
+    )
+    personal = corpus.splits[cfg.personal_language]["train"]
+    n_global_files = int(round(cfg.global_share_of_personal * len(personal.files)))
+    global_part = personal.by_files(np.arange(n_global_files))
+    client_part = personal.by_files(np.arange(n_global_files, len(personal.files)))
+    others = [lang for lang in corpus.languages if lang not in (cfg.forget_language, cfg.personal_language)]
+
+    def stack(arrays: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        return {"tokens": np.concatenate([a for a in arrays if len(a)])}
+
+    retain_train = [corpus.splits[lang]["train"].tokens for lang in others] + [global_part.tokens]
+    forget_train = corpus.splits[cfg.forget_language]["train"].tokens
+    return CodeTaskData(
+        global_train=stack(retain_train + [forget_train]),
+        forget_train=stack([forget_train]),
+        forget_test=corpus.splits[cfg.forget_language]["test"].as_batch(),
+        retain_train=stack(retain_train),
+        retain_test=stack([corpus.splits[lang]["test"].tokens for lang in others]),
+        personal_train=client_part.as_batch(),
+        personal_test=corpus.splits[cfg.personal_language]["test"].as_batch(),
+        files={lang: {part: s.files for part, s in parts.items()} for lang, parts in corpus.splits.items()},
+    )
+
+
+def run_code_task(
+    *,
+    quick: bool = True,
+    seed: int = 0,
+    block_size: int | None = None,
+    mask_fraction: float | None = None,
+    scorer: str | None = None,
+    config: CodeTaskConfig | None = None,
+    log: Callable[[str], None] | None = None,
+    **unlearning_overrides: Any,
+) -> TaskRun:
+    """Global byte-level OPT on several languages → personalize on the client's files of one language →
+    provider mask from the forget language → masked → Group OBS with the client's Fisher.
+
+    Metric rows: ``forget_acc`` / ``personal_acc`` / ``test_acc`` are next-token top-1 accuracies on held-out
+    files of the forget language, the personal language, and the other languages; ``*_ppl`` the matching
+    perplexities; ``mia_auc`` (client train vs test windows) and ``forget_mia_auc`` (forget-language train
+    vs test windows) are loss-threshold membership-inference AUCs.
+    """
+    log = log or (lambda _msg: None)
+    cfg = config or code_config(quick=quick, seed=seed)
+    overrides = {k: v for k, v in dict(block_size=block_size, mask_fraction=mask_fraction, scorer=scorer).items() if v is not None}
+    cfg = dataclasses.replace(cfg, unlearning=dataclasses.replace(cfg.unlearning, **overrides, **unlearning_overrides))
+    un = cfg.unlearning
+    timings: dict[str, float] = {}
+
+    data = _timed(timings, "data", code_task_data, cfg, seed=seed)
+    model = build_model(cfg.model)
+    example_loss = example_loss_fn(model)
+    log(f"global training: {cfg.global_train.steps} steps on {data.sizes()['global_train']} windows")
+    params_global, _ = _timed(timings, "global_train", fit, batch_loss_fn(model), init_params(model, seed),
+                              data.global_train, cfg.global_train)
+    log(f"personalization: {cfg.personalization.train.steps} steps on {data.sizes()['personal_train']} windows")
+    params_personal, _ = _timed(timings, "personalize", personalize, batch_loss_fn(model), params_global,
+                                data.personal_train, cfg.personalization)
+    hidden_fn = make_hidden_fn(model)
+    log(f"provider mask: {un.scorer} scorer on {un.target_layers}, fraction {un.mask_fraction}")
+    masks, target_paths = _timed(timings, "mask", provider_mask, un, params_global=params_global,
+                                 provider_example_loss=example_loss, hidden_fn=hidden_fn,
+                                 forget=data.forget_train, retain=data.retain_train)
+    params_masked = apply_mask(params_personal, masks)
+    log(f"client OBS: B={un.block_size}, damp={un.damp}")
+    params_obs, obs_info = _timed(timings, "obs", client_unlearn, un, params_personal=params_personal, masks=masks,
+                                  client_example_loss=example_loss, personal_train=data.personal_train, seed=seed)
+
+    def evaluate_row(params: Params) -> dict[str, float]:
+        forget = evaluate.lm_metrics(model, params, data.forget_test)
+        personal = evaluate.lm_metrics(model, params, data.personal_test)
+        test = evaluate.lm_metrics(model, params, data.retain_test)
+        return {
+            "forget_acc": forget["accuracy"],
+            "personal_acc": personal["accuracy"],
+            "test_acc": test["accuracy"],
+            "forget_ppl": forget["perplexity"],
+            "personal_ppl": personal["perplexity"],
+            "test_ppl": test["perplexity"],
+            "mia_auc": evaluate.mia_auc(model, params, data.personal_train, data.personal_test),
+            "forget_mia_auc": evaluate.mia_auc(model, params, data.forget_train, data.forget_test),
+        }
+
+    rows = _timed(timings, "evaluate", _run_rows, evaluate_row, (params_personal, params_masked, params_obs))
+    global_forget = evaluate.lm_metrics(model, params_global, data.forget_test)
+    global_personal = evaluate.lm_metrics(model, params_global, data.personal_test)
+    return TaskRun(
+        name="code",
+        model=model,
+        params_global=params_global,
+        params_personal=params_personal,
+        params_masked=params_masked,
+        params_obs=params_obs,
+        masks=masks,
+        target_paths=target_paths,
+        datasets={f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.name != "files"},
+        client_example_loss=example_loss,
+        provider_example_loss=example_loss,
+        hidden_fn=hidden_fn,
+        evaluate=evaluate_row,
+        rows=rows,
+        recovery=_recovery(rows, "personal_acc"),
+        unlearning=un,
+        settings={
+            "seed": seed,
+            "quick": quick,
+            "model": dataclasses.asdict(cfg.model),
+            "forget_language": cfg.forget_language,
+            "personal_language": cfg.personal_language,
+            "files_per_language": dict(cfg.files_per_language),
+            "window": cfg.window,
+            "global_steps": cfg.global_train.steps,
+            "personal_steps": cfg.personalization.train.steps,
+            "layer_decay": cfg.personalization.layer_decay,
+            "freeze_blocks": cfg.personalization.freeze_blocks,
+            "lora_rank": cfg.personalization.lora_rank,
+            "sizes": data.sizes(),
+            "global_acc": {"forget": global_forget["accuracy"], "personal": global_personal["accuracy"]},
+        },
+        obs_info=obs_info,
+        timings=timings,
+    )
