@@ -19,12 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from circuit_compiler.fixedpoint import FixedPointSpec
 from circuit_compiler.srs import InsecureSrsWarning, Srs
 
 from .protocol import chunks as ch
 from .protocol import client, ml, provider
-from .protocol.config import LayerShape, ProofConfig
+from .protocol.config import LayerShape, ProofConfig, spec_for_block_size
 from .protocol.registry import Registry
 from .protocol.requests import UnlearningRequest, new_request_id
 
@@ -34,12 +33,13 @@ class DemoOptions:
     out_dir: Path
     quick: bool = True
     level: str = "F"
-    block_size: int = 16
+    block_size: int | None = None  # default: the task recipe's block size
     lanes: int | None = None  # default: the block size (one row per output weight)
     blocks_per_chunk: int | None = None  # default: a whole layer per chunk when it fits
     seed: int = 0
     workers: int | None = None
     progress: bool = True
+    task_config: Any = None  # a tasks.VisionTaskConfig overriding the recipe (tests use a tiny one)
 
 
 def _log(msg: str) -> None:
@@ -79,16 +79,16 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
 
     _log("training the global model and personalizing the client (vision task, embedded digits data)")
     run = tasks.run_vision_task(quick=options.quick, seed=options.seed, block_size=options.block_size,
-                                log=_log)
+                                config=options.task_config, log=_log)
     paths = run.target_paths
+    B = run.unlearning.block_size
     layers = tuple(LayerShape(ml.path_name(p), *np.asarray(ml.get_matrix(run.params_personal, p)).shape)
                    for p in paths)
     weights_total = sum(layer.size for layer in layers)
-    B = options.block_size
     lanes = options.lanes or B
     nb = options.blocks_per_chunk or max(layer.size for layer in layers) // B
     config = ProofConfig(layers=layers, level=options.level, block_size=B, lanes=lanes, blocks_per_chunk=nb,
-                         spec=FixedPointSpec())
+                         spec=spec_for_block_size(B))
     srs = _dev_srs(out / "srs.bin", ch.circuit_k(config), options.seed)
 
     # Client, at personalization time: commitments to θ and (level F) to G, registered with the provider.

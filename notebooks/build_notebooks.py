@@ -92,9 +92,9 @@ from jaxapex import tasks
 cfg = tasks.vision_config(quick=True, seed=0)
 if TINY:  # a smoke-test run: far fewer training steps
     cfg = dataclasses.replace(
-        cfg, global_train=dataclasses.replace(cfg.global_train, steps=60),
+        cfg, global_train=dataclasses.replace(cfg.global_train, steps=60, warmup_steps=5),
         personalization=dataclasses.replace(cfg.personalization,
-                                            train=dataclasses.replace(cfg.personalization.train, steps=20)))
+                                            train=dataclasses.replace(cfg.personalization.train, steps=20, warmup_steps=2)))
 run = tasks.run_vision_task(quick=True, seed=0, config=cfg)
 summary = run.summary()
 print(f"mask: {summary['masked_weight_fraction']:.2%} of the fc1 weights, B = {summary['block_size']}")

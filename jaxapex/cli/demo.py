@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="small settings that finish in minutes on 2 cores")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="directory for every artifact (default runs/demo)")
     p.add_argument("--level", choices=("R", "F"), default="F", help="binding level of the proof (default F)")
-    p.add_argument("--block-size", type=int, default=16, help="OBS block size B (default 16)")
+    p.add_argument("--block-size", type=int, default=None, help="OBS block size B (default: the recipe's)")
     p.add_argument("--lanes", type=int, default=None, help="MAC lanes per row at level F (default B)")
     p.add_argument("--blocks-per-chunk", type=int, default=None, help="blocks per proof (default: a whole layer)")
     p.add_argument("--workers", type=int, default=None, help="prover processes (default: one per core)")

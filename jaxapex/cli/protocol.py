@@ -104,9 +104,8 @@ def _srs(path: Path):
 
 
 def cmd_commit(args: argparse.Namespace) -> int:
-    from circuit_compiler.fixedpoint import FixedPointSpec
     from jaxapex.protocol import client, ml
-    from jaxapex.protocol.config import LayerShape, ProofConfig
+    from jaxapex.protocol.config import LayerShape, ProofConfig, spec_for_block_size
 
     model, params = _load_model(args.model)
     paths = ml.target_paths(params, args.layers.split(","))
@@ -114,7 +113,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
     lanes = args.lanes or args.block_size
     nb = args.blocks_per_chunk or max(layer.size for layer in layers) // args.block_size
     config = ProofConfig(layers=layers, level=args.level, block_size=args.block_size, lanes=lanes,
-                         blocks_per_chunk=nb, spec=FixedPointSpec())
+                         blocks_per_chunk=nb, spec=spec_for_block_size(args.block_size))
     G = None
     if args.level == "F":
         if args.data is None:

@@ -18,6 +18,19 @@ from circuit_compiler.fixedpoint import FixedPointSpec
 LEVELS = ("R", "F")
 
 
+#: ỹ = Ĝ_SS⁻¹ θ_S grows with the conditioning of the client's (damped) Fisher blocks, which the provider
+#: cannot know when the configuration is fixed; the protocol's default leaves 2^26 of range in weight units.
+PROTOCOL_Y_BITS = 48
+
+
+def spec_for_block_size(block_size: int, base: FixedPointSpec | None = None) -> FixedPointSpec:
+    """The fixed-point formats for blocks of ``block_size``: the rescale shift grows with log2 B so that
+    rounding ỹ always fits the residual tolerance, and ỹ's width grows with its scale (same range)."""
+    base = base or FixedPointSpec(w_y=PROTOCOL_Y_BITS)
+    extra = max(0, base.f_g + math.ceil(math.log2(max(block_size, 1))) - base.s)
+    return dataclasses.replace(base, s=base.s + extra, w_y=base.w_y + extra)
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerShape:
     """One target matrix W (out × in) of the model, by its path name (keys joined with '/')."""
