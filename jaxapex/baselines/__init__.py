@@ -1,15 +1,15 @@
 """Unlearning methods side by side, behind one interface: ``unlearn(run_or_inputs, *, config) -> (params, info)``.
 
-=================  =====================================================  ==============================
-name               method                                                 reads
-=================  =====================================================  ==============================
-``zk_apex_obs``    provider mask + Group OBS from the client's Fisher      masks, personal
-``naive_mask``     provider mask alone                                    masks
-``retrain``        from scratch without the forget set (exact oracle)      global retain, personal
-``gradient_ascent`` ascent on the forget set with a retain descent term    forget, personal (or retain)
-``certified``      clipped noisy fine-tuning (Koloskova et al. 2025)      retain
-``zs_pag``         proxy adversarial data + subspace projection (2025)    forget
-=================  =====================================================  ==============================
+=====================  =====================================================  =============================
+name                   method                                                 reads
+=====================  =====================================================  =============================
+``zk_apex_obs``        provider mask + Group OBS from the client's Fisher     masks, personal
+``naive_mask``         provider mask alone                                    masks
+``retrain``            from scratch without the forget set (exact oracle)     global retain, personal
+``gradient_ascent``    ascent on the forget set with a retain descent term    forget, personal (or retain)
+``certified``          clipped noisy fine-tuning (Koloskova et al. 2025)      global retain, personal
+``zs_pag``             proxy adversarial data + subspace projection (2025)    forget
+=====================  =====================================================  =============================
 
 :mod:`jaxapex.baselines.proof_cost` prices each method's ``info["work"]`` as rows of a proving circuit.
 """

@@ -10,8 +10,9 @@ the data each method may use, split by origin:
   mask-based methods.
 
 Each method reads only what its paper allows: the naive mask reads ``masks``; ZK-APEX reads ``masks`` and
-``personal``; gradient ascent and certified fine-tuning read ``forget`` and/or the retain data; ZS-PAG reads
-``forget`` alone; retraining reads ``global_retain`` and ``personal`` and never ``forget``.
+``personal``; gradient ascent reads ``forget`` and retained data; certified fine-tuning reads retained data
+only; ZS-PAG reads ``forget`` alone; retraining trains on ``global_retain`` and ``personal`` and reads
+``forget`` only to drop any identical example from them.
 
 Outputs. Every method is ``unlearn(inputs, *, config) -> (new_params, info)`` with ``info`` a dict holding at
 least ``method``, ``wall_s``, ``config`` (the hyper-parameters, JSON-ready) and ``work``: a tuple of the
