@@ -53,6 +53,11 @@ def obs_layer_inputs(
     return theta, G, mask
 
 
+#: The demo chunk's fixed-point formats: pinned (12-bit range tables, 24/48-bit widths) so the circuit
+#: the inspection tools and their tests show does not move when the library's defaults are retuned.
+DEMO_SPEC = FixedPointSpec(s=24, w_delta=24, w_y=48, limb_bits=12)
+
+
 def obs_circuit(
     *,
     level: str = "F",
@@ -70,7 +75,7 @@ def obs_circuit(
     from .lowering import ChunkShape, chunk_layer, draw_salts, lower_chunk
     from .witness import obs_witness
 
-    spec = spec if spec is not None else FixedPointSpec()
+    spec = spec if spec is not None else DEMO_SPEC
     weights = 2 * blocks * block_size
     cols = block_size
     theta, G, mask = obs_layer_inputs(rows=weights // cols, cols=cols, block_size=block_size,

@@ -7,10 +7,13 @@ value        scale                 width
 ===========  ====================  =================================================================
 θ, θ'        2^f_w                 ``w_w`` bits signed (quantization; θ is committed, not range-checked)
 Δ            2^f_w                 ``w_delta`` bits signed, range-checked
-G            2^f_g                 |G| ≤ 2^f_g after normalizing each block by max|G|
+G            2^f_g                 |G| ≤ 2^f_g after normalizing each block by max|G|; exactly symmetric
 ỹ            2^(f_w + s - f_g)     ``w_y`` bits signed, range-checked
 rem          1                     ``s`` bits unsigned, range-checked (τ = 2^(s-1) offset on masked rows)
 ===========  ====================  =================================================================
+
+(The compact chunk layout checks Δ and ỹ in one shared field of ``max(w_delta, w_y)`` bits; the bound
+analysis runs on the widths the circuit enforces, ``ChunkShape.checked_spec``.)
 
 :func:`check_bounds` turns these widths into worst-case magnitudes of every intermediate a gate evaluates
 and refuses (:class:`FieldOverflowError`) when one could reach p/2, since then a field equality would no
@@ -55,35 +58,39 @@ class FixedPointSpec:
     * ``f_w``: fractional bits of θ, θ' and Δ.       * ``w_w``: signed width of quantized θ.
     * ``f_g``: fractional bits of the normalized G.  * ``w_delta``: signed, range-checked width of Δ.
     * ``s``: rescale shift (``Δ = floor(-Gỹ / 2^s)``). * ``w_y``: signed, range-checked width of ỹ.
-    * ``limb_bits`` (t): range-table size 2^t; every range-checked width is a multiple of t.
+    * ``limb_bits`` (t): range-table size 2^t. ``None`` (the default) lets each chunk circuit take the
+      largest t (8 to 16) whose table fits the rows the chunk needs anyway, so the table never sets k. A
+      width that is not a multiple of t ends in a shorter limb (its own smaller table, or a polynomial
+      gate for 1-2 bits).
 
     Rounding ỹ to the nearest integer leaves a solve residual ``|e_q| ≤ ½ Σ_q' |G_qq'| ≤ ½ |S| 2^f_g``;
     the circuit accepts ``e ∈ [-2^(s-1), 2^(s-1))``, so ``s ≥ f_g + log2(B)`` makes plain rounding always
     acceptable; :meth:`validate_block_size` refuses larger blocks, for which the witness generator could
     fail on unlucky ones.
+
+    The defaults are sized for B = 16 (``s = f_g + log2 B``) and for what OBS updates of realistic,
+    damped Fisher blocks need (benchmarks/NOTES.md): |Δ| < 2^13 and |Ĝ_SS⁻¹ θ_S| < 2^9 in weight units
+    (ỹ is checked on w_y = 30 bits at scale 2^20). The 16 + 30 range-checked bits are three lookups with
+    the 15-bit tables of a 2^16-row chunk (and one 1-bit polynomial limb).
     """
 
     f_w: int = 16
     f_g: int = 12
-    s: int = 24
+    s: int = 16
     w_w: int = 24
-    w_delta: int = 24
-    w_y: int = 48
-    limb_bits: int = 12
+    w_delta: int = 30
+    w_y: int = 30
+    limb_bits: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("f_w", "f_g"):
             if getattr(self, name) < 0:
                 raise ValueError(f"FixedPointSpec.{name} must be >= 0, got {getattr(self, name)}")
-        if self.limb_bits < 1 or self.limb_bits > 24:
-            raise ValueError(f"FixedPointSpec.limb_bits must be in [1, 24] (table of 2^t rows), got {self.limb_bits}")
-        for name in ("s", "w_delta", "w_y"):
-            v = getattr(self, name)
-            if v < 1 or v % self.limb_bits:
-                raise ValueError(
-                    f"FixedPointSpec.{name}={v} must be a positive multiple of limb_bits={self.limb_bits} "
-                    "(range checks decompose it into whole limbs)"
-                )
+        if self.limb_bits is not None and not 1 <= self.limb_bits <= 24:
+            raise ValueError(f"FixedPointSpec.limb_bits must be None (automatic) or in [1, 24] (table of 2^t rows), "
+                             f"got {self.limb_bits}")
+        if self.s < 1:
+            raise ValueError(f"FixedPointSpec.s must be >= 1, got {self.s}")
         for name in ("w_w", "w_delta", "w_y"):
             v = getattr(self, name)
             if not 2 <= v <= 63:
@@ -111,12 +118,13 @@ class FixedPointSpec:
                 f"|e| up to B·2^f_g/2 > τ=2^{self.s - 1}; need s >= f_g + log2(B) = {self.f_g + math.ceil(math.log2(block_size))}"
             )
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | None]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, int]) -> "FixedPointSpec":
-        return cls(**{f.name: int(d[f.name]) for f in dataclasses.fields(cls) if f.name in d})
+    def from_dict(cls, d: dict[str, int | None]) -> "FixedPointSpec":
+        return cls(**{f.name: None if d[f.name] is None else int(d[f.name])
+                      for f in dataclasses.fields(cls) if f.name in d})
 
 
 # ------------------------------------------------------------------------------------------- quantization
@@ -195,9 +203,28 @@ def normalize_blocks(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return G / scale[:, None, None], scale
 
 
+#: Largest relative asymmetry max|G - Gᵀ| / max|G| accepted from an inverse-Fisher block (float round-off
+#: of an inversion is far below it; a non-symmetric input is a different kind of matrix, not noise).
+SYMMETRY_TOLERANCE = 1e-3
+
+
 def quantize_fisher_blocks(G: np.ndarray, spec: FixedPointSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Normalize (per block) and quantize G: returns ``(G_q int64 (nb, B, B), scale (nb,))``, |G_q| ≤ 2^f_g."""
+    """Normalize (per block), symmetrize and quantize G: ``(G_q int64 (nb, B, B), scale (nb,))``.
+
+    |G_q| ≤ 2^f_g and G_q is exactly symmetric: an inverse Fisher is symmetric, the chunk circuit stores
+    only its upper triangle, and rounding ½(Ĝ + Ĝᵀ) removes the round-off of the float inversion. A block
+    further than :data:`SYMMETRY_TOLERANCE` from symmetric is refused (:class:`QuantizationError`).
+    """
     G_hat, scale = normalize_blocks(G)
+    asymmetry = np.max(np.abs(G_hat - np.swapaxes(G_hat, 1, 2)), axis=(1, 2)) if G_hat.size else np.zeros(0)
+    if np.any(asymmetry > SYMMETRY_TOLERANCE):
+        b = int(np.argmax(asymmetry))
+        raise QuantizationError(
+            f"G block {b} is not symmetric: max|G - Gᵀ| / max|G| = {float(asymmetry[b]):.3g} > "
+            f"{SYMMETRY_TOLERANCE} ({int((asymmetry > SYMMETRY_TOLERANCE).sum())} such blocks); an inverse Fisher "
+            "block is symmetric"
+        )
+    G_hat = 0.5 * (G_hat + np.swapaxes(G_hat, 1, 2))
     G_q = quantize(G_hat, spec.f_g, spec.f_g + 2, name="G")
     # |Ĝ| ≤ 1 rounds to |G_q| ≤ 2^f_g: the magnitude the bound analysis assumes.
     check_fits(np.abs(G_q) - 1, spec.f_g + 1, name="|G_q| - 1")

@@ -1,24 +1,35 @@
 """Lowering of the quantized blockwise OBS update of one chunk of blocks to a PLONKish circuit.
 
-Implements the layout of docs/circuit.md. A chunk is ``nb`` consecutive blocks of ``B`` weights; the
+Implements the layouts of docs/circuit.md. A chunk is ``nb`` consecutive blocks of ``B`` weights; the
 circuit's structure (columns, gates, selectors, fixed values, copies, k) depends only on its
 :class:`ChunkShape` -- never on the mask or the weights -- so one proving/verifying key serves every
 chunk of that shape, for every request and client. The mask enters only as instance values.
 
 Levels (DESIGN.md section 4):
 
-* ``"R"`` (removal): committed θ, θ'; instance ``mask`` and ``touched``; gates removal, update,
+* ``"R"`` (removal): committed θ, θ'; instance ``mask`` and ``touched``; removal, update,
   no_delta_on_mask, locality, and the range check of Δ.
-* ``"F"`` (Fisher-bound): additionally committed G lanes ``g_0..g_{L-1}``, the MAC region computing
-  ``z = G ỹ`` for the whole block, and the residual/rescale rows that select by the mask.
+* ``"F"`` (Fisher-bound): additionally committed G lanes ``g_0..g_{L-1}``, ``z = G ỹ`` for the whole
+  block, and the residual/rescale relations that select by the mask.
 
-Every committed column carries one random salt cell at a row that no gate, lookup or copy touches, so its
+Layouts:
+
+* ``"compact"`` (the default; at level F it needs ``lanes == B``): one row per weight. G's upper
+  triangle sits in B committed lanes, one per diagonal (:mod:`.chips.diagonal`), so ``z`` is one
+  expression of the row and its neighbours: no accumulator columns, no copy constraints, no permutation
+  argument. Δ / ỹ and the remainder share one row of range-checked limbs (:mod:`.chips.weight_rows`), and
+  committed values are offset-encoded to stay small and non-negative.
+* ``"classic"`` (level F with ``L < B``): the lane/accumulator MAC region of :mod:`.chips.mac`, copied to
+  a separate finalization region whose Δ, ỹ and remainder cells are each range-checked.
+
+Every committed column carries one random salt cell at a row whose value no constraint depends on, so its
 KZG commitment hides the weights. :func:`committed_columns` builds those columns alone (a client commits θ
 and G at personalization time, before any mask exists); :func:`chunk_instances` builds the public
 columns from the mask alone (what the verifier does).
 
 Entry points: :func:`build_chunk_circuit` (structure only, for keygen), :func:`lower_chunk` (structure and
-assignment), :func:`chunk_layer` (cut a layer witness into equally shaped chunks), :func:`chunk_shape_key`.
+assignment), :func:`chunk_layer` (cut a layer witness into equally shaped chunks), :func:`chunk_shape_key`,
+:func:`blocks_to_fill` (the most blocks a chunk of a given k holds).
 """
 
 from __future__ import annotations
@@ -32,21 +43,29 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .builder import CircuitBuilder
+from .chips import diagonal as diagonal_chip
 from .chips import mac as mac_chip
 from .chips import removal as removal_chip
 from .chips import rescale as rescale_chip
 from .chips import residual as residual_chip
 from .chips import update as update_chip
+from .chips import weight_rows as weight_rows_chip
 from .chips.update import touched_rows
 from .field import DEFAULT_FIELD, PrimeField
 from .fixedpoint import FixedPointSpec, QuantizationError, check_bounds, check_fits
-from .ir import Assignment, Column, ConstraintSystem
+from .ir import Assignment, Column, ConstraintSystem, usable_rows
 
 if TYPE_CHECKING:
     from .witness import LayerWitness
 
 Level = Literal["R", "F"]
 LEVELS = ("R", "F")
+Layout = Literal["compact", "classic"]
+LAYOUTS = ("compact", "classic")
+
+#: Automatic range-table sizes: at least 2^8 rows (tiny chunks), at most 2^16 (a larger table costs more
+#: keygen time and prover memory than the lookups it saves on the default widths).
+AUTO_LIMB_BITS = (8, 16)
 
 
 # -------------------------------------------------------------------------------------------- the shape
@@ -56,7 +75,9 @@ LEVELS = ("R", "F")
 class ChunkShape:
     """Everything a chunk circuit's structure (and so its keys) depends on.
 
-    ``lanes`` (L, dividing B) only exists at level F; at level R it is normalized to ``None``.
+    ``lanes`` (L) only exists at level F (normalized to ``None`` at level R): the number of committed G
+    columns. ``layout`` ``None`` picks the compact layout when it applies (level R, or level F with
+    L = B) and the classic one otherwise; it is resolved here, so equal shapes compare equal.
     ``k=None`` means the smallest k that fits.
     """
 
@@ -67,16 +88,26 @@ class ChunkShape:
     lanes: int | None = None
     k: int | None = None
     field: PrimeField = DEFAULT_FIELD
+    layout: Layout | None = None
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
             raise ValueError(f"chunk level must be one of {LEVELS}, got {self.level!r}")
         if self.blocks < 1 or self.block_size < 1:
             raise ValueError(f"chunk shape: blocks={self.blocks}, block_size={self.block_size} must be >= 1")
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise ValueError(f"chunk layout must be one of {LAYOUTS} (or None for the default), got {self.layout!r}")
         if self.level == "R":
-            object.__setattr__(self, "lanes", None)  # no MAC region: L does not change the circuit
-        elif self.lanes is None or self.lanes < 1 or self.block_size % self.lanes:
+            object.__setattr__(self, "lanes", None)  # no MAC: L does not change the circuit
+            object.__setattr__(self, "layout", self.layout or "compact")
+            return
+        if self.lanes is None or self.lanes < 1 or self.block_size % self.lanes:
             raise ValueError(f"level F needs lanes L dividing B={self.block_size}, got {self.lanes}")
+        layout = self.layout or ("compact" if self.lanes == self.block_size else "classic")
+        if layout == "compact" and self.lanes != self.block_size:
+            raise ValueError(f"the compact layout stores G as its B diagonals: it needs lanes L = B = "
+                             f"{self.block_size}, got L = {self.lanes}")
+        object.__setattr__(self, "layout", layout)
 
     @property
     def weights(self) -> int:
@@ -85,18 +116,86 @@ class ChunkShape:
 
     @property
     def mac_rows(self) -> int:
-        """Rows of the MAC region (level F): nb · (B/L) · B; 0 at level R."""
-        return 0 if self.level == "R" else self.blocks * (self.block_size // self.lanes) * self.block_size
+        """Rows that compute ``z = G ỹ`` (level F): nb · (B/L) · B classic, nb · B compact; 0 at level R."""
+        if self.level == "R":
+            return 0
+        if self.layout == "compact":
+            return self.weights
+        return self.blocks * (self.block_size // self.lanes) * self.block_size
+
+    @property
+    def first_row(self) -> int:
+        """Row of the chunk's first weight: B - 1 in the compact level-F layout (the MAC reads B - 1 rows
+        on each side of the blocks), 0 otherwise. Weight q of the chunk sits at row ``first_row + q``."""
+        return self.block_size - 1 if (self.layout == "compact" and self.level == "F") else 0
 
     @property
     def weight_salt_row(self) -> int:
-        """Row of the salt cells of ``theta`` and ``theta_new``: just after the finalization rows."""
-        return self.weights
+        """Row of the salt cells of ``theta`` and ``theta_new``: just after the weight rows."""
+        return self.first_row + self.weights
 
     @property
     def g_salt_row(self) -> int:
-        """Row of the salt cells of the G lanes: just after the MAC region."""
-        return self.mac_rows
+        """Row of the salt cells of the G lanes: just after the MAC rows."""
+        return self.first_row + self.mac_rows
+
+    @property
+    def used_rows(self) -> int:
+        """Rows the circuit uses before any range table: weights, salts and (compact F) the B - 1 margin
+        rows on each side of the blocks that the MAC reads."""
+        if self.layout == "compact" and self.level == "F":
+            return self.weight_salt_row + max(self.block_size - 1, 1)
+        return max(self.weight_salt_row, self.g_salt_row) + 1
+
+    @property
+    def max_rotations(self) -> int:
+        """Most distinct rotations at which one advice column is queried (sets Halo2's blinding rows)."""
+        if self.level == "R":
+            return 1
+        if self.layout == "compact":
+            return 2 * self.block_size - 1  # ỹ at -(B-1) .. B-1
+        return 2
+
+    @property
+    def natural_k(self) -> int:
+        """The smallest k whose usable rows hold :attr:`used_rows` (before range tables)."""
+        k = 1
+        while usable_rows(k, self.max_rotations) < self.used_rows:
+            k += 1
+        return k
+
+    @property
+    def limb_bits(self) -> int:
+        """The range-table size t: ``spec.limb_bits`` when set, else the largest table that fits the
+        domain the chunk needs anyway (``k - 1`` bits, within :data:`AUTO_LIMB_BITS`)."""
+        if self.spec.limb_bits is not None:
+            return self.spec.limb_bits
+        lo, hi = AUTO_LIMB_BITS
+        return min(hi, max(lo, max(self.natural_k, self.k or 0) - 1))
+
+    @property
+    def high_bits(self) -> int:
+        """Compact layout: width of the limb field shared by Δ (off the mask) and ỹ (on it)."""
+        return max(self.spec.w_delta, self.spec.w_y) if self.level == "F" else self.spec.w_delta
+
+    @property
+    def checked_spec(self) -> FixedPointSpec:
+        """The spec whose widths the circuit actually enforces (the bound analysis runs on it): in the
+        compact layout Δ and ỹ share the :attr:`high_bits` field."""
+        if self.layout == "compact":
+            w_y = self.high_bits if self.level == "F" else self.spec.w_y
+            return dataclasses.replace(self.spec, w_delta=self.high_bits, w_y=w_y)
+        return self.spec
+
+    @property
+    def theta_offset(self) -> int:
+        """Compact layout: committed weights are ``θ + 2^(w_w - 1)`` (small and non-negative)."""
+        return 1 << (self.spec.w_w - 1) if self.layout == "compact" else 0
+
+    @property
+    def g_offset(self) -> int:
+        """Compact layout: committed G entries are ``G + 2^f_g`` (in ``[0, 2^(f_g+1)]``)."""
+        return 1 << self.spec.f_g if self.layout == "compact" else 0
 
     def committed_names(self) -> tuple[str, ...]:
         names = ("theta", "theta_new")
@@ -107,7 +206,7 @@ class ChunkShape:
     def to_dict(self) -> dict[str, Any]:
         return {
             "blocks": self.blocks, "block_size": self.block_size, "level": self.level, "lanes": self.lanes,
-            "k": self.k, "field": self.field.name, "spec": self.spec.to_dict(),
+            "k": self.k, "field": self.field.name, "spec": self.spec.to_dict(), "layout": self.layout,
         }
 
 
@@ -120,9 +219,41 @@ def chunk_shape_key(
     lanes: int | None = None,
     k: int | None = None,
     field: PrimeField = DEFAULT_FIELD,
+    layout: Layout | None = None,
 ) -> ChunkShape:
     """The hashable key of a chunk shape: chunks with equal keys share one circuit structure and keys."""
-    return ChunkShape(blocks=blocks, block_size=block_size, level=level, spec=spec, lanes=lanes, k=k, field=field)
+    return ChunkShape(blocks=blocks, block_size=block_size, level=level, spec=spec, lanes=lanes, k=k, field=field,
+                      layout=layout)
+
+
+def blocks_to_fill(
+    k: int,
+    *,
+    block_size: int,
+    level: Level,
+    spec: FixedPointSpec,
+    lanes: int | None = None,
+    layout: Layout | None = None,
+    field: PrimeField = DEFAULT_FIELD,
+) -> int:
+    """The most blocks a chunk whose circuit is exactly 2^k rows can hold (size chunks to fill 2^k:
+    one row more than that costs a domain twice as large). Raises ValueError if one block needs more."""
+
+    def shape(blocks: int) -> ChunkShape:
+        return ChunkShape(blocks=blocks, block_size=block_size, level=level, spec=spec, lanes=lanes, field=field,
+                          layout=layout)
+
+    one = shape(1)
+    per_block = shape(2).used_rows - one.used_rows  # rows grow affinely with the blocks
+    capacity = usable_rows(k, one.max_rotations)
+    blocks = max(1, (capacity - one.used_rows) // per_block + 1)
+    while blocks > 1 and shape(blocks).used_rows > capacity:
+        blocks -= 1
+    needed = build_chunk_circuit(shape(blocks)).cs.k
+    if needed > k:
+        raise ValueError(f"{blocks} block(s) of B={block_size} at level {level} already need k = {needed} > {k} "
+                         f"(range table of 2^{shape(blocks).limb_bits} rows)")
+    return blocks
 
 
 # ------------------------------------------------------------------------------------------ the circuit
@@ -130,16 +261,22 @@ def chunk_shape_key(
 
 @dataclasses.dataclass(frozen=True)
 class ChunkCircuit:
-    """The structure of one chunk circuit and the chip configs that know its columns."""
+    """The structure of one chunk circuit and the chip configs that know its columns.
+
+    Classic layout: ``removal``, ``update`` (both levels), ``rescale``, ``residual``, ``mac`` (level F).
+    Compact layout: ``rows`` (both levels) and ``diagonal`` (level F). The others are ``None``.
+    """
 
     shape: ChunkShape
     cs: ConstraintSystem
     q_fin: Column
-    removal: removal_chip.RemovalConfig
-    update: update_chip.UpdateConfig
-    rescale: rescale_chip.RescaleConfig | None  # level F only
-    residual: residual_chip.ResidualConfig | None
-    mac: mac_chip.MacConfig | None
+    removal: removal_chip.RemovalConfig | None = None
+    update: update_chip.UpdateConfig | None = None
+    rescale: rescale_chip.RescaleConfig | None = None
+    residual: residual_chip.ResidualConfig | None = None
+    mac: mac_chip.MacConfig | None = None
+    rows: weight_rows_chip.WeightRowsConfig | None = None
+    diagonal: diagonal_chip.DiagonalMacConfig | None = None
 
     def column(self, name: str) -> Column:
         return self.cs.column(name)
@@ -152,10 +289,67 @@ def build_chunk_circuit(shape: ChunkShape) -> ChunkCircuit:
     Refuses (:class:`~circuit_compiler.fixedpoint.FieldOverflowError`) a spec whose intermediates could
     wrap the field, and block sizes for which rounding ỹ could fail the residual bound.
     """
+    report = check_bounds(shape.checked_spec, block_size=shape.block_size, field=shape.field)
+    if shape.level == "F":
+        shape.spec.validate_block_size(shape.block_size)
+    build = _build_compact if shape.layout == "compact" else _build_classic
+    builder, configs = build(shape)
+    builder.reserve_rows(shape.used_rows)
+    builder.metadata.update(
+        circuit="obs_chunk",
+        shape=shape.to_dict(),
+        layout={
+            "name": shape.layout,
+            "finalization_rows": [shape.first_row, shape.first_row + shape.weights],
+            "mac_rows": [shape.first_row, shape.first_row + shape.mac_rows],
+            "salt_rows": {name: (shape.weight_salt_row if name.startswith("theta") else shape.g_salt_row)
+                          for name in shape.committed_names()},
+            "limb_bits": shape.limb_bits,
+            "offsets": {"theta": shape.theta_offset, "g": shape.g_offset},
+        },
+        bounds=report.to_dict(),
+    )
+    return ChunkCircuit(shape=shape, cs=builder.build(k=shape.k), **configs)
+
+
+def _circuit_name(shape: ChunkShape) -> str:
+    lanes = f"_L{shape.lanes}" if shape.level == "F" else ""
+    layout = "_classic" if shape.layout == "classic" else ""
+    return f"obs_chunk_{shape.level}_nb{shape.blocks}_B{shape.block_size}{lanes}{layout}"
+
+
+def _build_compact(shape: ChunkShape) -> tuple[CircuitBuilder, dict[str, Any]]:
+    """One row per weight: G's diagonals, ỹ and the shared limbs on the same rows (docs/circuit.md)."""
+    spec, B = shape.spec, shape.block_size
+    b = CircuitBuilder(_circuit_name(shape))
+    theta = b.committed("theta")
+    theta_new = b.committed("theta_new")
+    g_lanes = tuple(b.committed(f"g_{l}") for l in range(B)) if shape.level == "F" else ()
+    mask = b.instance("mask")
+    touched = b.instance("touched") if shape.level == "R" else None
+    q_fin = b.selector("q_fin")
+    diagonal = None
+    if shape.level == "F":
+        diagonal = diagonal_chip.configure(b, block_size=B, g=g_lanes, g_offset=shape.g_offset)
+        rows = weight_rows_chip.configure(
+            b, theta=theta, theta_new=theta_new, mask=mask, high_bits=shape.high_bits, limb_bits=shape.limb_bits,
+            theta_offset=shape.theta_offset, selector=q_fin, product=diagonal.product(), y=diagonal.y, shift=spec.s,
+        )
+        diagonal.layout(b, blocks=shape.blocks, offset=shape.first_row)
+    else:
+        rows = weight_rows_chip.configure(
+            b, theta=theta, theta_new=theta_new, mask=mask, high_bits=shape.high_bits, limb_bits=shape.limb_bits,
+            theta_offset=shape.theta_offset, selector=q_fin, touched=touched,
+        )
+    b.enable(q_fin, shape.first_row + np.arange(shape.weights))
+    return b, {"q_fin": q_fin, "rows": rows, "diagonal": diagonal}
+
+
+def _build_classic(shape: ChunkShape) -> tuple[CircuitBuilder, dict[str, Any]]:
+    """Lane/accumulator MAC region copied into a finalization region (docs/circuit.md, classic layout)."""
     spec, B, nb = shape.spec, shape.block_size, shape.blocks
-    report = check_bounds(spec, block_size=B, field=shape.field)
-    t = spec.limb_bits
-    b = CircuitBuilder(f"obs_chunk_{shape.level}_nb{nb}_B{B}" + (f"_L{shape.lanes}" if shape.level == "F" else ""))
+    t = shape.limb_bits
+    b = CircuitBuilder(_circuit_name(shape))
 
     theta = b.committed("theta")
     theta_new = b.committed("theta_new")
@@ -172,7 +366,6 @@ def build_chunk_circuit(shape: ChunkShape) -> ChunkCircuit:
     )
     rescale = residual = mac = None
     if shape.level == "F":
-        spec.validate_block_size(B)
         y = b.advice("y")
         rem = b.advice("rem")
         z = b.advice("z")
@@ -187,21 +380,8 @@ def build_chunk_circuit(shape: ChunkShape) -> ChunkCircuit:
         mac.layout(b, blocks=nb, y=y, z=z)
 
     b.enable(q_fin, np.arange(shape.weights))
-    b.reserve_rows(max(shape.weight_salt_row, shape.g_salt_row) + 1)
-    b.metadata.update(
-        circuit="obs_chunk",
-        shape=shape.to_dict(),
-        layout={
-            "finalization_rows": [0, shape.weights],
-            "mac_rows": [0, shape.mac_rows],
-            "salt_rows": {name: (shape.weight_salt_row if name.startswith("theta") else shape.g_salt_row)
-                          for name in shape.committed_names()},
-        },
-        bounds=report.to_dict(),
-    )
-    cs = b.build(k=shape.k)
-    return ChunkCircuit(shape=shape, cs=cs, q_fin=q_fin, removal=removal, update=update, rescale=rescale,
-                        residual=residual, mac=mac)
+    return b, {"q_fin": q_fin, "removal": removal, "update": update, "rescale": rescale, "residual": residual,
+               "mac": mac}
 
 
 # ----------------------------------------------------------------------------------------- the values
@@ -240,7 +420,8 @@ def committed_columns(
 
     theta, theta_new: (nb, B) int64; G: (nb, B, B) int64 (level F). This is exactly what
     :func:`lower_chunk` puts in the assignment, so a commitment made from it at personalization time
-    matches the proof's committed instance.
+    matches the proof's committed instance. In the compact layout the values are offset-encoded
+    (``θ + 2^(w_w-1)``, G's upper diagonals ``+ 2^f_g``; :attr:`ChunkShape.theta_offset`, ``g_offset``).
     """
     cs = build_chunk_circuit(shape).cs
     field = shape.field
@@ -252,23 +433,29 @@ def committed_columns(
         salt = int(salts[name])
         if not 0 <= salt < field.modulus:
             raise ValueError(f"salt of {name!r} is not a canonical element of {field.name}")
-        column = field.encode_array(_column(cs.rows, values))
+        column = field.encode_array(_column(cs.rows, values, start=shape.first_row))
         column[salt_row] = salt
         return column
 
     for name, values in (("theta", theta), ("theta_new", theta_new)):
         if values is not None:
             values = _check_vector(values, shape, name)
+            if shape.layout == "compact":
+                values = weight_rows_chip.encode_weights(values.ravel(), shape.theta_offset)
             out[name] = with_salt(name, values, shape.weight_salt_row)
     if G is not None:
         if shape.level != "F":
             raise ValueError("G is committed only at level F")
         G = _check_G(G, shape)
-        mac = build_chunk_circuit(shape).mac
-        nb, B, L = shape.blocks, shape.block_size, shape.lanes
-        lanes = G.reshape(nb, B // L, L, B).transpose(0, 1, 3, 2).reshape(-1, L)
-        for l, column in enumerate(mac.g):
-            out[column.name] = with_salt(column.name, lanes[:, l], shape.g_salt_row)
+        circuit = build_chunk_circuit(shape)
+        if shape.layout == "compact":
+            lanes = circuit.diagonal.lanes(G)
+        else:
+            nb, B, L = shape.blocks, shape.block_size, shape.lanes
+            by_lane = G.reshape(nb, B // L, L, B).transpose(0, 1, 3, 2).reshape(-1, L)
+            lanes = {column.name: by_lane[:, l] for l, column in enumerate(circuit.mac.g)}
+        for name, values in lanes.items():
+            out[name] = with_salt(name, values, shape.g_salt_row)
     return out
 
 
@@ -276,9 +463,9 @@ def chunk_instances(shape: ChunkShape, mask: np.ndarray) -> dict[str, np.ndarray
     """The public instance columns of a chunk from its mask (nb, B): what the verifier recomputes."""
     mask = _check_mask(mask, shape)
     rows = build_chunk_circuit(shape).cs.rows
-    out = {"mask": _column(rows, mask.astype(np.int64))}
+    out = {"mask": _column(rows, mask.astype(np.int64), start=shape.first_row)}
     if shape.level == "R":
-        out["touched"] = _column(rows, touched_rows(mask).astype(np.int64))
+        out["touched"] = _column(rows, touched_rows(mask).astype(np.int64), start=shape.first_row)
     return out
 
 
@@ -297,13 +484,14 @@ def lower_chunk(
     salts: Mapping[str, int],
     k: int | None = None,
     field: PrimeField = DEFAULT_FIELD,
+    layout: Layout | None = None,
 ) -> tuple[ConstraintSystem, Assignment]:
     """Lower one chunk: ``(ConstraintSystem, Assignment)``.
 
     All per-weight arrays are (nb, B) int64 (``mask`` bool or 0/1): θ, θ', ỹ, Δ, rem; ``G_q`` is
-    (nb, B, B) int64 with |G| ≤ 2^f_g. ``G_q``, ``y_q`` and ``rem`` are needed at level F and ignored at
-    level R. ``salts`` maps every committed column name (``theta``, ``theta_new``, ``g_l``) to a field
-    element (:func:`draw_salts`).
+    (nb, B, B) int64 with |G| ≤ 2^f_g (and symmetric, in the compact layout). ``G_q``, ``y_q`` and ``rem``
+    are needed at level F and ignored at level R. ``salts`` maps every committed column name (``theta``,
+    ``theta_new``, ``g_l``) to a field element (:func:`draw_salts`). ``layout`` as in :class:`ChunkShape`.
 
     Values are placed as given -- a dishonest witness lowers fine and fails the mock prover -- except
     that values outside the widths the circuit's soundness assumes are refused with a clear error:
@@ -313,7 +501,7 @@ def lower_chunk(
     if theta_q.ndim != 2:
         raise ValueError(f"theta_q must be (blocks, B), got shape {theta_q.shape}")
     shape = ChunkShape(blocks=theta_q.shape[0], block_size=theta_q.shape[1], level=level, spec=spec, lanes=lanes,
-                       k=k, field=field)
+                       k=k, field=field, layout=layout)
     circuit = build_chunk_circuit(shape)
     cs = circuit.cs
     rows = cs.rows
@@ -336,24 +524,40 @@ def lower_chunk(
     if extra:
         raise KeyError(f"salts for unknown committed columns {sorted(extra)} (level {level})")
     instance = chunk_instances(shape, mask)
-
-    advice: dict[str, np.ndarray] = {}
-    fin = {"delta": delta_q.ravel(), **circuit.update.assign(delta_q.ravel())}
-    if level == "F":
-        _, mac_advice, z = circuit.mac.assign(G_q, y_q)  # its G lanes are committed_columns' (with salts)
-        fin.update({"y": y_q.ravel(), "rem": rem.ravel(), "z": z})
-        fin.update(circuit.residual.assign(y_q.ravel()))
-        fin.update(circuit.rescale.remainder_range.assign(rem.ravel()))
-        for name, values in mac_advice.items():
-            advice[name] = _column(rows, values)
-    for name, values in fin.items():
-        advice[name] = _column(rows, values)
+    if shape.layout == "compact":
+        advice = _compact_advice(circuit, mask=_check_mask(mask, shape), delta=delta_q, y=y_q, rem=rem)
+    else:
+        advice = _classic_advice(circuit, G=G_q, delta=delta_q, y=y_q, rem=rem)
+    advice = {name: _column(rows, values, start=shape.first_row) for name, values in advice.items()}
     for name, values in advice.items():
         if values.dtype == object:
             advice[name] = field.reduce_array(values)
     missing = {c.name for c in cs.columns if c.kind.value == "advice"} - set(advice)
     assert not missing, f"lowering left advice columns unassigned: {sorted(missing)}"
     return cs, Assignment(advice=advice, instance=instance, committed=committed)
+
+
+def _compact_advice(circuit: ChunkCircuit, *, mask: np.ndarray, delta: np.ndarray, y: np.ndarray | None,
+                    rem: np.ndarray | None) -> dict[str, np.ndarray]:
+    """ỹ (level F) and the shared limbs of every weight row; values over the weight rows only."""
+    out = circuit.rows.assign(mask=mask.ravel(), delta=delta.ravel(), y=None if y is None else y.ravel(),
+                              rem=None if rem is None else rem.ravel())
+    if circuit.diagonal is not None:
+        out[circuit.diagonal.y.name] = y.ravel()
+    return out
+
+
+def _classic_advice(circuit: ChunkCircuit, *, G: np.ndarray | None, delta: np.ndarray, y: np.ndarray | None,
+                    rem: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Finalization cells (Δ, ỹ, rem, z and their limbs) and the MAC region (y_mac, accumulators)."""
+    out = {"delta": delta.ravel(), **circuit.update.assign(delta.ravel())}
+    if circuit.shape.level == "F":
+        _, mac_advice, z = circuit.mac.assign(G, y)  # its G lanes are committed_columns' (with salts)
+        out.update({"y": y.ravel(), "rem": rem.ravel(), "z": z})
+        out.update(circuit.residual.assign(y.ravel()))
+        out.update(circuit.rescale.remainder_range.assign(rem.ravel()))
+        out.update(mac_advice)
+    return out
 
 
 # --------------------------------------------------------------------------------------------- chunking
@@ -472,4 +676,13 @@ def _check_G(G: np.ndarray, shape: ChunkShape) -> np.ndarray:
             f"G_q{list(map(int, idx))} = {int(G[idx])} exceeds 2^f_g = {1 << shape.spec.f_g} in magnitude "
             "(blocks must be normalized to max|G| = 1 before quantization)"
         )
+    if shape.layout == "compact":
+        asymmetric = G != np.swapaxes(G, 1, 2)
+        if asymmetric.any():
+            b, i, j = (int(v) for v in np.argwhere(asymmetric)[0])
+            raise ValueError(
+                f"G_q block {b} is not symmetric (G[{i}, {j}] = {int(G[b, i, j])}, G[{j}, {i}] = {int(G[b, j, i])}): "
+                "the compact layout commits only the upper triangle of each block "
+                "(quantize_fisher_blocks symmetrizes an inverse Fisher)"
+            )
     return G

@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from circuit_compiler.builder import CircuitBuilder
-from circuit_compiler.chips import mac, range_check, removal, rescale, residual, update
+from circuit_compiler.chips import diagonal, mac, range_check, removal, rescale, residual, update, weight_rows
 from circuit_compiler.field import DEFAULT_FIELD
-from circuit_compiler.fixedpoint import QuantizationError
+from circuit_compiler.fixedpoint import QuantizationError, exact_matvec
 from circuit_compiler.ir import Assignment, Cell, ColumnKind, usable_rows
 from circuit_compiler.mock_prover import check
 
@@ -76,11 +76,65 @@ def test_single_limb_range_check_looks_up_the_value_itself():
     assert failures(cs, bad) == [("lookup", "v_range", 0), ("lookup", "v_range", 2)]
 
 
-def test_range_check_refuses_widths_that_are_not_whole_limbs():
-    b = CircuitBuilder("bad")
-    v, q = b.advice("v"), b.selector("q")
-    with pytest.raises(ValueError, match="width 10 is not a positive multiple of limb_bits=4"):
-        range_check.configure(b, name="v", value=v.cur(), bits=10, limb_bits=4, signed=True, selector=q)
+@pytest.mark.parametrize("bits, widths, tables, gates", [
+    (10, (4, 4, 2), ["range_4"], ["v_limb_2_bits"]),  # a 2-bit top limb: polynomial gate, no lookup
+    (11, (4, 4, 3), ["range_3", "range_4"], []),  # a 3-bit top limb: its own table
+    (9, (4, 4, 1), ["range_4"], ["v_limb_2_bits"]),
+])
+def test_range_check_with_a_short_top_limb_accepts_exactly_the_range(bits, widths, tables, gates):
+    cs, config = range_circuit(bits=bits, limb_bits=4, signed=True, n=4)
+    assert config.widths == widths and range_check.limb_widths(bits, 4) == widths
+    assert sorted(c.name for c in cs.columns_of(ColumnKind.TABLE)) == tables
+    assert [g.name for g in cs.gates if g.name.endswith("_bits")] == gates
+    assert range_check.lookups_needed(bits, 4) == len([w for w in widths if w > 2 or w == 4])
+    lo, hi = config.bounds
+    assert (lo, hi) == (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+    values = np.array([lo, hi, 0, -1], dtype=np.int64)
+    rows = cs.rows
+    a = Assignment(advice={k: column(rows, v) for k, v in config.assign(values).items()},
+                   instance={"v": column(rows, values)}, committed={})
+    assert failures(cs, a) == []
+    # one past the top: the only decomposition overflows the short top limb
+    top = f"v_limb_{len(widths) - 1}"
+    forged = a.copy()
+    forged.instance["v"][1] = hi + 1
+    forged.advice["v_limb_0"][1] = forged.advice["v_limb_1"][1] = 0
+    forged.advice[top][1] = 1 << widths[-1]
+    kind = "gate" if gates else "lookup"
+    assert failures(cs, forged) == [(kind, top + ("_bits" if gates else ""), 1)]
+    with pytest.raises(QuantizationError, match=f"outside \\[{lo}, {hi}\\] \\({bits} bits, signed\\)"):
+        config.assign(np.array([hi + 1]))
+
+
+def limbs_circuit(*, bits, limb_bits, n):
+    b = CircuitBuilder("limbs")
+    v = b.instance("v")
+    q = b.selector("q")
+    config = range_check.configure_limbs(b, name="x", bits=bits, limb_bits=limb_bits, selector=q)
+    b.gate("tie", q, [("tie", v.cur() - config.value)])  # the limbs' value, used in place of a cell
+    b.enable(q, np.arange(n))
+    return b.build(), config
+
+
+@settings(max_examples=20, deadline=None)
+@given(bits=st.integers(1, 20), limb_bits=st.integers(2, 6), data=st.data())
+def test_limbs_without_a_value_cell_hold_exactly_the_unsigned_range(bits, limb_bits, data):
+    cs, config = limbs_circuit(bits=bits, limb_bits=limb_bits, n=3)
+    hi = (1 << bits) - 1
+    values = np.array([0, hi, data.draw(st.integers(0, hi))], dtype=np.int64)
+    limbs = config.assign(values)
+    assert len(limbs) == len(range_check.limb_widths(bits, limb_bits)) and not any(g.name.endswith("decompose") for g in cs.gates)
+    rows = cs.rows
+    a = Assignment(advice={k: column(rows, v) for k, v in limbs.items()}, instance={"v": column(rows, values)},
+                   committed={})
+    assert failures(cs, a) == []
+    # the field's other representative of a value (v + p) has no limbs: p exceeds every limb sum
+    wrapped = a.copy()
+    wrapped.instance["v"] = wrapped.instance["v"].astype(object)
+    wrapped.instance["v"][1] = -1 % P  # "−1" would need limbs summing to p - 1
+    assert ("gate", "tie", 1) in failures(cs, wrapped)
+    with pytest.raises(QuantizationError, match=f"range check 'x': value -1 at position 0 is outside \\[0, {hi}\\]"):
+        config.assign(np.array([-1]))
 
 
 # ---------------------------------------------------------------------------------------------- rescale
@@ -200,6 +254,210 @@ def test_mac_refuses_lanes_not_dividing_B():
     g = (b.committed("g_0"), b.committed("g_1"), b.committed("g_2"))
     with pytest.raises(ValueError, match="lanes L=3 must divide the block size B=4"):
         mac.configure(b, block_size=4, lanes=3, g=g)
+
+
+# ------------------------------------------------------------------------------------------ diagonal MAC
+
+
+def diagonal_circuit(G, y, *, offset=1 << 12):
+    """The diagonal MAC alone: ``z`` (instance) must equal the product expression on every weight row."""
+    nb, B = y.shape
+    b = CircuitBuilder("diag")
+    g = tuple(b.committed(f"g_{l}") for l in range(B))
+    z = b.instance("z")
+    q = b.selector("q")
+    config = diagonal.configure(b, block_size=B, g=g, g_offset=offset)
+    b.gate("z_tie", q, [("z_tie", z.cur() - config.product())])
+    first = B - 1
+    config.layout(b, blocks=nb, offset=first)
+    b.enable(q, first + np.arange(nb * B))
+    cs = b.build()
+    rows = cs.rows
+    z_values = exact_matvec(np.triu(G) + np.swapaxes(np.triu(G, 1), 1, 2), y).ravel()  # the upper triangle, mirrored
+    a = Assignment(
+        advice={"y": DEFAULT_FIELD.reduce_array(np.concatenate([np.zeros(first, np.int64), y.ravel(), np.zeros(rows - first - nb * B, np.int64)]))},
+        instance={"z": DEFAULT_FIELD.reduce_array(np.concatenate([np.zeros(first, object), np.asarray(z_values, dtype=object), np.zeros(rows - first - nb * B, object)]))},
+        committed={k: DEFAULT_FIELD.encode_array(np.concatenate([np.zeros(first, np.int64), v, np.zeros(rows - first - nb * B, np.int64)]))
+                   for k, v in config.lanes(G).items()},
+    )
+    return cs, config, a, first
+
+
+def symmetric(rng, nb, B, bits=12):
+    G = rng.integers(-(1 << bits), (1 << bits) + 1, size=(nb, B, B))
+    return np.triu(G) + np.swapaxes(np.triu(G, 1), 1, 2)
+
+
+@pytest.mark.parametrize("B", [1, 2, 5, 8])
+def test_diagonal_mac_computes_G_times_y_exactly_beyond_int64(B):
+    rng = np.random.default_rng(B)
+    nb = 3
+    G = symmetric(rng, nb, B)
+    y = rng.integers(-(1 << 55), 1 << 55, size=(nb, B))
+    cs, config, a, first = diagonal_circuit(G, y)
+    assert failures(cs, a) == []
+    expected = [sum(int(G[b, i, j]) * int(y[b, j]) for j in range(B)) for b in range(nb) for i in range(B)]
+    assert [DEFAULT_FIELD.decode(int(v)) for v in a.instance["z"][first: first + nb * B]] == expected
+    # no copy constraints, no accumulator columns: one advice column (ỹ) whatever B
+    assert len(cs.copies) == 0 and [c.name for c in cs.columns_of(ColumnKind.ADVICE)] == ["y"]
+    assert cs.max_advice_queries() == 2 * B - 1
+    # lanes: G + 2^f_g on the upper diagonals, 0 past the block's end
+    lanes = diagonal.diagonal_lanes(G, offset=1 << 12)
+    assert lanes.shape == (B, nb * B) and lanes.min() >= 0 and lanes.max() <= 1 << 13
+    for rho in range(B):
+        for i in range(B):
+            expected_cell = G[1, i, i + rho] + (1 << 12) if i + rho < B else 0
+            assert lanes[rho, B + i] == expected_cell
+
+
+def test_diagonal_mac_reads_each_entry_only_inside_its_block():
+    rng = np.random.default_rng(11)
+    nb, B = 3, 4
+    G = symmetric(rng, nb, B, bits=8)
+    y = rng.integers(1, 1000, size=(nb, B))  # nonzero: every entry of G meets a ỹ
+    cs, config, a, first = diagonal_circuit(G, y)
+    row = lambda b, i: first + b * B + i  # noqa: E731
+    # an unused cell (i + ρ >= B) meets only zero coefficients: whatever it holds, nothing changes
+    for b, i, rho in ((0, 3, 1), (1, 2, 3), (2, 3, 3)):
+        junk = a.copy()
+        junk.committed[f"g_{rho}"][row(b, i)] = 123456789
+        assert failures(cs, junk) == []
+    # a used entry G[i, i+ρ] enters z_i (this row) and z_{i+ρ} (by symmetry), nowhere else
+    t = a.copy()
+    t.committed["g_2"][row(1, 1)] += 1
+    assert set(failures(cs, t)) == {("gate", "z_tie", row(1, 1)), ("gate", "z_tie", row(1, 3))}
+    t = a.copy()
+    t.committed["g_0"][row(2, 0)] += 1  # the diagonal enters its own row only
+    assert failures(cs, t) == [("gate", "z_tie", row(2, 0))]
+    # ỹ_j enters every row of its block
+    t = a.copy()
+    t.advice["y"][row(1, 2)] += 1
+    assert {r for _, _, r in failures(cs, t)} == {row(1, i) for i in range(B) if G[1, i, 2] != 0}
+    # ỹ outside the blocks (read with zero coefficients) is pinned to 0
+    for r in (0, first - 1, row(nb - 1, B - 1) + 1, row(nb - 1, B - 1) + B - 1):
+        t = a.copy()
+        t.advice["y"][r] = 5
+        assert failures(cs, t) == [("gate", "y_outside", r)]
+
+
+def test_diagonal_mac_needs_one_lane_per_diagonal_and_room_before_the_blocks():
+    b = CircuitBuilder("diag")
+    g = tuple(b.committed(f"g_{l}") for l in range(3))
+    with pytest.raises(ValueError, match="3 G lanes for block size B=4"):
+        diagonal.configure(b, block_size=4, g=g, g_offset=1)
+    config = diagonal.configure(b, block_size=3, g=g, g_offset=1)
+    with pytest.raises(ValueError, match="blocks start at row 1, but B - 1 = 2 rows must precede them"):
+        config.layout(b, blocks=2, offset=1)
+
+
+# ------------------------------------------------------------------------------------------- weight rows
+
+
+def weight_rows_circuit(*, level, shift=8, high_bits=12, limb_bits=4, theta_offset=1 << 9):
+    """The compact finalization alone; z (level F) is a free instance column here."""
+    b = CircuitBuilder("rows")
+    theta, theta_new = b.committed("theta"), b.committed("theta_new")
+    mask = b.instance("mask")
+    q = b.selector("q")
+    if level == "F":
+        z, y = b.instance("z"), b.advice("y")
+        config = weight_rows.configure(b, theta=theta, theta_new=theta_new, mask=mask, high_bits=high_bits,
+                                       limb_bits=limb_bits, theta_offset=theta_offset, selector=q, product=z.cur(),
+                                       y=y, shift=shift)
+    else:
+        config = weight_rows.configure(b, theta=theta, theta_new=theta_new, mask=mask, high_bits=high_bits,
+                                       limb_bits=limb_bits, theta_offset=theta_offset, selector=q,
+                                       touched=b.instance("touched"))
+    return b, config
+
+
+def test_weight_rows_accept_the_honest_rows_and_name_each_tampering():
+    shift, tau = 8, 128
+    mask = np.array([1, 0, 0, 1, 0], dtype=bool)
+    theta = np.array([5, -7, 3, -2, 9])
+    e = np.array([-tau, 0, 0, tau - 1, 0])  # the extreme accepted residuals
+    z = np.where(mask, theta * 256 + e, np.array([0, 1000, -999, 0, 37]))
+    y = np.array([11, 0, 0, -4, 0])
+    b, config = weight_rows_circuit(level="F", shift=shift)
+    b.enable(config.selector, np.arange(5))
+    cs = b.build()
+    delta, rem = rescale.floor_divide(-z, shift)
+    delta = np.where(mask, 0, delta)
+    rem = np.where(mask, residual.solve_remainder(np.where(mask, e, 0), shift), rem)
+    theta_new = removal.remove_masked(update.apply_update(theta, delta), mask)
+    rows = cs.rows
+    a = Assignment(
+        advice={"y": column(rows, y), **{k: column(rows, v) for k, v in config.assign(mask=mask, delta=delta, y=y, rem=rem).items()}},
+        instance={"mask": column(rows, mask.astype(np.int64)), "z": column(rows, z)},
+        committed={"theta": column(rows, weight_rows.encode_weights(theta, 1 << 9)),
+                   "theta_new": column(rows, weight_rows.encode_weights(theta_new, 1 << 9))},
+    )
+    assert failures(cs, a) == []
+    assert theta_new.tolist() == [0, -7 + (-1000 // 256), 3 + (999 // 256), 0, 9 + (-37 // 256)]
+    assert [g.name for g in cs.gates] == ["removal", "update", "y_on_mask", "residual", "rescale"]
+    assert not cs.copies.size
+
+    def tamper(kind, name, row, delta):
+        t = a.copy()
+        getattr(t, kind)[name][row] += delta
+        return failures(cs, t)
+
+    assert tamper("committed", "theta_new", 0, 1) == [("gate", "removal", 0)]
+    assert tamper("committed", "theta_new", 1, 1) == [("gate", "update", 1)]
+    assert tamper("advice", "y", 2, 1) == [("gate", "y_on_mask", 2)]  # ỹ off the mask must be 0
+    assert tamper("advice", "y", 3, 1) == [("gate", "y_on_mask", 3)]  # ... and the high limbs on it
+    # a residual one past τ needs low = 2^s: no limbs hold it
+    t = a.copy()
+    t.instance["z"][3] += 1
+    assert failures(cs, t) == [("gate", "residual", 3)]
+    t.advice["low_limb_1"][3] += 1  # 16 · 16 = 256 = 2^s: the top limb leaves its table
+    t.advice["low_limb_0"][3] -= 15
+    assert failures(cs, t) == [("lookup", "low_limb_1", 3)]
+    # a different floor (Δ - 1, r + 2^s) satisfies the division but not the remainder's range
+    t = a.copy()
+    t.advice["high_limb_0"][1] -= 1
+    t.advice["low_limb_1"][1] += 16
+    t.committed["theta_new"][1] -= 1
+    assert failures(cs, t) == [("lookup", "low_limb_1", 1)]
+
+
+def test_weight_rows_at_level_R_pin_delta_on_the_mask_and_outside_touched_blocks():
+    b, config = weight_rows_circuit(level="R", high_bits=8)
+    b.enable(config.selector, np.arange(4))
+    cs = b.build()
+    m = np.array([[1, 0], [0, 0]], dtype=bool)
+    touched = update.touched_rows(m).ravel()
+    delta = np.array([0, 3, 0, 0])
+    theta = np.array([4, 5, 6, 7])
+    new = removal.remove_masked(update.apply_update(theta, delta), m.ravel())
+    rows = cs.rows
+    a = Assignment(
+        advice={k: column(rows, v) for k, v in config.assign(mask=m.ravel(), delta=delta).items()},
+        instance={"mask": column(rows, m.ravel().astype(np.int64)), "touched": column(rows, touched.astype(np.int64))},
+        committed={"theta": column(rows, theta + (1 << 9)), "theta_new": column(rows, new + (1 << 9))},
+    )
+    assert failures(cs, a) == []
+    assert [g.name for g in cs.gates] == ["removal", "update", "no_delta_on_mask", "locality"]
+    moved = a.copy()  # a change in an untouched block
+    moved.advice["high_limb_0"][2] += 1
+    moved.committed["theta_new"][2] += 1
+    assert failures(cs, moved) == [("gate", "locality", 2)]
+    on_mask = a.copy()
+    on_mask.advice["high_limb_0"][0] += 1
+    assert failures(cs, on_mask) == [("gate", "no_delta_on_mask", 0)]
+    with pytest.raises(QuantizationError, match="range check 'high'"):
+        config.assign(mask=m.ravel(), delta=np.array([0, 200, 0, 0]))
+
+
+def test_weight_rows_refuse_mixed_levels():
+    b = CircuitBuilder("rows")
+    theta, theta_new, mask, q = b.committed("t"), b.committed("t2"), b.instance("m"), b.selector("q")
+    with pytest.raises(ValueError, match="level F need the product z"):
+        weight_rows.configure(b, theta=theta, theta_new=theta_new, mask=mask, high_bits=8, limb_bits=4, theta_offset=0,
+                              selector=q, product=mask.cur())
+    with pytest.raises(ValueError, match="level R need the 'touched'"):
+        weight_rows.configure(b, theta=theta, theta_new=theta_new, mask=mask, high_bits=8, limb_bits=4, theta_offset=0,
+                              selector=q)
 
 
 # -------------------------------------------------------------------------- residual, removal, update

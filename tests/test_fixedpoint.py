@@ -89,8 +89,11 @@ def test_spec_validation():
     assert spec.y_frac == spec.f_w + spec.s - spec.f_g
     assert spec.tau == 1 << (spec.s - 1)
     assert FixedPointSpec.from_dict(spec.to_dict()) == spec
-    with pytest.raises(ValueError, match="w_y=50 must be a positive multiple of limb_bits=12"):
-        FixedPointSpec(w_y=50)
+    assert spec.limb_bits is None and spec.to_dict()["limb_bits"] is None  # chosen per chunk shape
+    pinned = FixedPointSpec(w_y=50, limb_bits=12)  # widths need not be whole limbs: the top limb is shorter
+    assert FixedPointSpec.from_dict(pinned.to_dict()) == pinned
+    with pytest.raises(ValueError, match=r"limb_bits must be None \(automatic\) or in \[1, 24\]"):
+        FixedPointSpec(limb_bits=25)
     with pytest.raises(ValueError, match="w_delta=72 must be in"):
         FixedPointSpec(w_delta=72)
     with pytest.raises(ValueError, match="must not be fractional"):
@@ -98,6 +101,17 @@ def test_spec_validation():
     with pytest.raises(ValueError, match="block size B=8192 is too large"):
         FixedPointSpec(f_g=12, s=24).validate_block_size(8192)
     FixedPointSpec(f_g=12, s=24).validate_block_size(4096)
+
+
+def test_default_widths_fit_the_default_block_size_exactly():
+    """s = f_g + log2(16): plain rounding of ỹ always meets the residual bound at B = 16, not beyond."""
+    spec = FixedPointSpec()
+    spec.validate_block_size(16)
+    with pytest.raises(ValueError, match="need s >= f_g \\+ log2\\(B\\) = 17"):
+        spec.validate_block_size(32)
+    # what the widths admit, in weight units: |Δ| < 2^13 and |Ĝ_SS⁻¹ θ_S| < 2^9
+    assert 2.0 ** (spec.w_delta - 1 - spec.f_w) == 2.0**13
+    assert 2.0 ** (spec.w_y - 1 - spec.y_frac) == 2.0**9
 
 
 # -------------------------------------------------------------------------------------- normalization
@@ -140,6 +154,23 @@ def test_quantize_fisher_blocks_bounds_magnitude():
     assert G_q.dtype == np.int64 and np.max(np.abs(G_q)) == 1 << spec.f_g  # the max entry maps to exactly 2^f_g
     with pytest.raises(QuantizationError, match="not finite"):
         quantize_fisher_blocks(np.full((1, 2, 2), np.inf), spec)
+
+
+def test_quantize_fisher_blocks_is_exactly_symmetric_and_refuses_non_symmetric_blocks():
+    rng = np.random.default_rng(4)
+    spec = FixedPointSpec(f_g=12)
+    G = random_fisher_inverse(rng, 5, 8)
+    noisy = G + rng.normal(scale=1e-9, size=G.shape)  # round-off of a float inversion
+    G_q, _ = quantize_fisher_blocks(noisy, spec)
+    assert np.array_equal(G_q, np.swapaxes(G_q, 1, 2))
+    # the symmetric part is what gets rounded: on an exactly symmetric input nothing changes
+    G_hat, _ = normalize_blocks(G)
+    assert np.array_equal(quantize_fisher_blocks(G, spec)[0], quantize(0.5 * (G_hat + np.swapaxes(G_hat, 1, 2)),
+                                                                      spec.f_g, spec.f_g + 2))
+    skewed = G.copy()
+    skewed[3, 0, 1] += 0.01 * np.max(np.abs(G[3]))
+    with pytest.raises(QuantizationError, match=r"G block 3 is not symmetric: max\|G - Gᵀ\| / max\|G\| = 0.01"):
+        quantize_fisher_blocks(skewed, spec)
 
 
 # ----------------------------------------------------------------------------------------------- bounds

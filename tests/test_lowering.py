@@ -21,8 +21,10 @@ from circuit_compiler.fixedpoint import (
     dequantize,
 )
 from circuit_compiler.ir import ColumnKind
+from circuit_compiler.audit import audit
 from circuit_compiler.lowering import (
     ChunkShape,
+    blocks_to_fill,
     build_chunk_circuit,
     chunk_instances,
     chunk_layer,
@@ -31,6 +33,7 @@ from circuit_compiler.lowering import (
     draw_salts,
     lower_chunk,
 )
+from circuit_compiler.ir import usable_rows
 from circuit_compiler.mock_prover import check
 from circuit_compiler.serialize import load_circuit, save_circuit, structure_to_json
 from circuit_compiler.witness import WitnessError, obs_witness, quantized_obs_witness, removal_witness
@@ -77,7 +80,8 @@ def failures(cs, assignment):
 
 
 def lower(chunk, *, level, lanes, spec=SPEC, seed=0, **kw):
-    shape = chunk_shape_key(blocks=chunk.blocks, block_size=chunk.block_size, level=level, spec=spec, lanes=lanes)
+    shape = chunk_shape_key(blocks=chunk.blocks, block_size=chunk.block_size, level=level, spec=spec, lanes=lanes,
+                            layout=kw.get("layout"))
     salts = draw_salts(shape, rng=np.random.default_rng(seed))
     return lower_chunk(*chunk.lowering_inputs(), spec=spec, level=level, lanes=lanes, salts=salts, **kw)
 
@@ -145,17 +149,17 @@ def test_float_reference_error_is_at_rounding_scale():
 # ----------------------------------------------------------------------------------- structure vs shape
 
 
-@pytest.mark.parametrize("level", ["R", "F"])
-def test_structure_depends_only_on_the_shape(level):
+@pytest.mark.parametrize("level, lanes", [("R", None), ("F", 8), ("F", 2)])
+def test_structure_depends_only_on_the_shape(level, lanes):
     rng = np.random.default_rng(5)
     witnesses = []
     for density in (0.0, 0.3, 0.9):
         theta, G, mask = layer_inputs(rng, blocks=3, B=8, density=density)
         witnesses.append(obs_witness(theta, G, mask, spec=SPEC))
-    lowered = [lower(chunk_layer(w, blocks_per_chunk=3)[0], level=level, lanes=2, seed=i) for i, w in enumerate(witnesses)]
+    lowered = [lower(chunk_layer(w, blocks_per_chunk=3)[0], level=level, lanes=lanes, seed=i) for i, w in enumerate(witnesses)]
     assert len({int(w.mask.sum()) for w in witnesses}) == 3 and len({a.instance["mask"].tobytes() for _, a in lowered}) == 3
     reference, _ = lowered[0]
-    keygen = build_chunk_circuit(chunk_shape_key(blocks=3, block_size=8, level=level, spec=SPEC, lanes=2)).cs
+    keygen = build_chunk_circuit(chunk_shape_key(blocks=3, block_size=8, level=level, spec=SPEC, lanes=lanes)).cs
     for cs, _ in lowered[1:] + [(keygen, None)]:
         assert json.dumps(structure_to_json(cs, P), sort_keys=True) == json.dumps(structure_to_json(reference, P), sort_keys=True)
         assert cs.fixed.keys() == reference.fixed.keys()
@@ -166,7 +170,58 @@ def test_structure_depends_only_on_the_shape(level):
     assert [c.name for c in reference.columns_of(ColumnKind.INSTANCE)] == (["mask", "touched"] if level == "R" else ["mask"])
 
 
-def test_layout_statistics_follow_the_docs():
+def test_compact_layout_statistics_follow_the_docs():
+    spec = FixedPointSpec(f_w=12, f_g=10, s=13, w_w=16, w_delta=24, w_y=28)  # automatic limb size
+    shape = chunk_shape_key(blocks=40, block_size=8, level="F", spec=spec, lanes=8)
+    assert shape.layout == "compact" and shape.first_row == 7 and shape.weights == shape.mac_rows == 320
+    cs = build_chunk_circuit(shape).cs
+    assert shape.used_rows == 7 + 320 + 7 and cs.rows == max(shape.used_rows, 1 << shape.limb_bits)
+    # the table never sets k: t = natural k - 1, within [8, 16]
+    assert shape.natural_k == 9 and shape.limb_bits == 8 and cs.k == 9
+    names = [c.name for c in cs.columns]
+    assert names[:10] == ["theta", "theta_new"] + [f"g_{l}" for l in range(8)]
+    # one advice column for ỹ, then the shared limbs: high (28 bits = 8 + 8 + 8 + 4), low (13 = 8 + 5)
+    assert [c.name for c in cs.columns_of(ColumnKind.ADVICE)] == (
+        ["y"] + [f"high_limb_{k}" for k in range(4)] + ["low_limb_0", "low_limb_1"])
+    assert [c.name for c in cs.columns_of(ColumnKind.TABLE)] == ["range_8", "range_4", "range_5"]
+    assert [g.name for g in cs.gates] == ["y_outside", "removal", "update", "y_on_mask", "residual", "rescale"]
+    assert len(cs.lookups) == 6 and len(cs.copies) == 0  # no copies: no permutation argument
+    assert cs.max_degree() == 5 and cs.max_advice_queries() == 2 * 8 - 1
+    assert cs.fixed["first"].nonzero()[0].tolist() == [7 + 8 * b for b in range(41)]
+    assert np.flatnonzero(cs.fixed["q_fin"]).tolist() == list(range(7, 327))
+    assert np.flatnonzero(cs.fixed["q_outside"]).tolist() == list(range(7)) + list(range(327, 334))
+    layout = cs.metadata["layout"]
+    assert layout["name"] == "compact" and layout["finalization_rows"] == [7, 327] and layout["limb_bits"] == 8
+    assert layout["salt_rows"] == {name: 327 for name in shape.committed_names()}
+    assert layout["offsets"] == {"theta": 1 << 15, "g": 1 << 10}
+    r_shape = chunk_shape_key(blocks=40, block_size=8, level="R", spec=spec)
+    assert r_shape.layout == "compact" and r_shape.first_row == 0 and r_shape.lanes is None
+    r_cs = build_chunk_circuit(r_shape).cs
+    assert [c.name for c in r_cs.columns_of(ColumnKind.ADVICE)] == [f"high_limb_{k}" for k in range(3)]
+    assert [g.name for g in r_cs.gates] == ["removal", "update", "no_delta_on_mask", "locality"]
+
+
+def test_automatic_limb_size_grows_with_the_chunk_and_blocks_to_fill_fills_2_to_the_k():
+    spec = FixedPointSpec()
+    for k in (10, 12, 15):
+        nb = blocks_to_fill(k, block_size=16, level="F", spec=spec, lanes=16)
+        shape = chunk_shape_key(blocks=nb, block_size=16, level="F", spec=spec, lanes=16)
+        assert build_chunk_circuit(shape).cs.k == k and shape.limb_bits == k - 1
+        bigger = chunk_shape_key(blocks=nb + 1, block_size=16, level="F", spec=spec, lanes=16)
+        assert bigger.natural_k == k + 1  # one more block would need the next domain
+        assert shape.used_rows <= usable_rows(k, shape.max_rotations)
+    r_nb = blocks_to_fill(12, block_size=16, level="R", spec=spec)
+    assert build_chunk_circuit(chunk_shape_key(blocks=r_nb, block_size=16, level="R", spec=spec)).cs.k == 12
+    assert chunk_shape_key(blocks=r_nb + 1, block_size=16, level="R", spec=spec).natural_k == 13
+    with pytest.raises(ValueError, match=r"1 block\(s\) of B=16 at level F already need k = 9 > 5"):
+        blocks_to_fill(5, block_size=16, level="F", spec=spec, lanes=16)
+    with pytest.raises(ValueError, match=r"need k = 17 > 14 \(range table of 2\^16 rows\)"):
+        blocks_to_fill(14, block_size=16, level="F", spec=FixedPointSpec(limb_bits=16), lanes=16)
+    assert chunk_shape_key(blocks=4, block_size=16, level="F", spec=spec, lanes=16).limb_bits == 8  # the floor
+    assert chunk_shape_key(blocks=8192, block_size=16, level="F", spec=spec, lanes=16).limb_bits == 16  # the cap
+
+
+def test_classic_layout_statistics_follow_the_docs():
     shape = chunk_shape_key(blocks=3, block_size=8, level="F", spec=SPEC, lanes=2)
     cs = build_chunk_circuit(shape).cs
     assert shape.mac_rows == 3 * (8 // 2) * 8 and shape.weights == 24
@@ -180,16 +235,19 @@ def test_layout_statistics_follow_the_docs():
     assert len(cs.copies) == 2 * shape.weights
     assert cs.max_degree() == 3
     assert cs.metadata["shape"]["lanes"] == 2 and cs.metadata["layout"]["salt_rows"]["g_0"] == shape.mac_rows
+    assert shape.layout == "classic" and cs.metadata["layout"]["name"] == "classic"
     r_shape = chunk_shape_key(blocks=3, block_size=8, level="R", spec=SPEC, lanes=2)
     assert r_shape.lanes is None and r_shape == chunk_shape_key(blocks=3, block_size=8, level="R", spec=SPEC, lanes=4)
+    assert chunk_shape_key(blocks=3, block_size=8, level="R", spec=SPEC, layout="classic").layout == "classic"
 
 
-def test_salt_cells_are_touched_by_no_constraint():
+@pytest.mark.parametrize("level, lanes", [("F", 2), ("F", 4), ("R", None)])
+def test_salt_cells_are_touched_by_no_constraint(level, lanes):
     rng = np.random.default_rng(3)
     theta, G, mask = layer_inputs(rng, blocks=2, B=4, density=0.5)
     chunk = chunk_layer(obs_witness(theta, G, mask, spec=SPEC), blocks_per_chunk=2)[0]
-    cs, a = lower(chunk, level="F", lanes=2)
-    shape = chunk_shape_key(blocks=2, block_size=4, level="F", spec=SPEC, lanes=2)
+    cs, a = lower(chunk, level=level, lanes=lanes)
+    shape = chunk_shape_key(blocks=2, block_size=4, level=level, spec=SPEC, lanes=lanes)
     for name in shape.committed_names():
         row = cs.metadata["layout"]["salt_rows"][name]
         col = cs.column_id(cs.column(name))
@@ -248,11 +306,12 @@ def test_chunk_layer_pads_the_last_chunk_and_shares_one_key():
         chunk_layer(witness, blocks_per_chunk=0)
 
 
-def test_saved_circuit_round_trips_and_still_checks(tmp_path):
+@pytest.mark.parametrize("lanes", [2, 4])
+def test_saved_circuit_round_trips_and_still_checks(tmp_path, lanes):
     rng = np.random.default_rng(9)
     theta, G, mask = layer_inputs(rng, blocks=2, B=4, density=0.5)
     chunk = chunk_layer(obs_witness(theta, G, mask, spec=SPEC), blocks_per_chunk=2)[0]
-    cs, a = lower(chunk, level="F", lanes=2)
+    cs, a = lower(chunk, level="F", lanes=lanes)
     cs2, modulus, a2 = load_circuit(save_circuit(tmp_path / "chunk", cs, P, a))
     assert modulus == P and failures(cs2, a2) == []
     assert json.dumps(structure_to_json(cs2, P)) == json.dumps(structure_to_json(cs, P))
@@ -318,7 +377,8 @@ def test_a_different_public_mask_is_rejected(lowered_f):
     assert failures(cs, dropped)
 
 
-def test_level_r_locality_and_removal():
+@pytest.mark.parametrize("layout", ["compact", "classic"])
+def test_level_r_locality_and_removal(layout):
     rng = np.random.default_rng(13)
     theta, _, mask = layer_inputs(rng, blocks=3, B=4, density=0.5)
     delta = rng.normal(scale=0.01, size=theta.shape) * mask.reshape(3, 4).any(axis=1).repeat(4).reshape(theta.shape)
@@ -329,14 +389,102 @@ def test_level_r_locality_and_removal():
         np.where(mask.ravel(), 0, dequantize(witness.theta_q.ravel() + np.rint(delta.ravel() * 2**SPEC.f_w), SPEC.f_w)),
     )
     chunk = chunk_layer(witness, blocks_per_chunk=3)[0]
-    cs, a = lower(chunk, level="R", lanes=None)
+    cs, a = lower(chunk, level="R", lanes=None, layout=layout)
     assert failures(cs, a) == []
     untouched = int(np.flatnonzero(~chunk.mask.any(axis=1))[0]) * 4
     t = a.copy()
-    t.advice["delta"][untouched] = 1
-    t.advice["delta_limb_0"][untouched] += 1
+    if layout == "classic":
+        t.advice["delta"][untouched] = 1
+        t.advice["delta_limb_0"][untouched] += 1
+    else:  # Δ is the high limbs' value (minus the offset): no Δ cell
+        t.advice["high_limb_0"][untouched] += 1
     t.committed["theta_new"][untouched] = (int(t.committed["theta_new"][untouched]) + 1) % P
     assert failures(cs, t) == [("gate", "locality", untouched)]
+
+
+# ------------------------------------------------------------------------------------ compact layout, level F
+
+
+@pytest.fixture(scope="module")
+def lowered_compact():
+    rng = np.random.default_rng(21)
+    theta, G, mask = layer_inputs(rng, blocks=3, B=4, density=0.4)
+    mask.reshape(3, 4)[2] = [True, False, False, True]
+    chunk = chunk_layer(obs_witness(theta, G, mask, spec=SPEC), blocks_per_chunk=3)[0]
+    cs, a = lower(chunk, level="F", lanes=4)
+    return chunk, cs, a
+
+
+def test_compact_committed_values_are_small_non_negative_offsets(lowered_compact):
+    chunk, cs, a = lowered_compact
+    shape = chunk_shape_key(blocks=3, block_size=4, level="F", spec=SPEC, lanes=4)
+    first, end = shape.first_row, shape.first_row + shape.weights
+    theta_e = np.array([int(v) for v in a.committed["theta"][first:end]])
+    assert np.array_equal(theta_e - (1 << (SPEC.w_w - 1)), chunk.theta_q.ravel()) and theta_e.min() >= 0
+    theta_new_e = np.array([int(v) for v in a.committed["theta_new"][first:end]])
+    assert np.all(theta_new_e[chunk.mask.ravel()] == 1 << (SPEC.w_w - 1))  # removed weights are exactly 0
+    for rho in range(4):
+        lane = np.array([int(v) for v in a.committed[f"g_{rho}"][first:end]]).reshape(3, 4)
+        for i in range(4):
+            if i + rho < 4:
+                assert np.array_equal(lane[:, i], chunk.G_q[:, i, i + rho] + (1 << SPEC.f_g))
+            else:
+                assert not lane[:, i].any()
+        assert 0 <= lane.min() and lane.max() <= 1 << (SPEC.f_g + 1)
+        everything_else = np.delete(np.arange(cs.rows), np.r_[first:end, shape.g_salt_row])
+        assert not any(int(a.committed[f"g_{rho}"][r]) for r in everything_else)
+
+
+def test_compact_tampering_is_caught_by_name(lowered_compact):
+    chunk, cs, a = lowered_compact
+    first = 3  # B - 1 margin rows before the blocks
+    masked, free = first + 8, first + 9  # block 2: positions 0 and 3 masked, 1 and 2 not
+    assert chunk.mask.ravel()[8] and not chunk.mask.ravel()[9]
+
+    def bumped(table, name, row, delta=1):
+        t = a.copy()
+        getattr(t, table)[name][row] = (int(getattr(t, table)[name][row]) + delta) % P
+        return t
+
+    assert failures(cs, bumped("committed", "theta_new", masked)) == [("gate", "removal", masked)]
+    assert failures(cs, bumped("committed", "theta_new", free)) == [("gate", "update", free)]
+    assert failures(cs, bumped("committed", "theta", masked)) == [("gate", "residual", masked)]
+    # ỹ off the mask would let Δ be anything
+    assert ("gate", "y_on_mask", free) in failures(cs, bumped("advice", "y", free))
+    # Δ - 1, rem + 2^s, θ' - 1: division and update hold, the remainder's limbs cannot (s = 16: limbs 8 + 8)
+    assert [c.name for c in cs.columns if c.name.startswith("low_limb")] == ["low_limb_0", "low_limb_1"]
+    t = bumped("advice", "high_limb_0", free, -1)
+    t.committed["theta_new"][free] = (int(t.committed["theta_new"][free]) - 1) % P
+    t.advice["low_limb_1"][free] += 1 << 8
+    assert failures(cs, t) == [("lookup", "low_limb_1", free)]
+    # the committed G must be the one multiplied (where it meets a nonzero ỹ)
+    j = int(np.flatnonzero(chunk.mask[2])[0])  # masked position 0 of block 2: ỹ_0 ≠ 0 there
+    assert chunk.y_q[2, j] != 0
+    found = failures(cs, bumped("committed", "g_1", first + 8 + j))  # G[0, 1] of block 2: enters z_0 and z_1
+    assert {row for _, _, row in found} == {first + 8 + 1} and {name for _, name, _ in found} == {"rescale"}
+    # a G cell past the block's end is never multiplied by anything: inert
+    assert failures(cs, bumped("committed", "g_3", first + 8 + 2)) == []
+
+
+def test_compact_circuit_passes_the_soundness_audit(lowered_compact):
+    chunk, cs, a = lowered_compact
+    report = audit(cs, a, P, mutations=160, compensated=48)
+    assert report.ok, report.summary()
+    summary = report.to_json()
+    assert summary["unconstrained_cells"] == 0 and summary["detection_rate"] == 1.0
+    assert {m.cell.column for m in report.mutations} == {c.name for c in cs.columns_of(ColumnKind.ADVICE)}
+
+
+def test_compact_mask_is_public_and_rejects_a_different_one(lowered_compact):
+    chunk, cs, a = lowered_compact
+    first = 3
+    flipped = a.copy()
+    row = int(np.flatnonzero(~chunk.mask.ravel() & (chunk.theta_new_q.ravel() != 0))[0])
+    flipped.instance["mask"][first + row] = 1
+    assert "removal" in {n for _, n, _ in failures(cs, flipped)}
+    dropped = a.copy()
+    dropped.instance["mask"][first + int(np.flatnonzero(chunk.mask.ravel())[0])] = 0
+    assert failures(cs, dropped)
 
 
 # -------------------------------------------------------------------------------------------- errors
@@ -384,6 +532,17 @@ def test_out_of_range_inputs_are_refused_with_names():
         lowered(G_q=None)
     with pytest.raises(ValueError, match="level F needs lanes L dividing B=4, got 3"):
         lower_chunk(**inputs, spec=SPEC, level="F", lanes=3, salts=salts)
+    with pytest.raises(ValueError, match="compact layout stores G as its B diagonals: it needs lanes L = B = 4, got L = 2"):
+        lower_chunk(**inputs, spec=SPEC, level="F", lanes=2, salts=salts, layout="compact")
+    with pytest.raises(ValueError, match="chunk layout must be one of"):
+        chunk_shape_key(blocks=2, block_size=4, level="F", spec=SPEC, lanes=4, layout="dense")
+    compact_salts = draw_salts(chunk_shape_key(blocks=2, block_size=4, level="F", spec=SPEC, lanes=4),
+                               rng=np.random.default_rng(0))
+    skewed = chunk.G_q.copy()
+    skewed[1, 0, 2] += 1
+    with pytest.raises(ValueError, match=r"G_q block 1 is not symmetric \(G\[0, 2\] = .*\): the compact layout"):
+        lower_chunk(**{**inputs, "G_q": skewed}, spec=SPEC, level="F", lanes=4, salts=compact_salts)
+    lower_chunk(**{**inputs, "G_q": skewed}, spec=SPEC, level="F", lanes=2, salts=salts)  # classic: any G
 
 
 def test_bounds_that_could_wrap_the_field_refuse_to_compile():

@@ -1,17 +1,24 @@
 """Range check by lookup with limb decomposition.
 
 Proves ``v + offset ∈ [0, 2^w)`` for an expression ``v`` of the current row (``offset = 2^(w-1)`` for a
-signed value, 0 for an unsigned one), with ``w = n·t``. The shifted value is split into ``n`` limbs of
-``t`` bits, each looked up in the shared table ``[0, 2^t)``, and one gate ties the limbs to the value::
+signed value, 0 for an unsigned one). The shifted value is split into limbs of ``t`` bits, each looked up
+in the shared table ``[0, 2^t)``, and one gate ties the limbs to the value::
 
           |   value   | limb_0 | limb_1 | ... | limb_{n-1} |  q  |
     row r |     v     |  a_0   |  a_1   |     |  a_{n-1}   |  1  |   table: 0, 1, ..., 2^t - 1
-                                                                 
+
     gate   <name>_decompose:  q · (v + offset - Σ_k a_k · 2^(t·k)) = 0
     lookup <name>_limb_k:     q · a_k  ∈  table                      (for every k)
 
-Because ``Σ_k a_k 2^(tk) < 2^w < p/2`` the field equation is the integer one. With one limb (``w = t``)
-no limb column or gate is needed: the lookup takes ``q · (v + offset)`` directly.
+When t does not divide w, the top limb is shorter (``r = w mod t`` bits): it is looked up in its own
+table ``[0, 2^r)``, or -- for r ≤ 2, where a lookup argument would cost far more than the check --
+constrained by the polynomial gate ``<name>_limb_k_bits: q · Π_{c<2^r} (a - c) = 0`` (degree ≤ 4).
+Because ``Σ_k a_k 2^(tk) < 2^w < p/2`` the field equation is the integer one. With a single limb and a
+value cell (``w ≤ t``) no limb column or gate is needed: the lookup takes ``q · (v + offset)`` directly.
+
+:func:`configure_limbs` is the same decomposition *without* a value cell: the limbs are the only cells,
+and :attr:`LimbsConfig.value` (``Σ_k a_k 2^(tk)``) is an expression other gates use in its place. The
+compact OBS layout keeps the rescale remainder and the quotient (or ỹ) in one row of limbs this way.
 """
 
 from __future__ import annotations
@@ -24,6 +31,67 @@ from ..builder import CircuitBuilder
 from ..fixedpoint import QuantizationError
 from ..ir import Column, Expression
 
+#: Limbs this short are checked by a polynomial gate instead of a lookup (degree 2^r ≤ 4).
+POLYNOMIAL_LIMB_BITS = 2
+
+
+def limb_widths(bits: int, limb_bits: int) -> tuple[int, ...]:
+    """Widths of the limbs of a ``bits``-wide value: whole ``limb_bits`` limbs, then the shorter rest."""
+    if bits < 1 or limb_bits < 1:
+        raise ValueError(f"range check: width {bits} and limb size {limb_bits} must be >= 1")
+    full, rest = divmod(bits, limb_bits)
+    return (limb_bits,) * full + ((rest,) if rest else ())
+
+
+def _split(shifted: np.ndarray, widths: tuple[int, ...]) -> list[np.ndarray]:
+    out, shift = [], 0
+    for width in widths:
+        out.append((shifted >> np.int64(shift)) & np.int64((1 << width) - 1))
+        shift += width
+    return out
+
+
+def _check_range(name: str, values: np.ndarray, lo: int, hi: int, description: str) -> np.ndarray:
+    values = np.asarray(values)
+    if values.dtype == object or not np.issubdtype(values.dtype, np.integer):
+        raise TypeError(f"range check {name!r}: values must be an int64 array, got dtype {values.dtype}")
+    bad = (values < lo) | (values > hi)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise QuantizationError(
+            f"range check {name!r}: value {int(values[i])} at position {i} is outside [{lo}, {hi}] "
+            f"({description}); {int(bad.sum())} values out of range"
+        )
+    return values.astype(np.int64)
+
+
+def _constrain_limbs(
+    builder: CircuitBuilder, *, name: str, limbs: tuple[Column, ...], widths: tuple[int, ...], limb_bits: int,
+    selector: Column,
+) -> tuple[Column, ...]:
+    """Register each limb's check (lookup, or polynomial gate for a short top limb); returns their tables."""
+    tables = []
+    for k, (limb, width) in enumerate(zip(limbs, widths)):
+        if width < limb_bits and width <= POLYNOMIAL_LIMB_BITS:
+            poly: Expression = limb.cur()
+            for c in range(1, 1 << width):
+                poly = poly * (limb.cur() - c)
+            builder.gate(f"{limb.name}_bits", selector, [(f"{limb.name}_bits", poly)])
+            continue
+        table = builder.range_table(width)
+        builder.lookup(limb.name, selector, [limb.cur()], [table])
+        tables.append(table)
+    return tuple(tables)
+
+
+def _recompose(limbs: tuple[Column, ...], widths: tuple[int, ...]) -> Expression:
+    value: Expression = limbs[0].cur()
+    shift = widths[0]
+    for limb, width in zip(limbs[1:], widths[1:]):
+        value = value + limb.cur() * (1 << shift)
+        shift += width
+    return value
+
 
 @dataclasses.dataclass(frozen=True)
 class RangeCheckConfig:
@@ -32,17 +100,21 @@ class RangeCheckConfig:
     bits: int  # w
     limb_bits: int  # t
     signed: bool
-    limbs: tuple[Column, ...]  # empty when w == t (direct lookup)
+    limbs: tuple[Column, ...]  # empty when w ≤ t (direct lookup)
     selector: Column
-    table: Column
+    table: Column  # the table of whole t-bit limbs (or of the single direct lookup)
 
     @property
     def offset(self) -> int:
         return 1 << (self.bits - 1) if self.signed else 0
 
     @property
+    def widths(self) -> tuple[int, ...]:
+        return limb_widths(self.bits, self.limb_bits)
+
+    @property
     def num_limbs(self) -> int:
-        return self.bits // self.limb_bits
+        return len(self.widths)
 
     @property
     def bounds(self) -> tuple[int, int]:
@@ -55,26 +127,12 @@ class RangeCheckConfig:
         Raises :class:`QuantizationError` naming the check, the first offending position and the range
         when a value does not fit: no limbs exist for it, so no honest witness does either.
         """
-        values = np.asarray(values)
-        if values.dtype == object or not np.issubdtype(values.dtype, np.integer):
-            raise TypeError(f"range check {self.name!r}: values must be an int64 array, got dtype {values.dtype}")
         lo, hi = self.bounds
-        bad = (values < lo) | (values > hi)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise QuantizationError(
-                f"range check {self.name!r}: value {int(values[i])} at position {i} is outside "
-                f"[{lo}, {hi}] ({self.bits} bits, {'signed' if self.signed else 'unsigned'}); "
-                f"{int(bad.sum())} values out of range"
-            )
+        values = _check_range(self.name, values, lo, hi, f"{self.bits} bits, {'signed' if self.signed else 'unsigned'}")
         if not self.limbs:
             return {}
-        shifted = values.astype(np.int64) + np.int64(self.offset)
-        mask = (1 << self.limb_bits) - 1
-        return {
-            column.name: (shifted >> np.int64(self.limb_bits * k)) & np.int64(mask)
-            for k, column in enumerate(self.limbs)
-        }
+        parts = _split(values + np.int64(self.offset), self.widths)
+        return {column.name: part for column, part in zip(self.limbs, parts)}
 
 
 def configure(
@@ -87,24 +145,67 @@ def configure(
     signed: bool,
     selector: Column,
 ) -> RangeCheckConfig:
-    """Allocate limb columns ``<name>_limb_k`` and register the decomposition gate and limb lookups."""
-    if bits < 1 or bits % limb_bits:
-        raise ValueError(f"range check {name!r}: width {bits} is not a positive multiple of limb_bits={limb_bits}")
-    table = builder.range_table(limb_bits)
-    n = bits // limb_bits
+    """Allocate limb columns ``<name>_limb_k`` and register the decomposition gate and limb checks."""
+    widths = limb_widths(bits, limb_bits)
     offset = 1 << (bits - 1) if signed else 0
     shifted = value + offset if offset else value
-    if n == 1:
+    if len(widths) == 1:
+        table = builder.range_table(bits)
         builder.lookup(f"{name}_range", selector, [shifted], [table])
         limbs: tuple[Column, ...] = ()
     else:
-        limbs = tuple(builder.advice(f"{name}_limb_{k}") for k in range(n))
+        limbs = tuple(builder.advice(f"{name}_limb_{k}") for k in range(len(widths)))
         identity = shifted - limbs[0].cur()  # v + offset - Σ_k a_k 2^(tk), written flat so it reads as such
-        for k in range(1, n):
-            identity = identity - limbs[k].cur() * (1 << (limb_bits * k))
+        shift = widths[0]
+        for limb, width in zip(limbs[1:], widths[1:]):
+            identity = identity - limb.cur() * (1 << shift)
+            shift += width
         builder.gate(f"{name}_decompose", selector, [(f"{name}_decompose", identity)])
-        for k, limb in enumerate(limbs):
-            builder.lookup(f"{name}_limb_{k}", selector, [limb.cur()], [table])
+        _constrain_limbs(builder, name=name, limbs=limbs, widths=widths, limb_bits=limb_bits, selector=selector)
+        table = builder.range_table(limb_bits)
     return RangeCheckConfig(
         name=name, value=value, bits=bits, limb_bits=limb_bits, signed=signed, limbs=limbs, selector=selector, table=table
     )
+
+
+# ------------------------------------------------------------------------------------- limbs, no value cell
+
+
+@dataclasses.dataclass(frozen=True)
+class LimbsConfig:
+    """An unsigned ``bits``-wide value held only as limbs; :attr:`value` is its expression."""
+
+    name: str
+    bits: int
+    limb_bits: int
+    limbs: tuple[Column, ...]
+    selector: Column
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return limb_widths(self.bits, self.limb_bits)
+
+    @property
+    def value(self) -> Expression:
+        """``Σ_k a_k 2^(t·k)``: the value, in ``[0, 2^bits)`` on every row where the selector is on."""
+        return _recompose(self.limbs, self.widths)
+
+    def assign(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        """Limb columns for unsigned ``values`` (int64); out-of-range values raise :class:`QuantizationError`."""
+        values = _check_range(self.name, values, 0, (1 << self.bits) - 1, f"{self.bits} bits, unsigned")
+        return {column.name: part for column, part in zip(self.limbs, _split(values, self.widths))}
+
+
+def configure_limbs(builder: CircuitBuilder, *, name: str, bits: int, limb_bits: int, selector: Column) -> LimbsConfig:
+    """Allocate ``<name>_limb_k`` (one per limb) and register each limb's check; no decomposition gate."""
+    widths = limb_widths(bits, limb_bits)
+    limbs = tuple(builder.advice(f"{name}_limb_{k}") for k in range(len(widths)))
+    _constrain_limbs(builder, name=name, limbs=limbs, widths=widths, limb_bits=limb_bits, selector=selector)
+    return LimbsConfig(name=name, bits=bits, limb_bits=limb_bits, limbs=limbs, selector=selector)
+
+
+def lookups_needed(bits: int, limb_bits: int) -> int:
+    """Lookup arguments a ``bits``-wide limb decomposition costs (short top limbs of ≤ 2 bits are gates)."""
+    return sum(1 for w in limb_widths(bits, limb_bits) if not (w < limb_bits and w <= POLYNOMIAL_LIMB_BITS))
+
+
