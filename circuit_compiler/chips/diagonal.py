@@ -47,7 +47,7 @@ class DiagonalMacConfig:
     g: tuple[Column, ...]  # committed lanes: lane ρ = the ρ-th upper diagonal (+ o)
     y: Column  # ỹ, one value per weight row
     first: Column  # fixed: 1 on each block's first row and on the row after the last block
-    q_outside: Column | None  # ỹ = 0 on the B - 1 rows after the last block (None when B = 1)
+    q_outside: Column | None  # ỹ = 0 on the B - 1 margin rows on each side of the blocks (None when B = 1)
     g_offset: int  # o = 2^f_g
 
     def margin_rows(self) -> int:
