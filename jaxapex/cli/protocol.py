@@ -93,7 +93,7 @@ def _load_model(path: Path):
     from jaxapex.checkpoints import load_checkpoint
     from jaxapex.models import build_model
 
-    config, params = load_checkpoint(path)
+    params, config, _metadata = load_checkpoint(path)
     return build_model(config), params
 
 

@@ -22,6 +22,9 @@ from circuit_compiler.fixedpoint import dequantize, quantize, quantize_fisher_bl
 from circuit_compiler.lowering import lower_chunk
 from circuit_compiler.witness import quantized_obs_witness, removal_witness
 
+from jaxapex.checkpoints import flatten_params as _flatten
+from jaxapex.checkpoints import unflatten_params as _unflatten
+
 from . import chunks as ch
 from .artifacts import Artifact, ArtifactError, npz_bytes, read_artifact, write_artifact
 from .config import ProofConfig
@@ -44,28 +47,6 @@ def _salt(rng: np.random.Generator | None, modulus: int) -> int:
     if rng is None:
         return secrets.randbelow(modulus)
     return int.from_bytes(rng.bytes(48), "little") % modulus
-
-
-def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for key, value in params.items():
-        name = f"{prefix}/{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, name))
-        else:
-            out[name] = np.asarray(value)
-    return out
-
-
-def _unflatten(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in flat.items():
-        node = out
-        *parents, leaf = name.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
 
 
 def layer_matrix(params: Mapping[str, Any], name: str) -> np.ndarray:

@@ -94,9 +94,15 @@ def verify(registry: Registry, request: UnlearningRequest, bundle_path: str | Pa
     Raises :class:`VerificationFailed` naming the failed check (and layer/chunk); the registry is then
     left unchanged.
     """
-    art = read_artifact(bundle_path, BUNDLE)
-    client_id = art.field("client_id", str)
-    record = registry.get(client_id)
+    try:
+        art = read_artifact(bundle_path, BUNDLE)
+        client_id = art.field("client_id", str)
+    except ArtifactError as err:
+        raise VerificationFailed("bundle", f"malformed proof bundle: {err}") from err
+    try:
+        record = registry.get(client_id)
+    except RegistryError as err:
+        raise VerificationFailed("registry", str(err)) from err
     config = ProofConfig.from_dict(record["config"])
 
     if art.field("request_id", str) != request.request_id:
