@@ -50,14 +50,19 @@ class UnlearningConfig:
     scorer: ``"activation"`` (mean |act| forget / retain per MLP neuron, DESIGN §3) or ``"second_order"``
         (per-weight ``g·w − λ_H F w²`` ratio).
     mask_fraction: share of the target weights (second-order) or of the MLP neurons (activation) masked.
-    weights_per_neuron: activation scorer only — mask the k largest-|w| incoming weights of each chosen
-        neuron instead of the whole row, leaving the rest of the row to absorb the removal.
-    target_layers: which MLP matrices the mask may touch (``("fc1",)`` or ``("fc1", "fc2")``).
+    neuron_side: activation scorer only — which weights of a chosen neuron are masked: ``"in"`` its
+        incoming weights (row n of fc1's W), ``"out"`` its outgoing weights (column n of fc2's W, i.e. the
+        neuron's write into the residual stream; OBS then compensates with the other neurons' writes).
+    weights_per_neuron: activation scorer only — mask only the k largest-|w| weights of each chosen neuron
+        (of its fc1 row, or of its fc2 column) instead of all of them.
+    target_layers: second-order scorer — which MLP matrices it ranks (``("fc1",)`` or ``("fc1", "fc2")``);
+        the activation scorer ranks fc1 neurons and masks fc1 or fc2 according to ``neuron_side``.
     block_size, damp, fisher_examples: the client's blockwise Fisher (B, λ, number of per-sample gradients).
     """
 
     scorer: str = "activation"
     mask_fraction: float = 0.1
+    neuron_side: str = "in"
     weights_per_neuron: int | None = None
     target_layers: tuple[str, ...] = ("fc1",)
     cls_only: bool = False
@@ -78,8 +83,12 @@ class UnlearningConfig:
             raise ValueError(f"mask_fraction must be in (0, 1), got {self.mask_fraction}")
         if self.scorer == "activation" and self.target_layers != ("fc1",):
             raise ValueError(f"the activation scorer ranks fc1 neurons; target_layers must be ('fc1',), got {self.target_layers}")
-        if self.weights_per_neuron is not None and self.scorer != "activation":
-            raise ValueError("weights_per_neuron only applies to the activation scorer")
+        if self.neuron_side not in ("in", "out"):
+            raise ValueError(f"neuron_side must be 'in' (fc1 rows) or 'out' (fc2 columns), got {self.neuron_side!r}")
+        if self.scorer != "activation" and (self.weights_per_neuron is not None or self.neuron_side != "in"):
+            raise ValueError("weights_per_neuron and neuron_side apply to the activation scorer only")
+        if self.weights_per_neuron is not None and self.weights_per_neuron <= 0:
+            raise ValueError(f"weights_per_neuron must be positive or None, got {self.weights_per_neuron}")
 
 
 @dataclasses.dataclass
@@ -146,6 +155,37 @@ def apply_mask(params: Params, masks: Mapping[Path, np.ndarray]) -> Params:
     return params
 
 
+def outgoing_neuron_masks(
+    neuron_scores: Mapping[Path, np.ndarray], params: Params, fraction: float, *, weights_per_neuron: int | None = None
+) -> dict[Path, np.ndarray]:
+    """Masks on fc2 (W: (dim, mlp_dim)) removing the outgoing weights (column n) of the globally top
+    ``fraction`` of fc1 neurons; with ``weights_per_neuron=k`` only the k largest-|w| entries of each column.
+
+    ``neuron_scores`` maps fc1 kernel paths to (mlp_dim,) scores; each fc1 path's sibling fc2 kernel is masked.
+    """
+    chosen = masking.top_fraction_mask(neuron_scores, fraction)
+    masks = {}
+    for fc1_path, neurons in chosen.items():
+        if fc1_path[-2:] != ("fc1", "kernel"):
+            raise ValueError(f"neuron scores must be keyed by fc1 kernel paths, got {path_name(fc1_path)!r}")
+        fc2_path = (*fc1_path[:-2], "fc2", "kernel")
+        W = np.asarray(get_matrix(params, fc2_path))  # (dim, mlp_dim)
+        if neurons.shape != (W.shape[1],):
+            raise ValueError(f"{path_name(fc1_path)!r}: {neurons.shape[0]} neuron scores, but "
+                             f"{path_name(fc2_path)!r} reads {W.shape[1]} neurons")
+        mask = np.repeat(neurons[None, :], W.shape[0], axis=0)
+        if weights_per_neuron is not None:
+            if not 1 <= weights_per_neuron <= W.shape[0]:
+                raise ValueError(f"weights_per_neuron must lie in [1, {W.shape[0]}] for {path_name(fc2_path)!r}, "
+                                 f"got {weights_per_neuron}")
+            top_rows = np.argsort(-np.abs(W), axis=0, kind="stable")[:weights_per_neuron]
+            keep = np.zeros(W.shape, dtype=bool)
+            np.put_along_axis(keep, top_rows, True, axis=0)
+            mask &= keep
+        masks[fc2_path] = mask
+    return masks
+
+
 def provider_mask(
     cfg: UnlearningConfig,
     *,
@@ -155,22 +195,31 @@ def provider_mask(
     forget: Mapping[str, np.ndarray],
     retain: Mapping[str, np.ndarray],
 ) -> tuple[dict[Path, np.ndarray], tuple[Path, ...]]:
-    """The public mask, computed on the GLOBAL model from the provider's forget and retain data."""
-    target_paths = mlp_target_paths(params_global, cfg.target_layers)
+    """The public mask, computed on the GLOBAL model from the provider's forget and retain data.
+
+    Returns ``(masks, target_paths)``: boolean masks shaped like each target matrix W (out, in).
+    """
     forget_batches, retain_batches = as_batches(forget, cfg.batch_size), as_batches(retain, cfg.batch_size)
     if cfg.scorer == "activation":
         scores = masking.activation_ratio_scores(
             hidden_fn, params_global, forget_batches, retain_batches, eps=cfg.eps, max_examples=cfg.score_examples
         )
-        masks = masking.neuron_mask(scores, params_global, cfg.mask_fraction, weights_per_neuron=cfg.weights_per_neuron)
+        if cfg.neuron_side == "in":
+            masks = masking.neuron_mask(scores, params_global, cfg.mask_fraction,
+                                        weights_per_neuron=cfg.weights_per_neuron)
+        else:
+            masks = outgoing_neuron_masks(scores, params_global, cfg.mask_fraction,
+                                          weights_per_neuron=cfg.weights_per_neuron)
     else:
+        target_paths = mlp_target_paths(params_global, cfg.target_layers)
         scores = masking.second_order_scores(
             provider_example_loss, params_global, target_paths, forget_batches, retain_batches,
             lambda_h=cfg.lambda_h, c_ret=cfg.c_ret, damp=cfg.score_damp, max_examples=cfg.score_examples,
         )
         masks = masking.top_fraction_mask(scores, cfg.mask_fraction)
     masks = {tuple(p): np.asarray(m, dtype=bool) for p, m in masks.items()}
-    return masks, tuple(p for p in target_paths if p in masks)
+    order = mlp_target_paths(params_global, ("fc1", "fc2"))
+    return masks, tuple(p for p in order if p in masks)
 
 
 def client_unlearn(
@@ -206,6 +255,32 @@ def _timed(timings: dict, name: str, fn: Callable, *args, **kwargs):
     return out
 
 
+def unlearn_with(run: TaskRun, unlearning: UnlearningConfig) -> dict[str, Any]:
+    """The provider mask and client OBS redone with other settings on the SAME global and personalized
+    models and data as ``run`` — for comparing settings side by side in one run.
+
+    Returns ``{"rows": {"personalized", "masked", "obs"}, "recovery", "masked_weight_fraction",
+    "unlearning"}``.
+    """
+    from jaxapex.models import ViT
+
+    hidden_fn = make_hidden_fn(run.model, cls_only=unlearning.cls_only) if isinstance(run.model, ViT) else run.hidden_fn
+    masks, _ = provider_mask(unlearning, params_global=run.params_global, provider_example_loss=run.provider_example_loss,
+                             hidden_fn=hidden_fn, forget=run.datasets["forget_train"],
+                             retain=run.datasets["retain_train"])
+    params_obs, _ = client_unlearn(unlearning, params_personal=run.params_personal, masks=masks,
+                                   client_example_loss=run.client_example_loss,
+                                   personal_train=run.datasets["personal_train"], seed=run.settings["seed"])
+    rows = {"personalized": run.rows["personalized"], "masked": run.evaluate(apply_mask(run.params_personal, masks)),
+            "obs": run.evaluate(params_obs)}
+    return {
+        "rows": rows,
+        "recovery": _recovery(rows, "personal_acc"),
+        "masked_weight_fraction": sum(int(m.sum()) for m in masks.values()) / sum(m.size for m in masks.values()),
+        "unlearning": dataclasses.asdict(unlearning),
+    }
+
+
 # ---------------------------------------------------------------------------------------------- vision
 
 
@@ -220,18 +295,25 @@ class VisionTaskConfig:
 
 
 def vision_config(*, quick: bool = True, seed: int = 0) -> VisionTaskConfig:
-    """Defaults of the vision recipe (``quick`` trains for fewer steps)."""
+    """Defaults of the vision recipe (``quick`` trains the global model for fewer steps).
+
+    Unlearning: the poster's selective pruning — activation ratio on the class token, whole fc1 rows of
+    the chosen neurons — with OBS blocks of two fc1 rows (B = 128), so the surviving neighbour neuron of a
+    removed one can absorb part of its effect on the client's loss.
+    """
     return VisionTaskConfig(
         model=VIT_PRESETS["vit_tiny"],
         global_train=TrainConfig(
-            steps=600 if quick else 2000, batch_size=64, learning_rate=2e-3, weight_decay=1e-4, warmup_steps=50, seed=seed
+            steps=1000 if quick else 2000, batch_size=64, learning_rate=2e-3, weight_decay=1e-4, warmup_steps=50, seed=seed
         ),
         personalization=PersonalizeConfig(
             train=TrainConfig(steps=100, batch_size=64, learning_rate=1e-3, warmup_steps=10, seed=seed + 1),
             layer_decay=0.8,
             freeze_blocks=1,
         ),
-        unlearning=UnlearningConfig(),
+        unlearning=UnlearningConfig(
+            scorer="activation", cls_only=True, neuron_side="in", mask_fraction=0.15, block_size=128, damp=1e-2,
+        ),
     )
 
 
@@ -248,7 +330,8 @@ def run_vision_task(
 ) -> TaskRun:
     """Global ViT on natural digits → personalize on sketches → provider mask → masked → Group OBS.
 
-    Metric rows (fractions in [0, 1]): ``forget_acc`` (natural test images of the forget class, 10-way),
+    Metric rows (fractions in [0, 1]): ``forget_acc`` (every natural image of the forget class: the
+    provider's forget set and the held-out ones, 10-way), ``forget_test_acc`` (the held-out ones only),
     ``personal_acc`` (sketch test images among the client's classes), ``test_acc`` (natural test images of
     the other classes, 10-way), ``mia_auc`` (loss-threshold attack, client's train vs test sketches) and
     ``forget_mia_auc`` (forget-class train vs test images: how well the forget set can still be told apart).
@@ -283,9 +366,12 @@ def run_vision_task(
                                   client_example_loss=client_example_loss,
                                   personal_train=data.personal_train.as_batch(), seed=seed)
 
+    forget_all = {k: np.concatenate([v, data.forget_test.as_batch()[k]]) for k, v in data.forget_train.as_batch().items()}
+
     def evaluate_row(params: Params) -> dict[str, float]:
         return {
-            "forget_acc": evaluate.accuracy(model, params, data.forget_test.as_batch()),
+            "forget_acc": evaluate.accuracy(model, params, forget_all),
+            "forget_test_acc": evaluate.accuracy(model, params, data.forget_test.as_batch()),
             "personal_acc": evaluate.accuracy(model, params, data.personal_test.as_batch(), classes=client_classes),
             "test_acc": evaluate.accuracy(model, params, data.retain_test.as_batch()),
             "mia_auc": evaluate.mia_auc(model, params, data.personal_train.as_batch(), data.personal_test.as_batch(),
@@ -379,7 +465,7 @@ def code_config(*, quick: bool = True, seed: int = 0) -> CodeTaskConfig:
             freeze_blocks=0,
         ),
         unlearning=UnlearningConfig(
-            scorer="second_order", target_layers=("fc1", "fc2"), mask_fraction=0.05, lambda_h=0.5, c_ret=1.5,
+            scorer="second_order", target_layers=("fc1", "fc2"), mask_fraction=0.1, lambda_h=0.5, c_ret=1.5,
             block_size=128, batch_size=32,
         ),
     )
