@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxapex.layers import Path, check_block_size, example_matrix_gradients, get_matrix, path_name
-from jaxapex.parallel import batch_mesh, device_batches, reiterable, replicate
+from jaxapex.parallel import batch_mesh, device_batches, on_one_device, reiterable, replicate
 
 PyTree = Any
 
@@ -272,7 +272,8 @@ def _invert_xla(F, path, labels, chunk_size: int, symmetry_rtol: float = 1e-5) -
     pieces = []
     with jax.enable_x64(True):
         for start in range(0, F.shape[0], chunk_size):
-            G, finite, asymmetry, scale, inverted = _checked_inverse(jnp.asarray(F[start: start + chunk_size]))
+            chunk = on_one_device(jnp.asarray(F[start: start + chunk_size]))  # never a multi-device LAPACK call
+            G, finite, asymmetry, scale, inverted = _checked_inverse(chunk)
             finite, asymmetry, scale, inverted = map(np.asarray, (finite, asymmetry, scale, inverted))
             if not finite.all():
                 bad = start + int(np.flatnonzero(~finite)[0])

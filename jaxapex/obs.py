@@ -51,7 +51,7 @@ from jaxapex.layers import (
     to_blocks,
     touched_blocks,
 )
-from jaxapex.parallel import batch_mesh, device_batches, reiterable, replicate
+from jaxapex.parallel import batch_mesh, device_batches, on_one_device, reiterable, replicate
 
 PyTree = Any
 
@@ -200,8 +200,8 @@ def group_obs(
     if k == 0:
         return theta_blocks, jnp.zeros_like(theta_blocks)
     with jax.enable_x64(True):
-        theta_new, delta, ok = _in_chunks(partial(_group_obs_dense, k=k),
-                                          (theta_blocks, jnp.asarray(G), jnp.asarray(mask)), chunk)
+        arrays = on_one_device((theta_blocks, jnp.asarray(G), jnp.asarray(mask)))  # see on_one_device
+        theta_new, delta, ok = _in_chunks(partial(_group_obs_dense, k=k), arrays, chunk)
     labels = None if block_indices is None else np.asarray(block_indices)
     return _finish(theta_new, delta, ok, path=path, block_indices=labels, what="G[S, S] not positive definite?")
 
@@ -233,7 +233,8 @@ def group_obs_lowrank(
         return theta_blocks, jnp.zeros_like(theta_blocks)
     with jax.enable_x64(True):
         solve = partial(_group_obs_lowrank, damp=jnp.float64(damp), k=k)
-        theta_new, delta, ok = _in_chunks(solve, (theta_blocks, jnp.asarray(V), jnp.asarray(mask)), chunk)
+        arrays = on_one_device((theta_blocks, jnp.asarray(V), jnp.asarray(mask)))  # see on_one_device
+        theta_new, delta, ok = _in_chunks(solve, arrays, chunk)
     labels = None if block_indices is None else np.asarray(block_indices)
     return _finish(theta_new, delta, ok, path=path, block_indices=labels, what="NaN gradients or damp too small?")
 
@@ -391,6 +392,7 @@ def unlearn(
                 step_dense, block_gradients, device_params, batches, mesh, block_idx, n_real_blocks=len(group),
                 block_size=block_size, method=method, max_examples=max_examples, microbatch_size=microbatch_size,
             )
+            stats = on_one_device(stats)  # off the batch mesh: the solve and its diagnostics run on one device
             if kind == "dense":
                 F = stats + damp * jnp.eye(block_size, dtype=jnp.float32)
                 G = invert_blocks(F, path=path, block_indices=group)

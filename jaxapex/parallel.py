@@ -128,6 +128,19 @@ def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
     return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
+def on_one_device(tree: PyTree, device=None) -> PyTree:
+    """Every leaf of ``tree`` committed to one ``device`` (default: the first device of the default backend).
+
+    For the per-block linear algebra (OBS solves, Fisher inverses): its blocks are independent and small, so
+    it gains nothing from the batch mesh, and a program spread over several CPU devices runs one batched
+    LAPACK call per device at the same time. jaxlib's CPU LAPACK kernels split a batch into tasks on the
+    shared intra-op thread pool and block their pool thread until those tasks finish; with as many
+    concurrent calls as pool threads (two devices on a two-core host) every thread waits and the program
+    never finishes. A mesh-replicated input would also make every device redo the whole solve.
+    """
+    return jax.device_put(tree, jax.devices()[0] if device is None else device)
+
+
 def reiterable(batches: Iterable[PyTree], *, passes: int, max_examples: int | None = None) -> Iterable[PyTree]:
     """Something that can be iterated ``passes`` times. Lists, tuples and other re-iterable collections are
     returned as they are; a one-shot iterator (a generator) is buffered into a list of its batches (inputs

@@ -1,8 +1,14 @@
 """Group OBS: exact agreement with an independent float64 NumPy implementation, optimality on the quadratic
-model, the low-rank route, and the end-to-end ``unlearn`` pipeline on a tiny Flax MLP."""
+model, the low-rank route, and the end-to-end ``unlearn`` pipeline on tiny Flax MLPs, also on two CPU devices."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
@@ -13,7 +19,7 @@ from jaxapex.fisher import blockwise_fisher, invert_blocks
 from jaxapex.layers import get_matrix, set_matrix, to_blocks
 from jaxapex.masking import top_fraction_mask
 from jaxapex.obs import group_obs, group_obs_lowrank, obs_update, unlearn
-from jaxapex.parallel import batch_mesh
+from jaxapex.parallel import batch_mesh, replicate
 
 
 def reference_group_obs(theta, G, mask):
@@ -252,3 +258,106 @@ def test_unlearn_rejects_bad_masks_and_options(mlp_problem):
     new_params, info = unlearn(params, {FC1: np.zeros((8, 6), bool)}, loss_fn, batches, block_size=8)
     np.testing.assert_array_equal(new_params["params"]["fc1"]["kernel"], params["params"]["fc1"]["kernel"])
     assert info[FC1]["touched_blocks"] == 0 and info[FC1]["passes"] == 0
+
+
+# ------------------------------------------------------------- the per-block solves on a multi-device CPU mesh
+
+
+class WideMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(4, name="fc2")(nn.gelu(nn.Dense(256, name="fc1")(x)))
+
+
+def wide_mlp_problem():
+    """256 blocks of B = 64 in fc1 and 56 client examples (< B): the low-rank route, with batched 56 x 56
+    Cholesky factorizations large enough for the CPU LAPACK kernels to split them over the thread pool."""
+    model = WideMLP()
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((56, 64)).astype(np.float32)
+    y = rng.integers(0, 4, 56)
+    params = model.init(jax.random.PRNGKey(1), x[:1])
+
+    def loss_fn(p, example):
+        return -jax.nn.log_softmax(model.apply(p, example["x"][None])[0])[example["y"]]
+
+    batches = [{"x": x[i:i + 32], "y": y[i:i + 32]} for i in range(0, 56, 32)]
+    masks = {FC1: rng.random(get_matrix(params, FC1).shape) < 0.1}
+    return params, loss_fn, batches, masks
+
+
+# Runs in a fresh process with two CPU devices, so that a deadlock fails the test at the timeout instead of
+# hanging the run (and the stuck thread-pool threads of that process stay out of the other tests).
+TWO_DEVICE_UNLEARN = """
+import os, sys
+os.environ["JAX_PLATFORMS"] = "cpu"
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+sys.path.insert(0, sys.argv[1])
+import jax, numpy as np
+from test_obs import FC1, wide_mlp_problem
+from jaxapex.layers import get_matrix
+from jaxapex.obs import unlearn
+assert jax.device_count() == 2
+params, loss_fn, batches, masks = wide_mlp_problem()
+runs = []
+for _ in range(6):  # the hang was a race between the devices' LAPACK calls: give it several chances
+    new_params, info = unlearn(params, masks, loss_fn, batches, block_size=64, damp=1e-2)
+    assert info[FC1]["method"] == "lowrank" and info[FC1]["n_examples"] == 56, info[FC1]
+    runs.append(np.asarray(get_matrix(new_params, FC1)))
+np.save(sys.argv[2], np.stack(runs))
+"""
+
+
+def test_lowrank_unlearn_on_two_cpu_devices_finishes_and_matches_one_device_and_dense(tmp_path):
+    out = tmp_path / "two_devices.npy"
+    tests_dir = Path(__file__).resolve().parent
+    python_path = [str(tests_dir.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
+    try:
+        done = subprocess.run([sys.executable, "-c", TWO_DEVICE_UNLEARN, str(tests_dir), str(out)], env=env,
+                              capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("low-rank unlearn on two CPU devices did not finish in 120 s (deadlock)")
+    assert done.returncode == 0, done.stderr[-3000:]
+    two_devices = np.load(out)
+
+    params, loss_fn, batches, masks = wide_mlp_problem()
+    one_device, info = unlearn(params, masks, loss_fn, batches, block_size=64, damp=1e-2,
+                               mesh=batch_mesh(jax.devices()[:1]))
+    dense, dense_info = unlearn(params, masks, loss_fn, batches, block_size=64, damp=1e-2, method="dense")
+    assert info[FC1]["method"] == "lowrank" and dense_info[FC1]["method"] == "dense"
+    assert info[FC1]["touched_blocks"] == 256
+    one_device, dense = np.asarray(get_matrix(one_device, FC1)), np.asarray(get_matrix(dense, FC1))
+    W = np.asarray(get_matrix(params, FC1))
+    assert not np.allclose(one_device[~masks[FC1]], W[~masks[FC1]])  # the other weights did move
+    for W_new in two_devices:
+        assert np.all(W_new[masks[FC1]] == 0.0)
+        np.testing.assert_allclose(W_new, one_device, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(W_new, dense, rtol=1e-4, atol=1e-5)
+
+
+def test_per_block_solves_run_on_one_device_whatever_the_input_placement():
+    mesh = batch_mesh()
+    assert mesh.devices.size == 2  # tests/conftest.py: two CPU devices
+    rng = np.random.default_rng(5)
+    n, B, m = 12, 16, 6
+    V, F = random_fisher(rng, n, B, m, 1e-2)
+    theta = rng.standard_normal((n, B)).astype(np.float32)
+    mask = rng.random((n, B)) < 0.3
+    G = np.linalg.inv(F).astype(np.float32)
+
+    def on_mesh(a):  # replicated over the batch mesh, as the Fisher pass leaves its statistics
+        return replicate(jnp.asarray(a), mesh)
+
+    solves = {
+        "lowrank": (group_obs_lowrank(theta, on_mesh(V.astype(np.float32)), mask, damp=1e-2),
+                    group_obs_lowrank(theta, V.astype(np.float32), mask, damp=1e-2)),
+        "dense": (group_obs(theta, on_mesh(G), mask), group_obs(theta, G, mask)),
+    }
+    for name, (from_mesh, from_host) in solves.items():
+        for got, expected in zip(from_mesh, from_host):
+            assert len(got.sharding.device_set) == 1, name
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(expected), err_msg=name)
+    inverse = invert_blocks(on_mesh(F.astype(np.float32)), method="xla")
+    assert len(inverse.sharding.device_set) == 1
+    np.testing.assert_allclose(np.asarray(inverse), np.asarray(invert_blocks(F.astype(np.float32), method="xla")))
