@@ -118,6 +118,15 @@ class FixedPointSpec:
                 f"|e| up to B·2^f_g/2 > τ=2^{self.s - 1}; need s >= f_g + log2(B) = {self.f_g + math.ceil(math.log2(block_size))}"
             )
 
+    def for_block_size(self, block_size: int) -> "FixedPointSpec":
+        """This spec made admissible for blocks of ``block_size``: the rescale shift raised to
+        ``s = f_g + ceil(log2 B)`` when it is smaller, and ỹ's width raised by the same number of bits so
+        that ỹ keeps the same range in weight units at its finer scale."""
+        if block_size < 1:
+            raise ValueError(f"block size must be >= 1, got {block_size}")
+        extra = max(0, self.f_g + math.ceil(math.log2(block_size)) - self.s)
+        return dataclasses.replace(self, s=self.s + extra, w_y=self.w_y + extra)
+
     def to_dict(self) -> dict[str, int | None]:
         return dataclasses.asdict(self)
 

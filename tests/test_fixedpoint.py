@@ -1,5 +1,7 @@
 """Fixed point: quantization that refuses, per-block normalization, field-overflow bounds, exact products."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -269,3 +271,19 @@ def test_exact_products_beyond_int64_use_python_ints():
     cum = exact_cumsum_products(a, x)
     assert [int(v) for v in cum[0, 0]] == [k * (1 << 30) * ((1 << 62) - 1) for k in range(1, 5)]
     assert exact_matvec(np.zeros((2, 3, 3), dtype=np.int64), x.repeat(2, 0)[:, :3]).tolist() == [[0] * 3] * 2
+
+
+@given(st.integers(min_value=1, max_value=4096))
+def test_for_block_size_admits_the_block_and_keeps_the_range_of_y(block_size):
+    """The shift grows just enough for B (never for B <= 16), and ỹ keeps its range in weight units."""
+    base = FixedPointSpec()
+    spec = base.for_block_size(block_size)
+    spec.validate_block_size(block_size)
+    assert spec.s == max(base.s, base.f_g + int(np.ceil(np.log2(block_size))))
+    assert spec.w_y - spec.y_frac == base.w_y - base.y_frac
+    assert (spec.f_w, spec.f_g, spec.w_w, spec.w_delta) == (base.f_w, base.f_g, base.w_w, base.w_delta)
+    if spec.s > base.s:
+        with pytest.raises(ValueError, match="too large"):
+            dataclasses.replace(spec, s=spec.s - 1, w_y=spec.w_y - 1).validate_block_size(block_size)
+    with pytest.raises(ValueError, match="block size must be >= 1"):
+        base.for_block_size(0)

@@ -195,13 +195,10 @@ class CostModel:
 
 
 def spec_for_block_size(block_size: int):
-    """The default :class:`~circuit_compiler.fixedpoint.FixedPointSpec`, with the rescale shift raised to
-    ``s = f_g + ceil(log2 B)`` when B is too large for the default (the spec's own admissibility rule)."""
+    """The default :class:`~circuit_compiler.fixedpoint.FixedPointSpec` made admissible for ``block_size``."""
     from circuit_compiler.fixedpoint import FixedPointSpec
 
-    spec = FixedPointSpec()
-    needed = spec.f_g + math.ceil(math.log2(block_size))
-    return spec if spec.s >= needed else dataclasses.replace(spec, s=needed)
+    return FixedPointSpec().for_block_size(block_size)
 
 
 def _chunk_shape(*, level: str, block_size: int, lanes: int, blocks_per_chunk: int):

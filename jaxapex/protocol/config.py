@@ -24,11 +24,9 @@ PROTOCOL_Y_BITS = 48
 
 
 def spec_for_block_size(block_size: int, base: FixedPointSpec | None = None) -> FixedPointSpec:
-    """The fixed-point formats for blocks of ``block_size``: the rescale shift grows with log2 B so that
-    rounding ỹ always fits the residual tolerance, and ỹ's width grows with its scale (same range)."""
-    base = base or FixedPointSpec(w_y=PROTOCOL_Y_BITS)
-    extra = max(0, base.f_g + math.ceil(math.log2(max(block_size, 1))) - base.s)
-    return dataclasses.replace(base, s=base.s + extra, w_y=base.w_y + extra)
+    """The protocol's fixed-point formats (ỹ on ``PROTOCOL_Y_BITS`` at B = 16) made admissible for blocks
+    of ``block_size`` (see :meth:`FixedPointSpec.for_block_size`)."""
+    return (base or FixedPointSpec(w_y=PROTOCOL_Y_BITS)).for_block_size(block_size)
 
 
 @dataclasses.dataclass(frozen=True)
