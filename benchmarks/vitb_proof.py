@@ -272,7 +272,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from circuit_compiler.lowering import blocks_to_fill, build_chunk_circuit, chunk_instances
 
     warnings.simplefilter("ignore")
-    spec = parse_spec(args.spec)
+    # the shift (and ỹ's width) grow with log2 B, as the block-size study and the protocol do
+    spec = parse_spec(args.spec).for_block_size(args.block_size)
     lanes = (args.lanes or args.block_size) if args.level == "F" else None
     nb = args.blocks_per_chunk or blocks_to_fill(args.k, block_size=args.block_size, level=args.level, spec=spec,
                                                   lanes=lanes, layout=args.layout)

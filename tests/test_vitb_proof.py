@@ -1,0 +1,48 @@
+"""The ViT-B proof benchmark on a tiny domain: real proofs of sampled chunks, and the extrapolation."""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import vitb_proof as vp
+
+
+def test_masks_have_the_stated_density_and_touched_chunks_cover_every_masked_block():
+    workload = vp.Workload(block_size=16, blocks_per_chunk=4092, mask_kind="random", seed=0)
+    masks = vp.layer_masks(workload)
+    per_layer = vp.OUT_FEATURES * vp.IN_FEATURES
+    assert [int(m.sum()) for m in masks] == [round(vp.DENSITY * per_layer)] * vp.LAYERS
+    touched = set(vp.touched_chunks(masks, workload))
+    for layer, mask in enumerate(masks):
+        blocks = np.flatnonzero(mask.reshape(-1, 16).any(axis=1))
+        assert {(layer, int(b) // 4092) for b in blocks} == {c for c in touched if c[0] == layer}
+    second_order = vp.layer_masks(dataclasses.replace(workload, mask_kind="second-order"))
+    assert sum(int(m.sum()) for m in second_order) == round(vp.DENSITY * per_layer * vp.LAYERS)
+
+
+@pytest.mark.parametrize("level, block_size", [("F", 16), ("F", 32), ("R", 16)])
+def test_sampled_chunks_are_proven_verified_and_extrapolated(tmp_path, level, block_size, capsys):
+    out = tmp_path / "vitb.json"
+    code = vp.main(["--sample", "2", "--k", "10", "--workers", "1", "--level", level, "--block-size",
+                    str(block_size), "--srs-dir", str(tmp_path / "srs"), "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["chunks_proved"] == len(result["per_chunk"]) == 2
+    assert result["block_size"] == block_size and result["level"] == level
+    # B = 32 needs a larger rescale shift than the default spec (s >= f_g + log2 B)
+    assert result["spec"]["s"] >= result["spec"]["f_g"] + math.ceil(math.log2(block_size))
+    chunks = result["chunks_total"]
+    assert chunks == vp.LAYERS * result["chunks_per_layer"]  # a random 4 % mask touches every chunk
+    mean_bytes = np.mean([c["proof_bytes"] for c in result["per_chunk"]])
+    assert result["proof_bytes_total"] == pytest.approx(chunks * mean_bytes, rel=1e-6)
+    assert result["prove_s_total"] == pytest.approx(result["one_time_s"] + chunks * result["prove_s_per_chunk"], rel=1e-2)
+    assert result["peak_rss_mb"] == pytest.approx(max(c["rss_mb"] for c in result["per_chunk"]), abs=0.1)  # rounded
+    assert "whole workload" in capsys.readouterr().out
+
+
+def test_bad_spec_is_named():
+    with pytest.raises(ValueError, match="--spec: 'x=1' is not name=value"):
+        vp.parse_spec("x=1")
