@@ -611,7 +611,7 @@ def plot_study(result: Mapping[str, Any], path: str | Path) -> None:
     for name in names:
         color = TASK_COLORS.get(name)
         resolution = result["tasks"][name].get("recovery_resolution")
-        accuracy_label = f"{name}: accuracy recovery" + (f" (1 test prediction = {100 * resolution:.1f} pts)"
+        accuracy_label = f"{name}: accuracy recovery" + (f" (1 test prediction = {100 * resolution:.1f} % of it)"
                                                           if resolution else "")
         for key, style, label, extra in (("recovery", "o-", accuracy_label, dict(lw=2)),
                                          ("loss_recovery", "s--", f"{name}: loss recovery",
