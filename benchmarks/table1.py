@@ -1,10 +1,13 @@
 """Table I in shape, vision: personalized → masked → Group OBS on a ViT (digits; sketch-domain client).
 
-    python -m benchmarks.table1 [--quick] [--json PATH] [--seed N] [--block-size B] [--mask-fraction F]
-                                [--scorer activation|second_order]
+    python -m benchmarks.table1 [--quick] [--json PATH] [--seed N] [--extra-seeds N,...] [--block-size B]
+                                [--mask-fraction F] [--scorer activation|second_order]
 
 Prints the three rows (forget / personal / test accuracy, membership-inference AUCs), the recovery of
 personal accuracy, and the poster's Table I next to it; ``--json`` writes the same figures.
+``--extra-seeds`` reruns the whole recipe (data split, training, mask, OBS) with other seeds and prints each
+seed's line and the spread of the recovery: one seed's figures move by several points on these small
+test sets.
 """
 
 from __future__ import annotations
@@ -108,9 +111,50 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--block-size", type=int, default=None, help="OBS block size B (default: the recipe's)")
     parser.add_argument("--mask-fraction", type=float, default=None, help="mask fraction (default: the recipe's)")
     parser.add_argument("--scorer", choices=("activation", "second_order"), default=None)
+    parser.add_argument("--extra-seeds", type=parse_seeds, default=(), metavar="N,...",
+                        help="further seeds to rerun the recipe with; each seed's line and the recovery's "
+                             "spread are printed and written under 'seeds'")
     parser.add_argument("--no-compare", action="store_true",
                         help="skip the second setting run on the same models for comparison")
     return parser
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"1,2"`` -> ``(1, 2)``."""
+    try:
+        return tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--extra-seeds wants comma-separated integers, got {text!r}") from None
+
+
+def seed_spread(first: dict[str, Any], runner: Callable[[int], Any], seeds: tuple[int, ...]) -> dict[str, Any]:
+    """Rows, recovery and headline points of ``first`` (a summary) and of ``runner(seed)`` for each seed,
+    with the recovery's mean and sample standard deviation over all of them."""
+    def line(summary: dict[str, Any]) -> dict[str, Any]:
+        return {"rows": {name: {k: row[k] for k in ("forget_acc", "personal_acc", "test_acc")}
+                         for name, row in summary["rows"].items()},
+                "recovery": summary["recovery"], **headline(summary)}
+
+    per_seed = {str(first["settings"]["seed"]): line(first)}
+    for seed in seeds:
+        if str(seed) in per_seed:
+            raise ValueError(f"seed {seed} given twice (--seed and --extra-seeds)")
+        per_seed[str(seed)] = line(runner(seed).summary())
+    recoveries = [entry["recovery"] for entry in per_seed.values()]
+    mean = sum(recoveries) / len(recoveries)
+    std = math.sqrt(sum((r - mean) ** 2 for r in recoveries) / (len(recoveries) - 1)) if len(recoveries) > 1 else 0.0
+    return {"per_seed": per_seed, "recovery_mean": mean, "recovery_std": std}
+
+
+def print_seed_spread(spread: dict[str, Any], out: Callable[[str], None] = print) -> None:
+    out("")
+    out("per seed (accuracy %: personalized → masked → OBS)")
+    for seed, entry in spread["per_seed"].items():
+        rows = entry["rows"]
+        path = lambda key: " → ".join(f"{100 * rows[name][key]:5.1f}" for name in ROW_LABELS)
+        out(f"  seed {seed:>3}  forget {path('forget_acc')}   personal {path('personal_acc')}   "
+            f"recovery {entry['recovery']:6.2f}")
+    out(f"  recovery over {len(spread['per_seed'])} seeds: {spread['recovery_mean']:.2f} ± {spread['recovery_std']:.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     summary.update(headline(summary))
     if not args.no_compare and run.unlearning.scorer == "activation":
         summary["comparison"] = compare_outgoing(run)
+    if args.extra_seeds:
+        summary["seeds"] = seed_spread(summary, lambda seed: run_vision_task(
+            quick=args.quick, seed=seed, block_size=args.block_size, mask_fraction=args.mask_fraction,
+            scorer=args.scorer, log=lambda m: print(f"[table1 seed {seed}] {m}", file=sys.stderr)), args.extra_seeds)
     summary["paper_table1"] = PAPER_TABLE1
     summary["recovery_vs_paper"] = summary["recovery"] / PAPER_TABLE1["recovery"]
     summary["wall_s"] = round(time.perf_counter() - start, 2)
@@ -142,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             "examples — OBS can rebuild a removed neuron's write from the others':",
             summary["comparison"], keys=[("forget_acc", "forget"), ("personal_acc", "personal"), ("test_acc", "test")],
         )
+    if "seeds" in summary:
+        print_seed_spread(summary["seeds"])
     print(f"total wall time {summary['wall_s']:.1f} s")
     if args.json:
         write_json(args.json, summary)

@@ -194,3 +194,50 @@ def test_benchmark_json_has_the_table_shape(vision_run, tmp_path, monkeypatch, c
     printed = capsys.readouterr().out
     assert f"mask_fraction={vision_run.unlearning.mask_fraction}" in printed
     assert f"block_size B={vision_run.unlearning.block_size}" in printed
+
+
+def test_seed_spread_reports_each_seed_and_the_recoverys_spread(vision_run):
+    import copy
+
+    import benchmarks.table1 as table1
+
+    first = vision_run.summary()
+
+    class Rerun:  # a run of another seed whose OBS row recovered a different share
+        def __init__(self, seed):
+            self.seed = seed
+
+        def summary(self):
+            summary = copy.deepcopy(first)
+            rows = summary["rows"]
+            lost = rows["personalized"]["personal_acc"] - rows["masked"]["personal_acc"]
+            rows["obs"]["personal_acc"] = rows["masked"]["personal_acc"] + 0.25 * self.seed * lost
+            summary["recovery"] = 0.25 * self.seed
+            return summary
+
+    spread = table1.seed_spread(first, Rerun, (1, 2))
+    assert list(spread["per_seed"]) == [str(first["settings"]["seed"]), "1", "2"]
+    values = [first["recovery"], 0.25, 0.5]
+    assert spread["recovery_mean"] == pytest.approx(np.mean(values))
+    assert spread["recovery_std"] == pytest.approx(np.std(values, ddof=1))
+    seed_2 = spread["per_seed"]["2"]
+    assert seed_2["obs_personal_gain_points"] == pytest.approx(0.5 * seed_2["personal_cost_points"])
+    with pytest.raises(ValueError, match="seed 0 given twice"):
+        table1.seed_spread(first, Rerun, (0,))
+    with pytest.raises(SystemExit):
+        table1.build_parser("t").parse_args(["--extra-seeds", "1,x"])
+
+
+def test_benchmark_prints_the_extra_seeds(vision_run, tmp_path, monkeypatch, capsys):
+    import benchmarks.table1 as table1
+    import jaxapex.tasks
+
+    seeds_run = []
+    monkeypatch.setattr(jaxapex.tasks, "run_vision_task", lambda **kwargs: seeds_run.append(kwargs["seed"]) or vision_run)
+    path = tmp_path / "t1.json"
+    assert table1.main(["--quick", "--no-compare", "--extra-seeds", "3,4", "--json", str(path)]) == 0
+    assert seeds_run == [0, 3, 4]
+    payload = json.loads(path.read_text())
+    assert set(payload["seeds"]["per_seed"]) == {"0", "3", "4"}
+    assert payload["seeds"]["recovery_std"] == pytest.approx(0.0)  # the same run three times
+    assert "recovery over 3 seeds" in capsys.readouterr().out
