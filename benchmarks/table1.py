@@ -157,22 +157,30 @@ def print_seed_spread(spread: dict[str, Any], out: Callable[[str], None] = print
     out(f"  recovery over {len(spread['per_seed'])} seeds: {spread['recovery_mean']:.2f} ± {spread['recovery_std']:.2f}")
 
 
+def run_table(runner: Callable[..., Any], args: argparse.Namespace, tag: str) -> tuple[Any, dict[str, Any]]:
+    """The recipe ``runner`` (``run_vision_task`` / ``run_code_task``) with the command line's settings:
+    the run of ``--seed``, and its summary with the headline points and, for ``--extra-seeds``, the spread."""
+    def run_seed(seed: int) -> Any:
+        label = tag if seed == args.seed else f"{tag} seed {seed}"
+        return runner(quick=args.quick, seed=seed, block_size=args.block_size, mask_fraction=args.mask_fraction,
+                      scorer=args.scorer, log=lambda m: print(f"[{label}] {m}", file=sys.stderr))
+
+    run = run_seed(args.seed)
+    summary = run.summary()
+    summary.update(headline(summary))
+    if args.extra_seeds:
+        summary["seeds"] = seed_spread(summary, run_seed, args.extra_seeds)
+    return run, summary
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser(__doc__.splitlines()[0]).parse_args(argv)
     from jaxapex.tasks import run_vision_task
 
     start = time.perf_counter()
-    run = run_vision_task(quick=args.quick, seed=args.seed, block_size=args.block_size,
-                          mask_fraction=args.mask_fraction, scorer=args.scorer,
-                          log=lambda m: print(f"[table1] {m}", file=sys.stderr))
-    summary = run.summary()
-    summary.update(headline(summary))
+    run, summary = run_table(run_vision_task, args, "table1")
     if not args.no_compare and run.unlearning.scorer == "activation":
         summary["comparison"] = compare_outgoing(run)
-    if args.extra_seeds:
-        summary["seeds"] = seed_spread(summary, lambda seed: run_vision_task(
-            quick=args.quick, seed=seed, block_size=args.block_size, mask_fraction=args.mask_fraction,
-            scorer=args.scorer, log=lambda m: print(f"[table1 seed {seed}] {m}", file=sys.stderr)), args.extra_seeds)
     summary["paper_table1"] = PAPER_TABLE1
     summary["recovery_vs_paper"] = summary["recovery"] / PAPER_TABLE1["recovery"]
     summary["wall_s"] = round(time.perf_counter() - start, 2)

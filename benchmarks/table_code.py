@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 
-from benchmarks.table1 import build_parser, headline, print_seed_spread, print_table, seed_spread, write_json
+from benchmarks.table1 import build_parser, print_seed_spread, print_table, run_table, write_json
 
 # ZK-APEX abstract: ~70 % recovery of personal accuracy on OPT-125M with code data.
 PAPER_CODE_RECOVERY = 0.70
@@ -23,16 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     from jaxapex.tasks import run_code_task
 
     start = time.perf_counter()
-    run = run_code_task(quick=args.quick, seed=args.seed, block_size=args.block_size,
-                        mask_fraction=args.mask_fraction, scorer=args.scorer,
-                        log=lambda m: print(f"[table_code] {m}", file=sys.stderr))
-    summary = run.summary()
-    summary.update(headline(summary))
-    if args.extra_seeds:
-        summary["seeds"] = seed_spread(summary, lambda seed: run_code_task(
-            quick=args.quick, seed=seed, block_size=args.block_size, mask_fraction=args.mask_fraction,
-            scorer=args.scorer, log=lambda m: print(f"[table_code seed {seed}] {m}", file=sys.stderr)),
-            args.extra_seeds)
+    _, summary = run_table(run_code_task, args, "table_code")
     summary["paper_recovery"] = PAPER_CODE_RECOVERY
     summary["recovery_vs_paper"] = summary["recovery"] / PAPER_CODE_RECOVERY
     summary["wall_s"] = round(time.perf_counter() - start, 2)

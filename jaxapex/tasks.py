@@ -255,6 +255,27 @@ def _timed(timings: dict, name: str, fn: Callable, *args, **kwargs):
     return out
 
 
+def _with_unlearning(cfg, optional: Mapping[str, Any], explicit: Mapping[str, Any]):
+    """A task config with unlearning settings replaced: ``optional`` ones where not ``None`` (the CLI's
+    "recipe default"), ``explicit`` ones as given."""
+    changes = {k: v for k, v in optional.items() if v is not None}
+    return dataclasses.replace(cfg, unlearning=dataclasses.replace(cfg.unlearning, **changes, **explicit))
+
+
+def _training_settings(cfg, *, seed: int, quick: bool) -> dict[str, Any]:
+    """The settings both recipes record: seed, model and the global / personal training."""
+    return {
+        "seed": seed,
+        "quick": quick,
+        "model": dataclasses.asdict(cfg.model),
+        "global_steps": cfg.global_train.steps,
+        "personal_steps": cfg.personalization.train.steps,
+        "layer_decay": cfg.personalization.layer_decay,
+        "freeze_blocks": cfg.personalization.freeze_blocks,
+        "lora_rank": cfg.personalization.lora_rank,
+    }
+
+
 def unlearn_with(run: TaskRun, unlearning: UnlearningConfig) -> dict[str, Any]:
     """The provider mask and client OBS redone with other settings on the SAME global and personalized
     models and data as ``run`` — for comparing settings side by side in one run.
@@ -338,8 +359,8 @@ def run_vision_task(
     """
     log = log or (lambda _msg: None)
     cfg = config or vision_config(quick=quick, seed=seed)
-    overrides = {k: v for k, v in dict(block_size=block_size, mask_fraction=mask_fraction, scorer=scorer).items() if v is not None}
-    cfg = dataclasses.replace(cfg, unlearning=dataclasses.replace(cfg.unlearning, **overrides, **unlearning_overrides))
+    cfg = _with_unlearning(cfg, dict(block_size=block_size, mask_fraction=mask_fraction, scorer=scorer),
+                           unlearning_overrides)
     un = cfg.unlearning
     timings: dict[str, float] = {}
 
@@ -400,15 +421,9 @@ def run_vision_task(
         recovery=_recovery(rows, "personal_acc"),
         unlearning=un,
         settings={
-            "seed": seed,
-            "quick": quick,
-            "model": dataclasses.asdict(cfg.model),
+            **_training_settings(cfg, seed=seed, quick=quick),
             "forget_class": cfg.forget_class,
             "personal_classes": list(client_classes),
-            "global_steps": cfg.global_train.steps,
-            "personal_steps": cfg.personalization.train.steps,
-            "layer_decay": cfg.personalization.layer_decay,
-            "freeze_blocks": cfg.personalization.freeze_blocks,
             "sizes": data.sizes(),
             "global_acc": {
                 "forget": evaluate.accuracy(model, params_global, data.forget_test.as_batch()),
@@ -539,8 +554,8 @@ def run_code_task(
     """
     log = log or (lambda _msg: None)
     cfg = config or code_config(quick=quick, seed=seed)
-    overrides = {k: v for k, v in dict(block_size=block_size, mask_fraction=mask_fraction, scorer=scorer).items() if v is not None}
-    cfg = dataclasses.replace(cfg, unlearning=dataclasses.replace(cfg.unlearning, **overrides, **unlearning_overrides))
+    cfg = _with_unlearning(cfg, dict(block_size=block_size, mask_fraction=mask_fraction, scorer=scorer),
+                           unlearning_overrides)
     un = cfg.unlearning
     timings: dict[str, float] = {}
 
@@ -599,18 +614,11 @@ def run_code_task(
         recovery=_recovery(rows, "personal_acc"),
         unlearning=un,
         settings={
-            "seed": seed,
-            "quick": quick,
-            "model": dataclasses.asdict(cfg.model),
+            **_training_settings(cfg, seed=seed, quick=quick),
             "forget_language": cfg.forget_language,
             "personal_language": cfg.personal_language,
             "files_per_language": dict(cfg.files_per_language),
             "window": cfg.window,
-            "global_steps": cfg.global_train.steps,
-            "personal_steps": cfg.personalization.train.steps,
-            "layer_decay": cfg.personalization.layer_decay,
-            "freeze_blocks": cfg.personalization.freeze_blocks,
-            "lora_rank": cfg.personalization.lora_rank,
             "sizes": data.sizes(),
             "global_acc": {"forget": global_forget["accuracy"], "personal": global_personal["accuracy"]},
         },
