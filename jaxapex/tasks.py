@@ -320,7 +320,8 @@ def vision_config(*, quick: bool = True, seed: int = 0) -> VisionTaskConfig:
 
     Unlearning: the poster's selective pruning — activation ratio on the class token, whole fc1 rows of
     the chosen neurons — with OBS blocks of two fc1 rows (B = 128), so the surviving neighbour neuron of a
-    removed one can absorb part of its effect on the client's loss.
+    removed one can absorb part of its effect on the client's loss. It forgets without OBS undoing it, but
+    recovers little, and on other seeds it hardly forgets: benchmarks/TABLES.md has the measurements.
     """
     return VisionTaskConfig(
         model=VIT_PRESETS["vit_tiny"],
