@@ -102,8 +102,10 @@ def expand_salts(seed: int | Sequence[int], name: str, count: int, modulus: int)
     """The ``count`` salt cells of column ``name``: the given list, or cells derived from one secret seed.
 
     A seed (an int) expands by BLAKE2b(seed, column, index) reduced mod p (512 bits: the bias is
-    < 2^-250), so a client keeps one secret per column whatever the circuit needs.
+    < 2^-250), so a client keeps one secret per column whatever the circuit needs. ``theta_new`` expands
+    like ``theta``: the new model's commitment is the old model's at the next request.
     """
+    label = "theta" if name == "theta_new" else name
     if isinstance(seed, (list, tuple, np.ndarray)):
         cells = [int(s) for s in seed]
         if len(cells) != count:
@@ -117,7 +119,7 @@ def expand_salts(seed: int | Sequence[int], name: str, count: int, modulus: int)
     key = seed.to_bytes(64, "little")
     cells = []
     for j in range(count):
-        digest = hashlib.blake2b(f"jaxapex-salt/{name}/{j}".encode(), key=key).digest()
+        digest = hashlib.blake2b(f"jaxapex-salt/{label}/{j}".encode(), key=key).digest()
         cells.append(int.from_bytes(digest, "little") % modulus)
     return cells
 

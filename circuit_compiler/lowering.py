@@ -233,7 +233,10 @@ def _salt_counts(shape: ChunkShape) -> dict[str, int]:
     probe = dataclasses.replace(shape, spec=dataclasses.replace(shape.spec, limb_bits=AUTO_LIMB_BITS[0]), k=None)
     build = _build_compact if probe.layout == "compact" else _build_classic
     builder, _ = build(probe)
-    return salts_needed(builder.build())
+    counts = salts_needed(builder.build())
+    # θ' 's commitment becomes θ's at the next request: both need the same salt rows
+    counts["theta"] = counts["theta_new"] = max(counts["theta"], counts["theta_new"])
+    return counts
 
 
 def chunk_shape_key(

@@ -82,7 +82,8 @@ def test_salt_seeds_expand_deterministically_and_per_column():
     p = shape_of("R", 4, None, None).field.modulus
     a = expand_salts(12345, "theta", 3, p)
     assert a == expand_salts(12345, "theta", 3, p) and len(set(a)) == 3 and all(0 <= v < p for v in a)
-    assert a != expand_salts(12345, "theta_new", 3, p) and a != expand_salts(12346, "theta", 3, p)
+    assert a != expand_salts(12345, "g_0", 3, p) and a != expand_salts(12346, "theta", 3, p)
+    assert a == expand_salts(12345, "theta_new", 3, p)  # θ' 's commitment is θ's at the next request
     assert expand_salts(a, "theta", 3, p) == a  # explicit cells pass through
     with pytest.raises(ValueError, match="needs 3 salt cells"):
         expand_salts(a[:2], "theta", 3, p)

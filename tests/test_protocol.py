@@ -160,7 +160,8 @@ def test_client_with_another_G_is_rejected(world):
     w = world
     other = dataclasses.replace(w.state0, G_q={LAYER: np.where(np.eye(B, dtype=bool), 4096, 0)[None].repeat(8, 0)})
     state = client.unlearn(other, w.request, rng=np.random.default_rng(2))
-    _rejected(w, _bundle(w, state, "b"), "proof")
+    # its G commitments are no re-randomization of the registered ones
+    _rejected(w, _bundle(w, state, "b"), "rerandomization")
 
 
 def test_swapped_chunks_are_rejected(world):
@@ -178,9 +179,22 @@ def test_unregistered_commitments_are_rejected(world):
     w = world
     bundle = _bundle(w, client.unlearn(w.state0, w.request, rng=np.random.default_rng(1)), "b")
     manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["chunks"][0]["theta"] = manifest["chunks"][1]["theta"]
+    manifest["chunks"][0]["rerandomized"]["theta"] = manifest["chunks"][1]["rerandomized"]["theta"]
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    _rejected(w, bundle, "commitment")
+    _rejected(w, bundle, "rerandomization")
+
+    # Re-randomization proofs are bound to their chunk: chunk 1's fields moved to chunk 0 do not verify.
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for field in ("rerandomized", "rerandomization"):
+        manifest["chunks"][0][field] = manifest["chunks"][1][field]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    _rejected(w, bundle, "rerandomization")
+
+    # A bundle without re-randomized commitments is refused by name.
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    del manifest["chunks"][0]["rerandomization"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    _rejected(w, bundle, "rerandomization")
 
     # A new-model commitment other than the one the proof binds.
     bundle = _bundle(w, client.unlearn(w.state0, w.request, rng=np.random.default_rng(1)), "b2")
@@ -195,11 +209,12 @@ def test_proof_for_another_request_is_rejected(world):
     other = UnlearningRequest(request_id="req-x", model_id="tiny", masks={LAYER: _mask([(1, 2), (1, 5), (6, 1)])})
     bundle = _bundle(w, client.unlearn(w.state0, other, rng=np.random.default_rng(1)), "b", other)
     _rejected(w, bundle, "request")
-    # Relabelled as an answer to req-1, the proofs still carry the other mask.
+    # Relabelled as an answer to req-1: its re-randomization proofs are bound to req-x (and the chunk
+    # proofs still carry the other mask).
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["request_id"], manifest["mask_hash"] = w.request.request_id, w.request.mask_hash
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    _rejected(w, bundle, "proof")
+    _rejected(w, bundle, "rerandomization")
 
 
 def test_missing_chunk_proof_is_rejected(world):

@@ -26,6 +26,7 @@ from jaxapex.checkpoints import flatten_params as _flatten
 from jaxapex.checkpoints import unflatten_params as _unflatten
 
 from . import chunks as ch
+from . import rerandomization as rz
 from .artifacts import Artifact, ArtifactError, npz_bytes, read_artifact, write_artifact
 from .config import ProofConfig
 from .requests import UnlearningRequest
@@ -317,19 +318,23 @@ def prove(state: ClientState, request: UnlearningRequest, srs: backend.Srs, *, p
     entries, blobs = [], {}
     bar = tqdm(total=len(jobs), desc="proving chunks", unit="chunk", disable=not progress)
     for start in range(0, len(jobs), jobs_in_flight):
-        group = jobs[start : start + jobs_in_flight]
+        registered = jobs[start : start + jobs_in_flight]
+        # every proof opens θ and G under fresh salts, re-randomized from the registered commitments
+        group = [dataclasses.replace(job, salts=rz.fresh_salts(config, job.salts)) for job in registered]
         lowered = [lower_job(job, config) for job in group]
         results = prove_many([ProveJob(name=f"{job.layer}#{job.chunk}", cs=cs, assignment=a)
                               for job, (cs, a) in zip(group, lowered)],
                              srs, executor=executor if len(group) > 1 else "serial", workers=workers,
                              progress=False, modulus=modulus)
-        for job, (cs, assignment), result in zip(group, lowered, results):
+        for old, job, (cs, assignment), result in zip(registered, group, lowered, results):
             name = f"proof-{layer_index[job.layer]:03d}-{job.chunk:05d}.bin"
             blobs[name] = result.proof
             entries.append({
                 "layer": job.layer, "chunk": job.chunk, "proof": name,
-                "theta": backend.commit(srs, cs.k, assignment.committed["theta"], modulus).hex(),
                 "theta_new": backend.commit(srs, cs.k, assignment.committed["theta_new"], modulus).hex(),
+                **rz.prove_entry(srs, config, registered_salts=old.salts, salts=job.salts,
+                                 committed=assignment.committed, request_id=request.request_id, layer=job.layer,
+                                 chunk=job.chunk),
                 "prove_s": round(result.prove_s, 4),
             })
         bar.update(len(group))

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from circuit_compiler import backend
+from circuit_compiler.rerandomize import RerandomizationError
 
 from . import chunks as ch
+from . import rerandomization as rz
 from .artifacts import ArtifactError, read_artifact
 from .client import BUNDLE, REGISTRATION
 from .config import ProofConfig
@@ -148,13 +150,15 @@ def verify(registry: Registry, request: UnlearningRequest, bundle_path: str | Pa
     for (layer_name, c), mask_chunk in expected.items():
         e = given[(layer_name, c)]
         registered = record["commitments"][layer_name][c]
-        if e.get("theta") != registered["theta"]:
-            raise VerificationFailed("commitment", "the bundle's old-model commitment is not the registered one",
-                                     layer=layer_name, chunk=c)
         theta_new = e.get("theta_new")
         if not _is_point_hex(theta_new):
             raise VerificationFailed("commitment", "new commitment is not a 48-byte hex point", layer=layer_name, chunk=c)
-        commitments = {name: bytes.fromhex(h) for name, h in registered.items()}
+        try:  # the proof opens re-randomizations of the registered θ (and G), proven to commit to the same values
+            commitments = rz.check_entry(srs, config, registered=registered, entry=e, request_id=request.request_id,
+                                         layer=layer_name, chunk=c)
+        except RerandomizationError as err:
+            raise VerificationFailed("rerandomization", f"re-randomized commitments rejected against the registered "
+                                                        f"ones: {err}", layer=layer_name, chunk=c) from err
         commitments["theta_new"] = bytes.fromhex(theta_new)
         try:
             proof = art.blob(e["proof"])
