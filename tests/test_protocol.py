@@ -59,14 +59,21 @@ class World:
         return (self.registry.path / "alice.json").read_bytes()
 
 
-@pytest.fixture
-def world(tmp_path, srs) -> World:
+@pytest.fixture(scope="module")
+def committed(srs):
+    """The client's commit (with its well-formedness proofs), made once: states are never modified."""
     rng = np.random.default_rng(3)
     params = {"params": {"mlp": {"fc1": {"kernel": rng.normal(size=(IN, OUT)) * 0.2}}}}
     config = ProofConfig(layers=(LayerShape(LAYER, OUT, IN),), level="F", block_size=B, lanes=4, blocks_per_chunk=4)
     G = _inverse_fisher(rng, OUT * IN // B)
     state0, registration = client.commit(client_id="alice", params=params, config=config, srs=srs,
-                                         inverse_fisher={LAYER: G}, rng=rng)
+                                         inverse_fisher={LAYER: G}, rng=rng, executor="serial")
+    return params, config, G, state0, registration
+
+
+@pytest.fixture
+def world(tmp_path, srs, committed) -> World:
+    params, config, G, state0, registration = committed
     client.write_registration(tmp_path / "registration", registration)
     registry = Registry(tmp_path / "registry")
     provider.register(registry, tmp_path / "registration", srs=srs)

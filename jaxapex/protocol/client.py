@@ -27,6 +27,7 @@ from jaxapex.checkpoints import unflatten_params as _unflatten
 
 from . import chunks as ch
 from . import rerandomization as rz
+from . import wellformedness
 from .artifacts import Artifact, ArtifactError, npz_bytes, read_artifact, write_artifact
 from .config import ProofConfig
 from .requests import UnlearningRequest
@@ -154,11 +155,14 @@ def _expect(arrays: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...], 
 
 def commit(*, client_id: str, params: Mapping[str, Any], config: ProofConfig, srs: backend.Srs,
            inverse_fisher: Mapping[str, np.ndarray] | None = None,
-           rng: np.random.Generator | None = None) -> tuple[ClientState, dict[str, Any]]:
-    """Quantize and commit the target layers (and, at level F, the inverse-Fisher blocks G).
+           rng: np.random.Generator | None = None, executor: str = "process",
+           progress: bool = False) -> tuple[ClientState, dict[str, Any]]:
+    """Quantize and commit the target layers (and, at level F, the inverse-Fisher blocks G), and prove per
+    chunk that the committed values lie in their declared ranges (:mod:`.wellformedness`).
 
     ``inverse_fisher``: layer name -> G (n_blocks, B, B) float, required at level F. Returns the private
-    state and the public registration fields (``client_id``, configuration, commitments per layer and chunk).
+    state and the registration (``client_id``, configuration, commitments per layer and chunk, the
+    ``wellformedness`` entries, and ``proofs``: their blobs, for :func:`write_registration`).
     """
     if config.srs_hash and config.srs_hash != srs.sha256:
         raise ValueError(f"configuration names SRS {config.srs_hash[:12]}..., the loaded SRS is {srs.sha256[:12]}...")
@@ -167,7 +171,7 @@ def commit(*, client_id: str, params: Mapping[str, Any], config: ProofConfig, sr
         raise ValueError(f"chunk circuits need k = {ch.circuit_k(config)}, the SRS has k = {srs.k}")
     modulus = ch.chunk_shape(config).field.modulus
     params = {k: v for k, v in _unflatten(_flatten(params)).items()}
-    theta_q, G_q, salts, commitments = {}, {}, {}, {}
+    theta_q, G_q, salts, commitments, theta_parts, G_parts = {}, {}, {}, {}, {}, {}
     for layer in config.layers:
         W = layer_matrix(params, layer.name)
         if W.shape != (layer.out_features, layer.in_features):
@@ -194,14 +198,19 @@ def commit(*, client_id: str, params: Mapping[str, Any], config: ProofConfig, sr
             per_chunk_commitments.append(ch.chunk_commitments(srs, config, salts=s, theta=theta_c, G=G_c))
         salts[layer.name] = per_chunk_salts
         commitments[layer.name] = per_chunk_commitments
+        theta_parts[layer.name], G_parts[layer.name] = theta_chunks, G_chunks
+    wellformed, proofs = wellformedness.prove(srs, config, client_id=client_id, theta=theta_parts, G=G_parts,
+                                              salts=salts, executor=executor, progress=progress)
     state = ClientState(client_id=client_id, config=config, params=params, theta_q=theta_q, G_q=G_q, salts=salts)
     registration = {"client_id": client_id, "config": config.to_dict(), "config_digest": config.digest(),
-                    "commitments": commitments}
+                    "commitments": commitments, "wellformedness": wellformed, "proofs": proofs}
     return state, registration
 
 
 def write_registration(path: str | Path, registration: Mapping[str, Any]) -> Path:
-    return write_artifact(path, REGISTRATION, dict(registration), {})
+    """Write the registration artifact: its fields in the manifest, its well-formedness proofs as blobs."""
+    fields = {k: v for k, v in registration.items() if k != "proofs"}
+    return write_artifact(path, REGISTRATION, fields, dict(registration.get("proofs", {})))
 
 
 # -------------------------------------------------------------------------------------------- unlearn

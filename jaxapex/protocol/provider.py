@@ -18,6 +18,7 @@ from circuit_compiler.rerandomize import RerandomizationError
 
 from . import chunks as ch
 from . import rerandomization as rz
+from . import wellformedness
 from .artifacts import ArtifactError, read_artifact
 from .client import BUNDLE, REGISTRATION
 from .config import ProofConfig
@@ -35,7 +36,11 @@ class VerificationFailed(Exception):
 
 
 def register(registry: Registry, registration_path: str | Path, *, srs: backend.Srs) -> dict[str, Any]:
-    """Record a client's registration (configuration and commitments); a client registers once."""
+    """Record a client's registration (configuration and commitments); a client registers once.
+
+    Every chunk's well-formedness proof must verify against the registered commitments, otherwise
+    :class:`VerificationFailed` with check ``"wellformedness"`` names the layer and chunk.
+    """
     art = read_artifact(registration_path, REGISTRATION)
     client_id = art.field("client_id", str)
     try:
@@ -62,6 +67,12 @@ def register(registry: Registry, registration_path: str | Path, *, srs: backend.
                 if not _is_point_hex(hexpoint):
                     raise ArtifactError(f"{art.path}/manifest.json: commitment {name!r} of layer {layer.name!r} "
                                         f"chunk {c} is not a 48-byte hex point")
+    try:  # the chunk circuits' no-wrap bounds assume registered θ and G inside their declared ranges
+        wellformedness.verify(srs, config, client_id=client_id, commitments=commitments,
+                              entries=art.field("wellformedness", dict), blob=art.blob)
+    except wellformedness.WellFormednessError as err:
+        raise VerificationFailed("wellformedness", f"registration rejected: {err}", layer=err.layer,
+                                 chunk=err.chunk) from err
     if registry.has(client_id):
         raise RegistryError(f"client {client_id!r} is already registered")
     record = {"client_id": client_id, "config": config.to_dict(), "config_digest": config.digest(),
