@@ -302,3 +302,32 @@ def test_state_round_trip_and_atomic_rewrite(world, tmp_path):
         bad.save(tmp_path / "s")
     client.ClientState.load(tmp_path / "s")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_registration_with_an_out_of_range_g_is_rejected(tmp_path, srs, committed):
+    """Attack B needs G entries far outside ±2^f_g: a registration committing one has no valid
+    well-formedness proof, so ``register`` refuses it and the client never enters the registry."""
+    from circuit_compiler.lowering import committed_columns
+
+    from jaxapex.protocol import chunks as ch
+
+    params, config, G, state0, registration = committed
+    shape = ch.chunk_shape(config)
+    G_c = ch.split_chunks(state0.G_q[LAYER], config)[0]
+    columns = committed_columns(shape, salts=state0.salts[LAYER][0], G=G_c)
+    lane = columns["g_1"].copy()
+    lane[shape.first_row] = (int(lane[shape.first_row]) + (1 << 200)) % shape.field.modulus  # a field-sized entry
+    forged = json.loads(json.dumps({k: v for k, v in registration.items() if k != "proofs"}))
+    forged["commitments"][LAYER][0]["g_1"] = backend.commit(srs, ch.circuit_k(config), lane).hex()
+    client.write_registration(tmp_path / "registration", {**forged, "proofs": registration["proofs"]})
+    registry = Registry(tmp_path / "registry")
+    with pytest.raises(provider.VerificationFailed) as info:
+        provider.register(registry, tmp_path / "registration", srs=srs)
+    assert info.value.check == "wellformedness" and "chunk 0" in str(info.value)
+    assert not registry.has("alice")
+    # a registration without its proofs is refused by name as well
+    manifest = json.loads((tmp_path / "registration" / "manifest.json").read_text())
+    del manifest["wellformedness"]
+    (tmp_path / "registration" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="wellformedness"):
+        provider.register(registry, tmp_path / "registration", srs=srs)
