@@ -130,3 +130,26 @@ def test_witness_errors_and_tolerance_are_stated():
     with pytest.raises(ValueError, match="ForgetSpec.directions = 2"):
         obs_witness(theta, G, mask, spec=SPEC, directions=U, forget=FORGET)
     assert FORGET.resolved(SPEC).tol_bits == FORGET.f_u + SPEC.f_w - 10
+
+
+def test_real_halo2_proof_of_the_forget_rows_verifies_and_binds_u(honest, tmp_path):
+    import warnings
+
+    from circuit_compiler import backend as be
+    from circuit_compiler.lowering import chunk_instances
+    from circuit_compiler.srs import InsecureSrsWarning
+
+    _, chunk, cs, a = honest
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureSrsWarning)
+        srs = be.Srs.generate_dev(cs.k, tmp_path / "dev.srs", seed=3)
+    assert be.mock_prove(cs, a, P) == []  # midnight's own MockProver agrees with ours
+    keys = be.keygen(srs, cs, P)
+    proof = be.prove(srs, keys, cs, a, P)
+    commitments = {name: be.commit(srs, cs.k, values, P) for name, values in a.committed.items()}
+    shape = chunk_shape_key(blocks=NB, block_size=B, level="F", spec=SPEC, lanes=B, forget=FORGET)
+    public = chunk_instances(shape, chunk.mask, chunk.U_q)  # what the verifier rebuilds from the request
+    be.verify_or_raise(srs, keys, cs, proof, public, commitments, P)
+    other = chunk.U_q.copy()
+    other[1, 0, 6] += 1  # another public direction: the same proof must fail
+    assert not be.verify(srs, keys, cs, proof, chunk_instances(shape, chunk.mask, other), commitments, P)
