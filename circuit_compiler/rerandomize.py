@@ -106,7 +106,7 @@ class ColumnProof:
         return {"nonce": self.nonce.hex(), "responses": [str(z) for z in self.responses]}
 
     @classmethod
-    def from_json(cls, data: Any) -> "ColumnProof":
+    def from_json(cls, data: Any) -> ColumnProof:
         try:
             return cls(nonce=bytes.fromhex(data["nonce"]), responses=tuple(int(z) for z in data["responses"]))
         except (KeyError, TypeError, ValueError) as err:

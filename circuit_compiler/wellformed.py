@@ -43,7 +43,7 @@ def registered_names(shape: ChunkShape) -> tuple[str, ...]:
 
 def checked_rows(shape: ChunkShape, name: str) -> range:
     """Rows of column ``name`` the well-formedness circuit range-checks: every row before its salts."""
-    return range(0, shape.salt_rows(name).start)
+    return range(shape.salt_rows(name).start)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,7 +64,8 @@ def test_one_salt_cell_does_not_hide_a_lane_opened_three_times():
 
 def test_rotations_follow_the_compact_layout():
     shape = shape_of("F", 4, 4, None)
-    rotations = committed_rotations(*(lambda cs: (cs.gates, cs.lookups))(build_chunk_circuit(shape).cs))
+    cs = build_chunk_circuit(shape).cs
+    rotations = committed_rotations(cs.gates, cs.lookups)
     assert rotations == {"theta": {0}, "theta_new": {0}, "g_0": {0}, "g_1": {0, -1}, "g_2": {0, -2},
                          "g_3": {0, -3}}
     assert shape.salt_counts == {"theta": 3, "theta_new": 3, "g_0": 3, "g_1": 4, "g_2": 4, "g_3": 4}

@@ -55,8 +55,8 @@ class World:
     G: np.ndarray
     request: UnlearningRequest
 
-    def registry_bytes(self) -> bytes:
-        return (self.registry.path / "alice.json").read_bytes()
+    def registry_bytes(self) -> str:
+        return json.dumps(self.registry.export("alice"), sort_keys=True)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def committed(srs):
 def world(tmp_path, srs, committed) -> World:
     params, config, G, state0, registration = committed
     client.write_registration(tmp_path / "registration", registration)
-    registry = Registry(tmp_path / "registry")
+    registry = Registry(tmp_path / "registry.db")
     provider.register(registry, tmp_path / "registration", srs=srs)
     # Row 1 lies in chunk 0 (blocks 0-3), row 6 in chunk 1 (blocks 4-7): both chunks are touched.
     request = UnlearningRequest(request_id="req-1", model_id="tiny", masks={LAYER: _mask([(1, 2), (1, 5), (6, 0)])})

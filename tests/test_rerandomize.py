@@ -14,7 +14,13 @@ from circuit_compiler import backend as be
 from circuit_compiler import rerandomize as rr
 from circuit_compiler.fixedpoint import FixedPointSpec
 from circuit_compiler.hiding import expand_salts
-from circuit_compiler.lowering import ChunkShape, chunk_layer, committed_columns, draw_salts, lower_chunk
+from circuit_compiler.lowering import (
+    ChunkShape,
+    chunk_layer,
+    committed_columns,
+    draw_salts,
+    lower_chunk,
+)
 from circuit_compiler.witness import obs_witness
 
 pytestmark = pytest.mark.prover
@@ -88,7 +94,7 @@ def test_salt_basis_is_the_commitment_of_a_salt_cell(srs):
     rows = list(SHAPE.salt_rows("g_1"))
     column = np.zeros(rows[-1] + 1, dtype=object)
     column[rows] = [3, 0, 5, 7]
-    (p0, p1, p2, p3) = rr.salt_basis(srs, 10, rows)
+    (p0, _, p2, p3) = rr.salt_basis(srs, 10, rows)
     expected = add(add(multiply(p0, 3), multiply(p2, 5)), multiply(p3, 7))
     assert rr._bytes(expected) == be.commit(srs, 10, column)
 

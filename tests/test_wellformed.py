@@ -10,8 +10,17 @@ import pytest
 
 from circuit_compiler import backend as be
 from circuit_compiler.fixedpoint import FixedPointSpec, QuantizationError
-from circuit_compiler.lowering import ChunkShape, build_chunk_circuit, committed_columns, draw_salts
-from circuit_compiler.wellformed import build_wellformed_circuit, checked_rows, wellformed_assignment
+from circuit_compiler.lowering import (
+    ChunkShape,
+    build_chunk_circuit,
+    committed_columns,
+    draw_salts,
+)
+from circuit_compiler.wellformed import (
+    build_wellformed_circuit,
+    checked_rows,
+    wellformed_assignment,
+)
 
 pytestmark = pytest.mark.prover
 

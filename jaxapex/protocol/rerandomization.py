@@ -6,7 +6,8 @@ proof of knowledge of the shifts r_j bound to the request, layer and chunk
 verifies the chunk proof against C'. Without it, every request would open the same salted polynomials
 again and the provider would accumulate linear relations among the hidden weights.
 
-Bundle entry fields: ``rerandomized`` (column -> C' hex) and ``rerandomization`` (column -> proof).
+Bundle entry fields: ``theta`` (the registered θ commitment), ``rerandomized`` (column -> C' hex) and
+``rerandomization`` (column -> proof).
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ def prove_entry(srs: backend.Srs, config: ProofConfig, *, registered_salts: Mapp
                                    expand_salts(salts[name], name, shape.salt_counts[name], p), p)
               for name in names}
     presented = {name: backend.commit(srs, k, committed[name], p) for name in names}
-    _, proofs = rr.prove_columns(srs, k, salt_rows=salt_rows(config), shifts=shifts, presented=presented,
-                                 ctx=rr.context(request_id, layer, chunk))
-    return {"rerandomized": {name: c.hex() for name, c in presented.items()},
+    registered, proofs = rr.prove_columns(srs, k, salt_rows=salt_rows(config), shifts=shifts, presented=presented,
+                                          ctx=rr.context(request_id, layer, chunk))
+    return {"theta": registered["theta"].hex(),  # the registered θ commitment this proof builds on
+            "rerandomized": {name: c.hex() for name, c in presented.items()},
             "rerandomization": {name: proof.to_json() for name, proof in proofs.items()}}
 
 

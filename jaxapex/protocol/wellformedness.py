@@ -19,7 +19,11 @@ import numpy as np
 from circuit_compiler import backend
 from circuit_compiler import rerandomize as rr
 from circuit_compiler.lowering import committed_columns
-from circuit_compiler.wellformed import build_wellformed_circuit, registered_names, wellformed_assignment
+from circuit_compiler.wellformed import (
+    build_wellformed_circuit,
+    registered_names,
+    wellformed_assignment,
+)
 
 from . import chunks as ch
 from . import rerandomization as rz
