@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from circuit_compiler.fixedpoint import FixedPointSpec
+from circuit_compiler.fixedpoint import FixedPointSpec, ForgetSpec
 from circuit_compiler.hiding import (
     committed_rotations,
     expand_salts,
@@ -23,12 +23,13 @@ from circuit_compiler.hiding import (
 from circuit_compiler.lowering import ChunkShape, build_chunk_circuit
 
 SHAPES = [("R", B, None, None) for B in (4, 16, 64)] + [("F", B, B, None) for B in (4, 16, 64)] + [
-    ("F", 16, 4, "classic")]
+    ("F", 16, 4, "classic"), ("F", 8, 8, "forget")]
 
 
 def shape_of(level, B, lanes, layout):
+    forget = ForgetSpec(directions=2) if layout == "forget" else None
     return ChunkShape(blocks=2, block_size=B, level=level, spec=FixedPointSpec().for_block_size(B), lanes=lanes,
-                      layout=layout)
+                      layout=None if layout == "forget" else layout, forget=forget)
 
 
 @pytest.mark.parametrize("level, B, lanes, layout", SHAPES)

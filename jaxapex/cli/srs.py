@@ -2,6 +2,7 @@
 
     jaxapex srs generate --k 16 --out artifacts/srs/dev-k16.srs   # DEVELOPMENT ONLY
     jaxapex srs info artifacts/srs/dev-k16.srs [--json]
+    jaxapex srs import-ceremony --transcript transcript.json --k 12 --out artifacts/srs/eth-k12.srs
 """
 
 from __future__ import annotations
@@ -40,7 +41,29 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="also read and fully validate the points of the largest k (slow for large k)")
     info.set_defaults(func=_info)
 
+    imp = actions.add_parser("import-ceremony",
+                             help="convert a public BLS12-381 powers-of-tau ceremony (Ethereum KZG transcript.json)")
+    imp.add_argument("--transcript", required=True, help="the ceremony's transcript.json")
+    imp.add_argument("--k", type=int, required=True, help="log2 of the largest circuit (rows); at most 15")
+    imp.add_argument("--out", required=True, help="SRS file to write (a sidecar <file>.json records its source)")
+    imp.set_defaults(func=_import_ceremony)
+
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+
+def _import_ceremony(args: argparse.Namespace) -> int:
+    from circuit_compiler.ceremony import CeremonyError, import_ceremony
+
+    start = time.perf_counter()
+    try:
+        srs = import_ceremony(args.transcript, args.k, args.out,
+                              progress=lambda what: print(f"  {what} ...", file=sys.stderr))
+    except (CeremonyError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote ceremony SRS k={srs.k} ({2 ** srs.k} rows) to {srs.path} in {time.perf_counter() - start:.1f} s")
+    print(f"sha256 {srs.sha256}")
+    return 0
 
 
 def _generate(args: argparse.Namespace) -> int:
