@@ -29,7 +29,7 @@ import hashlib
 import json
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -343,6 +343,18 @@ def commit(srs: Srs, k: int, values: Any, modulus: int = BLS12_381_SCALAR_MODULU
     _check_modulus(modulus)
     encoding, blob = _column_bytes(values, modulus, "committed column")
     return _halo2.commit(srs.handle, int(k), encoding, blob)
+
+
+G1_IDENTITY = bytes([0xC0]) + bytes(COMMITMENT_BYTES - 1)  # the compressed point at infinity
+
+
+def g1_msm(points: Sequence[bytes], scalars: Sequence[int]) -> bytes:
+    """Σ_i s_i·P_i over BLS12-381 G1 (48-byte compressed points, integer scalars reduced mod r), compressed.
+
+    Raises :class:`BackendError` naming a point that is not a valid compressed G1 point.
+    """
+    r = BLS12_381_SCALAR_MODULUS
+    return bytes(_halo2.g1_msm([bytes(p) for p in points], [(int(s) % r).to_bytes(32, "little") for s in scalars]))
 
 
 def mock_prove(cs: ConstraintSystem, assignment: Assignment, modulus: int = BLS12_381_SCALAR_MODULUS) -> list[str]:

@@ -8,7 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
-from py_ecc.optimized_bls12_381 import G1, add, multiply
+from py_ecc.bls.point_compression import compress_G1, decompress_G1
+from py_ecc.optimized_bls12_381 import G1, add, curve_order, multiply
 
 from circuit_compiler import backend as be
 from circuit_compiler import rerandomize as rr
@@ -94,9 +95,24 @@ def test_salt_basis_is_the_commitment_of_a_salt_cell(srs):
     rows = list(SHAPE.salt_rows("g_1"))
     column = np.zeros(rows[-1] + 1, dtype=object)
     column[rows] = [3, 0, 5, 7]
-    (p0, _, p2, p3) = rr.salt_basis(srs, 10, rows)
+    p0, _, p2, p3 = (decompress_G1(int.from_bytes(b, "big")) for b in rr.salt_basis(srs, 10, rows))
     expected = add(add(multiply(p0, 3), multiply(p2, 5)), multiply(p3, 7))
-    assert rr._bytes(expected) == be.commit(srs, 10, column)
+    assert compress_G1(expected).to_bytes(48, "big") == be.commit(srs, 10, column)
+
+
+def test_g1_msm_matches_py_ecc():
+    rng = np.random.default_rng(9)
+    scalars = [int(x) for x in rng.integers(1, 1 << 62, size=4)] + [curve_order - 5, 0]
+    points = [multiply(G1, int(x)) for x in rng.integers(1, 1 << 30, size=6)]
+    expected = None
+    for pt, sc in zip(points, scalars):
+        term = multiply(pt, sc)
+        expected = term if expected is None else add(expected, term)
+    encoded = [compress_G1(pt).to_bytes(48, "big") for pt in points]
+    assert be.g1_msm(encoded, scalars) == compress_G1(expected).to_bytes(48, "big")
+    assert be.g1_msm(encoded[:1], [curve_order]) == be.G1_IDENTITY
+    with pytest.raises(be.BackendError, match="point 0"):
+        be.g1_msm([b"\x01" * 48], [1])
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +158,7 @@ def test_rerandomized_commitment_that_changes_a_value_is_rejected(srs, honest, c
     # knows that shift, but the proof only covers salt rows, so no honest proof exists for it
     weight_row = np.zeros(B, dtype=np.int64)
     weight_row[B - 1] = 1
-    moved = rr._bytes(add(rr._point(presented["theta"]), rr._point(be.commit(srs, k, weight_row))))
+    moved = be.g1_msm([presented["theta"], be.commit(srs, k, weight_row)], [1, 1])
     _, proofs = rr.prove_columns(srs, k, salt_rows=SALT_ROWS, shifts={"theta": shifts["theta"]},
                                  presented={"theta": moved}, ctx=CTX)
     with pytest.raises(rr.RerandomizationError, match="column 'theta'"):
@@ -152,4 +168,3 @@ def test_rerandomized_commitment_that_changes_a_value_is_rejected(srs, honest, c
     with pytest.raises(rr.RerandomizationError, match="48 bytes"):
         rr.verify_columns(srs, k, salt_rows=SALT_ROWS, registered={"theta": registered["theta"]},
                           presented={"theta": b"\x00" * 47}, proofs=proofs, ctx=CTX)
-    assert rr._bytes(multiply(G1, 1)) != presented["theta"]

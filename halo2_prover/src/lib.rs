@@ -5,6 +5,7 @@
 //! computes, turns library errors and panics into Python exceptions, and never aborts the interpreter.
 
 mod circuit;
+mod group_ops;
 mod srs;
 mod structure;
 
@@ -750,7 +751,7 @@ fn describe_rejection(e: &plonk::Error) -> String {
     }
 }
 
-fn decode_point(bytes: &[u8]) -> Result<G1Projective, String> {
+pub(crate) fn decode_point(bytes: &[u8]) -> Result<G1Projective, String> {
     if bytes.len() != 48 {
         return Err(format!(
             "{} bytes, a compressed G1 point has 48",
@@ -873,6 +874,7 @@ fn _halo2(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prove, m)?)?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_function(wrap_pyfunction!(commit, m)?)?;
+    m.add_function(wrap_pyfunction!(group_ops::g1_msm, m)?)?;
     m.add_function(wrap_pyfunction!(mock_prove, m)?)?;
     m.add_function(wrap_pyfunction!(scalar_modulus, m)?)?;
     Ok(())
