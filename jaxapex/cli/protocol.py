@@ -66,8 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--request", type=Path, required=True)
     p.add_argument("--srs", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--executor", choices=("process", "ray", "serial"), default="process")
+    _executor_options(p, "chunk proofs")
     p.set_defaults(func=cmd_prove)
 
     p = sub.add_parser("verify", help="provider: verify a proof bundle against the registry")
@@ -77,6 +76,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--srs", type=Path, required=True)
     p.add_argument("--json", type=Path, default=None)
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("verify-batch", help="provider: verify many clients' bundles for a request, fanned out",
+                       description="Verify the bundles of many clients answering one request, the proof checks "
+                                   "spread over worker processes or a Ray cluster; the registry is updated here, "
+                                   "per client, for the accepted ones. Exit status 0 only if all were accepted.")
+    p.add_argument("--registry", type=Path, required=True)
+    p.add_argument("--request", type=Path, required=True)
+    p.add_argument("--bundles", type=Path, nargs="+", required=True, help="bundle directories (any clients)")
+    p.add_argument("--srs", type=Path, required=True)
+    _executor_options(p, "bundle checks")
+    p.add_argument("--json", type=Path, default=None, help="write one result per bundle as JSON")
+    p.set_defaults(func=cmd_verify_batch)
+
+
+def _executor_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--executor", choices=("process", "ray", "serial"), default="process",
+                   help=f"where the {what} run: a local process pool, Ray, or this process")
+    p.add_argument("--workers", type=int, default=None, help="parallel workers (default: one per 4 cores)")
+    p.add_argument("--ray-address", default=None,
+                   help="with --executor ray: join this running cluster ('auto', or host:port); default: the "
+                        "RAY_ADDRESS variable, else a local Ray runtime. Every node must read the paths given")
 
 
 def _load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
@@ -172,7 +192,8 @@ def cmd_prove(args: argparse.Namespace) -> int:
     state = client.ClientState.load(args.state)
     request = UnlearningRequest.load(args.request)
     t0 = time.perf_counter()
-    fields, blobs = client.prove(state, request, _srs(args.srs), workers=args.workers, executor=args.executor)
+    fields, blobs = client.prove(state, request, _srs(args.srs), workers=args.workers, executor=args.executor,
+                                 ray_address=args.ray_address)
     client.write_bundle(args.out, fields, blobs)
     print(f"{len(fields['chunks'])} chunk proofs ({sum(map(len, blobs.values())) / 1024:.1f} KiB) in "
           f"{time.perf_counter() - t0:.1f} s -> {args.out}")
@@ -198,7 +219,40 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"NOT VERIFIED: {err}", file=sys.stderr)
         code = 1
     if args.json:
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, args.json)
+        _write_json(args.json, result)
     return code
+
+
+def cmd_verify_batch(args: argparse.Namespace) -> int:
+    from jaxapex.protocol import provider
+    from jaxapex.protocol.registry import Registry
+    from jaxapex.protocol.requests import UnlearningRequest
+
+    request = UnlearningRequest.load(args.request)
+    t0 = time.perf_counter()
+    outcomes = provider.verify_many(Registry(args.registry), [(request, b) for b in args.bundles], srs=_srs(args.srs),
+                                    executor=args.executor, workers=args.workers, ray_address=args.ray_address)
+    wall = time.perf_counter() - t0
+    rows = []
+    for o in outcomes:
+        if o.accepted:
+            rows.append({"bundle": o.bundle, "client_id": o.client_id, "verified": True,
+                         "chunks": o.report.chunks_verified, "verify_s": o.report.verify_s})
+            print(f"VERIFIED: {o.bundle} (client {o.client_id!r}, {o.report.chunks_verified} chunks)")
+        else:
+            f = o.failure
+            rows.append({"bundle": o.bundle, "client_id": o.client_id, "verified": False, "check": f.check,
+                         "layer": f.layer, "chunk": f.chunk, "reason": str(f)})
+            print(f"NOT VERIFIED: {o.bundle}: {f}", file=sys.stderr)
+    accepted = sum(r["verified"] for r in rows)
+    print(f"{accepted}/{len(rows)} bundles accepted in {wall:.1f} s ({60 * len(rows) / wall:.1f} bundles/min, "
+          f"executor {args.executor}); registry updated for the accepted ones")
+    if args.json:
+        _write_json(args.json, {"request_id": request.request_id, "wall_s": wall, "bundles": rows})
+    return 0 if accepted == len(rows) else 1
+
+
+def _write_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)

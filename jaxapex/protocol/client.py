@@ -296,12 +296,13 @@ def lower_job(job: ChunkJob, config: ProofConfig):
 
 
 def prove(state: ClientState, request: UnlearningRequest, srs: backend.Srs, *, progress: bool = True,
-          workers: int | None = None, executor: str = "process",
+          workers: int | None = None, executor: str = "process", ray_address: str | None = None,
           jobs_in_flight: int = 16) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Prove every touched chunk; returns the bundle's manifest fields and its blobs (one proof per chunk).
 
     Chunks are independent proofs: ``executor`` ``"process"`` (a local pool, default), ``"ray"`` or
-    ``"serial"``. Witnesses are lowered ``jobs_in_flight`` at a time so memory stays bounded on big models.
+    ``"serial"`` (``ray_address``: a running Ray cluster to join). Witnesses are lowered
+    ``jobs_in_flight`` at a time so memory stays bounded on big models.
     """
     from tqdm.auto import tqdm
 
@@ -322,7 +323,7 @@ def prove(state: ClientState, request: UnlearningRequest, srs: backend.Srs, *, p
         results = prove_many([ProveJob(name=f"{job.layer}#{job.chunk}", cs=cs, assignment=a)
                               for job, (cs, a) in zip(group, lowered)],
                              srs, executor=executor if len(group) > 1 else "serial", workers=workers,
-                             progress=False, modulus=modulus)
+                             progress=False, modulus=modulus, ray_address=ray_address)
         for job, (cs, assignment), result in zip(group, lowered, results):
             name = f"proof-{layer_index[job.layer]:03d}-{job.chunk:05d}.bin"
             blobs[name] = result.proof

@@ -8,8 +8,10 @@ The registry is updated only after every check passed.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,14 @@ class VerificationFailed(Exception):
     def __init__(self, check: str, message: str, *, layer: str | None = None, chunk: int | None = None):
         where = "" if layer is None else f"layer {layer!r}" + ("" if chunk is None else f" chunk {chunk}") + ": "
         super().__init__(f"[{check}] {where}{message}")
-        self.check, self.layer, self.chunk = check, layer, chunk
+        self.check, self.layer, self.chunk, self.message = check, layer, chunk, message
+
+    def __reduce__(self):  # keyword arguments survive pickling (batches are checked in other processes)
+        return _rebuild_failure, (self.check, self.message, self.layer, self.chunk)
+
+
+def _rebuild_failure(check: str, message: str, layer: str | None, chunk: int | None) -> VerificationFailed:
+    return VerificationFailed(check, message, layer=layer, chunk=chunk)
 
 
 def register(registry: Registry, registration_path: str | Path, *, srs: backend.Srs) -> dict[str, Any]:
@@ -94,15 +103,41 @@ def verify(registry: Registry, request: UnlearningRequest, bundle_path: str | Pa
     Raises :class:`VerificationFailed` naming the failed check (and layer/chunk); the registry is then
     left unchanged.
     """
+    client_id = bundle_client_id(bundle_path)
+    try:
+        record = registry.get(client_id)
+    except RegistryError as err:
+        raise VerificationFailed("registry", str(err)) from err
+    report, new_record = check_bundle(record, request, bundle_path, srs=srs)
+    if update_registry:
+        registry.put(client_id, new_record)
+    return report
+
+
+def bundle_client_id(bundle_path: str | Path) -> str:
+    """The client a bundle claims to come from (checked against the registry by :func:`check_bundle`)."""
+    try:
+        return read_artifact(bundle_path, BUNDLE).field("client_id", str)
+    except ArtifactError as err:
+        raise VerificationFailed("bundle", f"malformed proof bundle: {err}") from err
+
+
+def check_bundle(record: dict[str, Any], request: UnlearningRequest, bundle_path: str | Path, *,
+                 srs: backend.Srs) -> tuple[VerificationReport, dict[str, Any]]:
+    """Every check of :func:`verify` against a client's registry ``record``, touching no registry.
+
+    Returns the report and the record as it must be after accepting the bundle (a new dict; ``record`` is
+    not modified). A pure function of its inputs, so batches of bundles can be checked on other machines
+    (:func:`verify_many`). Raises :class:`VerificationFailed`.
+    """
     try:
         art = read_artifact(bundle_path, BUNDLE)
         client_id = art.field("client_id", str)
     except ArtifactError as err:
         raise VerificationFailed("bundle", f"malformed proof bundle: {err}") from err
-    try:
-        record = registry.get(client_id)
-    except RegistryError as err:
-        raise VerificationFailed("registry", str(err)) from err
+    if client_id != record["client_id"]:
+        raise VerificationFailed("registry", f"bundle is from client {client_id!r}, the record is "
+                                             f"{record['client_id']!r}'s")
     config = ProofConfig.from_dict(record["config"])
 
     if art.field("request_id", str) != request.request_id:
@@ -153,7 +188,8 @@ def verify(registry: Registry, request: UnlearningRequest, bundle_path: str | Pa
                                      layer=layer_name, chunk=c)
         theta_new = e.get("theta_new")
         if not _is_point_hex(theta_new):
-            raise VerificationFailed("commitment", "new commitment is not a 48-byte hex point", layer=layer_name, chunk=c)
+            raise VerificationFailed("commitment", "new commitment is not a 48-byte hex point", layer=layer_name,
+                                     chunk=c)
         commitments = {name: bytes.fromhex(h) for name, h in registered.items()}
         commitments["theta_new"] = bytes.fromhex(theta_new)
         try:
@@ -174,9 +210,104 @@ def verify(registry: Registry, request: UnlearningRequest, bundle_path: str | Pa
         new_commitments[(layer_name, c)] = theta_new
     report = VerificationReport(client_id=client_id, request_id=request.request_id, chunks_verified=len(per_chunk),
                                 verify_s=time.perf_counter() - t_total, per_chunk=per_chunk)
-    if update_registry:
-        for (layer_name, c), theta_new in new_commitments.items():
-            record["commitments"][layer_name][c]["theta"] = theta_new
-        record["history"].append(request.request_id)
-        registry.put(client_id, record)
-    return report
+    new_record = copy.deepcopy(record)
+    for (layer_name, c), theta_new in new_commitments.items():
+        new_record["commitments"][layer_name][c]["theta"] = theta_new
+    new_record["history"].append(request.request_id)
+    return report, new_record
+
+
+# ------------------------------------------------------------------------------- many bundles at once
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchOutcome:
+    """One bundle of a batch: its report when accepted, else the failure (``check`` names it)."""
+
+    bundle: str
+    client_id: str | None
+    report: VerificationReport | None = None
+    failure: VerificationFailed | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.report is not None
+
+
+def verify_many(registry: Registry, submissions: Sequence[tuple[UnlearningRequest, str | Path]], *,
+                srs: backend.Srs, executor: str = "process", workers: int | None = None,
+                progress: bool = True, ray_address: str | None = None) -> list[BatchOutcome]:
+    """Verify many bundles (``(request, bundle path)`` pairs, from any clients) and update the registry.
+
+    The proof checks fan out over ``workers`` (``executor`` ``"process"``, ``"ray"`` or ``"serial"``,
+    as in :func:`circuit_compiler.executors.map_on_workers`): one task per client, which checks that
+    client's bundles in the order given, each against the record the previous one left. Workers open the
+    SRS and the bundles by path, so on a Ray cluster those paths must be readable on every node. Only
+    this process writes the registry, once per client, and only if the client's record did not change
+    while its bundles were checked (else they are all reported as rejected with check ``"registry"``).
+    Outcomes come back in submission order, each what :func:`verify` on the bundles in turn would give.
+    """
+    from circuit_compiler.executors import file_backed_srs_path, map_on_workers
+
+    outcomes: list[BatchOutcome | None] = [None] * len(submissions)
+    chains: dict[str, list[int]] = {}
+    for n, (_, bundle) in enumerate(submissions):
+        try:
+            chains.setdefault(bundle_client_id(bundle), []).append(n)
+        except VerificationFailed as err:
+            outcomes[n] = BatchOutcome(str(bundle), None, failure=err)
+    calls = []
+    for client_id, indices in chains.items():
+        try:
+            record = registry.get(client_id)
+        except RegistryError as err:
+            for n in indices:
+                outcomes[n] = BatchOutcome(str(submissions[n][1]), client_id,
+                                           failure=VerificationFailed("registry", str(err)))
+            continue
+        calls.append((record, [(n, submissions[n][0], str(submissions[n][1])) for n in indices]))
+    if executor == "serial":
+        init_args: tuple = (srs,)
+    else:
+        init_args = (file_backed_srs_path(srs, executor), srs.sha256)
+    results = map_on_workers(_check_chain, calls, init=_open_srs, init_args=init_args, executor=executor,
+                             workers=workers, progress=progress, desc="verifying clients", unit="client",
+                             ray_address=ray_address)
+    for (record, _), (chain, final_record) in zip(calls, results):
+        client_id = record["client_id"]
+        if final_record is not None:
+            if registry.get(client_id) != record:
+                failure = VerificationFailed("registry", f"the record of {client_id!r} changed during the batch; "
+                                                         "submit its bundles again")
+                chain = [(n, dataclasses.replace(o, report=None, failure=failure)) for n, o in chain]
+            else:
+                registry.put(client_id, final_record)
+        for outcome_n, outcome in chain:
+            outcomes[outcome_n] = outcome
+    return outcomes  # type: ignore[return-value]
+
+
+def _open_srs(srs_or_path: backend.Srs | str, sha256: str | None = None) -> backend.Srs:
+    if isinstance(srs_or_path, backend.Srs):
+        return srs_or_path
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", backend.InsecureSrsWarning)  # the caller was warned already
+        return backend.Srs.load(srs_or_path, expected_sha256=sha256)
+
+
+def _check_chain(srs: backend.Srs, record: dict[str, Any],
+                 items: list[tuple[int, UnlearningRequest, str]]) -> tuple[list[tuple[int, BatchOutcome]],
+                                                                           dict[str, Any] | None]:
+    """One client's bundles in order, each against the record the accepted ones before it left (what
+    :func:`verify` called on each in turn would do); returns the outcomes and the final record."""
+    out, current, changed = [], record, False
+    for n, request, bundle in items:
+        try:
+            report, current = check_bundle(current, request, bundle, srs=srs)
+            changed = True
+            out.append((n, BatchOutcome(bundle, record["client_id"], report=report)))
+        except VerificationFailed as err:
+            out.append((n, BatchOutcome(bundle, record["client_id"], failure=err)))
+    return out, (current if changed else None)
