@@ -36,11 +36,10 @@ from typing import Any
 
 try:
     from . import _halo2
-except ImportError as err:  # pragma: no cover - only on a broken install
-    raise ImportError(
-        "the Halo2 extension circuit_compiler._halo2 is not built: run `pip install .` from the repository "
-        "root (or `maturin develop --release` for development)"
-    ) from err
+except ImportError as err:  # pragma: no cover - only without a built extension (tested via the message)
+    from ._extension import installed_extension, missing_extension_message
+
+    raise ImportError(missing_extension_message(Path(__file__).parent, installed_extension())) from err
 
 MAGIC = b"JXSRS\x00\x00\x01"
 FORMAT = "jaxapex-srs/1"
