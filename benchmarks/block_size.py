@@ -710,7 +710,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {name: {} if args.recipe_masks else dict(STUDY_OVERRIDES.get(name, {})) for name in task_names}
     for name, fields in parse_overrides(args.override, task_names).items():
         overrides[name].update(fields)
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
 
     start = time.perf_counter()
     # the circuits first: a lowering problem fails in seconds, not after the training

@@ -41,21 +41,21 @@ class World:
 
 
 def make_world(root: Path, clients: list[str], *, out_features: int = 8, in_features: int = 8, block_size: int = 8,
-               lanes: int = 4, blocks_per_chunk: int = 4, mask_rows: tuple[int, ...] = (1, 6), srs_k: int = 13,
+               lanes: int = 4, blocks_per_chunk: int = 4, mask_rows: tuple[int, ...] = (1, 6),
                seed: int = 0) -> World:
     """Clients with random weights and well-conditioned inverse Fishers; the request masks two weights in
     each row of ``mask_rows``, so every chunk holding one of those rows is touched."""
     from circuit_compiler.srs import Srs
-    from jaxapex.protocol import client, provider
+    from jaxapex.protocol import chunks, client, provider
     from jaxapex.protocol.config import LayerShape, ProofConfig
     from jaxapex.protocol.registry import Registry
     from jaxapex.protocol.requests import UnlearningRequest
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        srs = Srs.generate_dev(srs_k, root / "srs.bin", seed=seed)
     config = ProofConfig(layers=(LayerShape(LAYER, out_features, in_features),), level="F", block_size=block_size,
                          lanes=lanes, blocks_per_chunk=blocks_per_chunk)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        srs = Srs.generate_dev(chunks.circuit_k(config), root / "srs.bin", seed=seed)
     registry = Registry(root / "registry")
     mask = np.zeros((out_features, in_features), dtype=bool)
     for r in mask_rows:
@@ -103,14 +103,17 @@ def _timed_batch(world: World, bundles: list[Path], executor: str, workers: int)
             "driver_cpu_s": cpu, "chunk_verify_s": chunk_s, "bundles_per_min": 60 * len(bundles) / wall}
 
 
-def run(*, clients: int, out_features: int, in_features: int, seed: int) -> dict:
+def run(*, clients: int, out_features: int, in_features: int, block_size: int, blocks_per_chunk: int,
+        seed: int) -> dict:
     import ray
 
     with tempfile.TemporaryDirectory(prefix="verify_batch_") as tmp:
         names = [f"client{n:03d}" for n in range(clients)]
         t0 = time.perf_counter()
+        rows_per_chunk = max(1, block_size * blocks_per_chunk // in_features)
         world = make_world(Path(tmp), names, out_features=out_features, in_features=in_features,
-                           mask_rows=tuple(range(0, out_features, 4)), seed=seed)
+                           block_size=block_size, blocks_per_chunk=blocks_per_chunk,
+                           mask_rows=tuple(range(0, out_features, rows_per_chunk)), seed=seed)
         bundles = [prove_bundle(world, c) for c in names]
         setup_s = time.perf_counter() - t0
         rows = [_timed_batch(world, bundles, "serial", 1)]
@@ -125,7 +128,11 @@ def run(*, clients: int, out_features: int, in_features: int, seed: int) -> dict
     serial = rows[0]["bundles_per_min"]
     for r in rows:
         r["vs_serial"] = r["bundles_per_min"] / serial
+    from jaxapex.protocol import chunks
+
     return {"benchmark": "verify_batch", "clients": clients, "layer": [out_features, in_features],
+            "block_size": block_size, "blocks_per_chunk": blocks_per_chunk,
+            "chunk_k": chunks.circuit_k(world.states[names[0]].config),
             "setup_s": setup_s, "ray_start_s": ray_start_s, "rows": rows, "machine": machine()}
 
 
@@ -142,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=6)
     p.add_argument("--out-features", type=int, default=32, help="layer rows (a multiple of 4)")
     p.add_argument("--in-features", type=int, default=8)
+    p.add_argument("--block-size", type=int, default=8)
+    p.add_argument("--blocks-per-chunk", type=int, default=4, help="larger: bigger circuits (k), costlier checks")
     p.add_argument("--seed", type=int, default=0)
     add_json_option(p)
     args = p.parse_args(argv)
@@ -151,10 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         print("this benchmark needs Ray: pip install 'jaxapex[ray]'", file=sys.stderr)
         return 2
     if args.quick:
-        args.clients, args.out_features, args.in_features = 3, 8, 8
-    result = run(clients=args.clients, out_features=args.out_features, in_features=args.in_features, seed=args.seed)
+        args.clients, args.out_features, args.in_features, args.block_size, args.blocks_per_chunk = 3, 8, 8, 8, 4
+    result = run(clients=args.clients, out_features=args.out_features, in_features=args.in_features,
+                 block_size=args.block_size, blocks_per_chunk=args.blocks_per_chunk, seed=args.seed)
     print_table(result["rows"], COLUMNS, title=(
-        f"{result['clients']} bundles of a {args.out_features} x {args.in_features} layer; setup (commit, unlearn, "
+        f"{result['clients']} bundles of a {args.out_features} x {args.in_features} layer, chunks of "
+        f"{args.blocks_per_chunk} blocks of {args.block_size} (k = {result['chunk_k']}); setup (commit, unlearn, "
         f"prove) {result['setup_s']:.1f} s, Ray start {result['ray_start_s']:.1f} s, load average "
         f"{result['machine']['load_average']}"))
     write_json(args.json, result)

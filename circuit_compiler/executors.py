@@ -76,7 +76,7 @@ class _Worker:
             t1 = time.perf_counter()
             proof = backend.prove(self.srs, keys, cs, assignment, self.modulus, rng_seed=rng_seed)
             t2 = time.perf_counter()
-        except Exception as err:  # noqa: BLE001 - re-raised with the job's name, picklable
+        except Exception as err:
             raise ProvingError(f"proving job {name!r} (circuit {cs.name!r}) failed: {err}") from None
         return ProveResult(name=name, proof=proof, vk=keys.vk, circuit_digest=keys.circuit_digest,
                            keygen_s=t1 - t0, prove_s=t2 - t1, worker=f"pid:{os.getpid()}")

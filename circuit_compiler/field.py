@@ -156,7 +156,7 @@ def field_by_modulus(modulus: int) -> PrimeField:
     raise KeyError(f"no known field has modulus {modulus}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def galois_field(field: PrimeField) -> type:
     """The ``galois.GF(p)`` class of ``field`` (cached).
 

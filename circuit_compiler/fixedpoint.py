@@ -118,7 +118,7 @@ class FixedPointSpec:
                 f"|e| up to B·2^f_g/2 > τ=2^{self.s - 1}; need s >= f_g + log2(B) = {self.f_g + math.ceil(math.log2(block_size))}"
             )
 
-    def for_block_size(self, block_size: int) -> "FixedPointSpec":
+    def for_block_size(self, block_size: int) -> FixedPointSpec:
         """This spec made admissible for blocks of ``block_size``: the rescale shift raised to
         ``s = f_g + ceil(log2 B)`` when it is smaller, and ỹ's width raised by the same number of bits so
         that ỹ keeps the same range in weight units at its finer scale."""
@@ -131,7 +131,7 @@ class FixedPointSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, int | None]) -> "FixedPointSpec":
+    def from_dict(cls, d: dict[str, int | None]) -> FixedPointSpec:
         return cls(**{f.name: None if d[f.name] is None else int(d[f.name])
                       for f in dataclasses.fields(cls) if f.name in d})
 

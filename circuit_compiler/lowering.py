@@ -594,7 +594,7 @@ class ChunkWitness:
         return (self.theta_q, self.theta_new_q, self.G_q, self.mask, self.y_q, self.delta_q, self.rem)
 
 
-def chunk_layer(witness: "LayerWitness", *, blocks_per_chunk: int) -> list[ChunkWitness]:
+def chunk_layer(witness: LayerWitness, *, blocks_per_chunk: int) -> list[ChunkWitness]:
     """Cut a layer witness (:class:`~circuit_compiler.witness.LayerWitness`, blocked arrays (n_blocks, B))
     into chunks of ``blocks_per_chunk`` blocks; the last chunk is zero-padded so all share one shape.
 
@@ -610,7 +610,7 @@ def chunk_layer(witness: "LayerWitness", *, blocks_per_chunk: int) -> list[Chunk
         def cut(a: np.ndarray | None) -> np.ndarray | None:
             if a is None:
                 return None
-            part = a[first:stop]
+            part = a[first:stop]  # noqa: B023 (cut is applied within this iteration)
             pad = blocks_per_chunk - part.shape[0]
             if pad:
                 part = np.concatenate([part, np.zeros((pad,) + part.shape[1:], dtype=part.dtype)])

@@ -9,11 +9,11 @@ Every projection is a ``flax.linen.Dense`` whose kernel is ``(in, out)``; a PyTo
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 # Name under which each MLP sows its hidden activations (after the nonlinearity) into the
 # ``intermediates`` collection; ``jaxapex.models.make_hidden_fn`` reads it back.

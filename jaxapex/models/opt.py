@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 from jaxapex.models.blocks import ACTIVATIONS, PreLNBlock
 

@@ -21,7 +21,6 @@ from circuit_compiler import backend
 from circuit_compiler.fixedpoint import dequantize, quantize, quantize_fisher_blocks
 from circuit_compiler.lowering import lower_chunk
 from circuit_compiler.witness import quantized_obs_witness, removal_witness
-
 from jaxapex.checkpoints import flatten_params as _flatten
 from jaxapex.checkpoints import unflatten_params as _unflatten
 
@@ -103,7 +102,7 @@ class ClientState:
         return write_artifact(path, STATE, fields, blobs)
 
     @classmethod
-    def load(cls, path: str | Path) -> "ClientState":
+    def load(cls, path: str | Path) -> ClientState:
         art = read_artifact(path, STATE)
         config = _config_of(art)
         layers = art.field("layers", list)

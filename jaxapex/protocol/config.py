@@ -100,7 +100,7 @@ class ProofConfig:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ProofConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ProofConfig:
         try:
             return cls(
                 layers=tuple(LayerShape(**layer) for layer in d["layers"]),

@@ -69,7 +69,7 @@ class UnlearningRequest:
         return write_artifact(path, REQUEST, fields, {MASKS_BLOB: npz_bytes(keyed)})
 
     @classmethod
-    def load(cls, path: str | Path) -> "UnlearningRequest":
+    def load(cls, path: str | Path) -> UnlearningRequest:
         art = read_artifact(path, REQUEST)
         layers = art.field("layers", dict)
         arrays = art.arrays(MASKS_BLOB)
