@@ -13,7 +13,7 @@ _EXPORTS = {
     "PrimeField": "field", "field_by_name": "field", "field_by_modulus": "field",
     "FixedPointSpec": "fixedpoint", "QuantizationError": "fixedpoint", "FieldOverflowError": "fixedpoint",
     "quantize": "fixedpoint", "dequantize": "fixedpoint", "bounds": "fixedpoint", "check_bounds": "fixedpoint",
-    "delta_error_bound": "fixedpoint", "BoundReport": "fixedpoint",
+    "delta_error_bound": "fixedpoint", "BoundReport": "fixedpoint", "spec_for_block_size": "fixedpoint",
     # the IR and building circuits
     "ConstraintSystem": "ir", "Assignment": "ir", "Column": "ir", "ColumnKind": "ir", "Gate": "ir",
     "Lookup": "ir", "Copy": "ir", "CircuitBuilder": "builder",

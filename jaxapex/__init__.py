@@ -26,6 +26,7 @@ _EXPORTS = {
     "FisherGroup": "fisher", "InverseGroup": "fisher", "blockwise_fisher": "fisher",
     "blockwise_fisher_inverse": "fisher", "invert_blocks": "fisher",
     "group_obs": "obs", "group_obs_lowrank": "obs", "obs_update": "obs", "unlearn": "obs",
+    "unlearn_from_statistics": "precomputed", "fisher_from_gradients": "precomputed",
     "get_matrix": "layers", "set_matrix": "layers", "to_blocks": "layers", "from_blocks": "layers",
     # evaluation
     "accuracy": "evaluate", "lm_metrics": "evaluate", "recovery": "evaluate", "mia_auc": "evaluate",

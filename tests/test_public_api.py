@@ -15,10 +15,11 @@ JAXAPEX = """
 ArtifactError CheckpointError CheckpointMismatchError ClientState FisherGroup GradientMoments InverseGroup
 LayerShape OPTConfig PersonalizeConfig ProofConfig Registry TrainConfig UnlearningRequest VerificationFailed
 VerificationReport ViTConfig accuracy activation_ratio_scores baselines batch_loss_fn blockwise_fisher
-blockwise_fisher_inverse build_model count_params data example_loss_fn fit from_blocks get_matrix
+blockwise_fisher_inverse build_model count_params data example_loss_fn fisher_from_gradients fit from_blocks get_matrix
 gradient_moments group_obs group_obs_lowrank import_opt_hf import_vit_hf init_params invert_blocks lm_metrics
 load_checkpoint mia_auc membership_inference_auc mlp_target_paths neuron_mask obs_update per_example_losses_fn
 personalize protocol recovery save_checkpoint second_order_scores set_matrix to_blocks top_fraction_mask unlearn
+unlearn_from_statistics
 """.split()
 
 CIRCUIT_COMPILER = """
@@ -27,7 +28,8 @@ ConstraintSystem ConstraintViolation Copy Failure FieldOverflowError FixedPointS
 LayerWitness Lookup MockProver PrimeField ProveJob ProveResult ProvingError QuantizationError Srs
 VerificationError WitnessError assert_satisfied bounds build_chunk_circuit check_bounds circuit_digest
 commit delta_error_bound dequantize field_by_modulus field_by_name keygen load_circuit lower_chunk
-map_on_workers obs_witness prove prove_many quantize quantized_obs_witness removal_witness save_circuit verify
+map_on_workers obs_witness prove prove_many quantize quantized_obs_witness removal_witness save_circuit
+spec_for_block_size verify
 """.split()
 
 

@@ -194,14 +194,8 @@ class CostModel:
         return math.ceil(counts.macs / self.lanes) + math.ceil(counts.lookups / self.lookups_per_row)
 
 
-def spec_for_block_size(block_size: int):
-    """The default :class:`~circuit_compiler.fixedpoint.FixedPointSpec` made admissible for ``block_size``."""
-    from circuit_compiler.fixedpoint import FixedPointSpec
-
-    return FixedPointSpec().for_block_size(block_size)
-
-
 def _chunk_shape(*, level: str, block_size: int, lanes: int, blocks_per_chunk: int):
+    from circuit_compiler.fixedpoint import spec_for_block_size
     from circuit_compiler.lowering import chunk_shape_key
 
     return chunk_shape_key(blocks=blocks_per_chunk, block_size=block_size, level=level,

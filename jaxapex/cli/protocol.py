@@ -124,8 +124,9 @@ def _srs(path: Path):
 
 
 def cmd_commit(args: argparse.Namespace) -> int:
+    from circuit_compiler.fixedpoint import spec_for_block_size
     from jaxapex.protocol import client, ml
-    from jaxapex.protocol.config import LayerShape, ProofConfig, spec_for_block_size
+    from jaxapex.protocol.config import LayerShape, ProofConfig
 
     model, params = _load_model(args.model)
     paths = ml.target_paths(params, args.layers.split(","))
