@@ -167,8 +167,10 @@ def check_bundle(bundle: Bundle, record: Mapping[str, Any], request: UnlearningR
         raise VerificationFailed("config", "bundle was made under another proof configuration than the registered one")
     registered = record["config"].get("srs_hash", "")
     if bundle.srs_hash != srs.sha256 or registered != srs.sha256:
+        need_k = ch.circuit_k(ProofConfig.from_dict(record["config"]))
+        size = (f"; the chunk circuits need k >= {need_k}, this SRS has k = {srs.k}" if srs.k < need_k else "")
         raise VerificationFailed("srs", f"bundle SRS {bundle.srs_hash[:12]}..., registered {registered[:12]}..., "
-                                        f"the provider's SRS {srs.path or ''} is {srs.sha256[:12]}...")
+                                        f"the provider's SRS {srs.path or ''} is {srs.sha256[:12]}...{size}")
     if bundle.base_version != record["model_version"]:
         raise VerificationFailed("stale", f"bundle was built on model version {bundle.base_version} of "
                                           f"{bundle.client_id!r}, the registry is at version {record['model_version']}")
