@@ -239,7 +239,7 @@ class Registry:
 
     def add(self, record: Mapping[str, Any]) -> None:
         """Insert a newly registered client (``record`` as :meth:`get` returns it, without history)."""
-        client_id = check_client_id(record["client_id"])
+        check_client_id(record["client_id"])
         with self._connect() as db, self._write(db):
             self._insert(db, record)
 
