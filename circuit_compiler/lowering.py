@@ -22,8 +22,9 @@ Layouts:
 * ``"classic"`` (level F with ``L < B``): the lane/accumulator MAC region of :mod:`.chips.mac`, copied to
   a separate finalization region whose Δ, ỹ and remainder cells are each range-checked.
 
-Every committed column carries one random salt cell at a row whose value no constraint depends on, so its
-KZG commitment hides the weights. :func:`committed_columns` builds those columns alone (a client commits θ
+Every committed column carries random salt cells in rows whose values no constraint depends on, as many as
+the evaluations one proof reveals plus one (:mod:`.hiding` derives the count from the circuit's query
+rotations), so its KZG commitment and a proof's openings hide the weights. :func:`committed_columns` builds those columns alone (a client commits θ
 and G at personalization time, before any mask exists); :func:`chunk_instances` builds the public
 columns from the mask alone (what the verifier does).
 
@@ -37,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -60,6 +61,7 @@ from .fixedpoint import (
     check_bounds,
     check_fits,
 )
+from .hiding import expand_salts, salts_needed
 from .ir import Assignment, Column, ConstraintSystem, usable_rows
 
 if TYPE_CHECKING:
@@ -151,21 +153,32 @@ class ChunkShape:
 
     @property
     def weight_salt_row(self) -> int:
-        """Row of the salt cells of ``theta`` and ``theta_new``: just after the weight rows."""
+        """First row of the salt cells of ``theta`` and ``theta_new``: just after the weight rows."""
         return self.first_row + self.weights
 
     @property
     def g_salt_row(self) -> int:
-        """Row of the salt cells of the G lanes: just after the MAC rows."""
+        """First row of the salt cells of the G lanes: just after the MAC rows."""
         return self.first_row + self.mac_rows
+
+    @property
+    def salt_counts(self) -> dict[str, int]:
+        """Salt cells per committed column: the openings one proof reveals plus one (:mod:`.hiding`)."""
+        return _salt_counts(self)
+
+    def salt_rows(self, name: str) -> range:
+        """Rows of the salt cells of committed column ``name`` (consecutive, read by no constraint)."""
+        start = self.weight_salt_row if name.startswith("theta") else self.g_salt_row
+        return range(start, start + self.salt_counts[name])
 
     @property
     def used_rows(self) -> int:
         """Rows the circuit uses before any range table: weights, salts and (compact F) the B - 1 margin
         rows on each side of the blocks that the MAC reads."""
+        salts_end = max(self.salt_rows(name).stop for name in self.committed_names())
         if self.layout == "compact" and self.level == "F":
-            return self.weight_salt_row + max(self.block_size - 1, 1)
-        return max(self.weight_salt_row, self.g_salt_row) + 1
+            return max(self.weight_salt_row + max(self.block_size - 1, 1), salts_end)
+        return max(self.weight_salt_row, self.g_salt_row, salts_end)
 
     @property
     def max_rotations(self) -> int:
@@ -231,6 +244,22 @@ class ChunkShape:
             "k": self.k, "field": self.field.name, "spec": self.spec.to_dict(), "layout": self.layout,
             "forget": None if self.forget is None else self.forget.to_dict(),
         }
+
+
+@functools.lru_cache(maxsize=64)
+def _salt_counts(shape: ChunkShape) -> dict[str, int]:
+    """Salt cells per committed column of ``shape``, from the rotations at which its gates query them.
+
+    The gates are built with a fixed range-table size: the table's size sets k, which depends on the rows
+    the salts take, while the rotations at which committed columns are queried do not depend on it.
+    """
+    probe = dataclasses.replace(shape, spec=dataclasses.replace(shape.spec, limb_bits=AUTO_LIMB_BITS[0]), k=None)
+    build = _build_compact if probe.layout == "compact" else _build_classic
+    builder, _ = build(probe)
+    counts = salts_needed(builder.build())
+    # θ' 's commitment becomes θ's at the next request: both need the same salt rows
+    counts["theta"] = counts["theta_new"] = max(counts["theta"], counts["theta_new"])
+    return counts
 
 
 def chunk_shape_key(
@@ -327,8 +356,7 @@ def build_chunk_circuit(shape: ChunkShape) -> ChunkCircuit:
             "name": shape.layout,
             "finalization_rows": [shape.first_row, shape.first_row + shape.weights],
             "mac_rows": [shape.first_row, shape.first_row + shape.mac_rows],
-            "salt_rows": {name: (shape.weight_salt_row if name.startswith("theta") else shape.g_salt_row)
-                          for name in shape.committed_names()},
+            "salt_rows": {name: list(shape.salt_rows(name)) for name in shape.committed_names()},
             "limb_bits": shape.limb_bits,
             "offsets": {"theta": shape.theta_offset, "g": shape.g_offset},
         },
@@ -418,11 +446,13 @@ def _build_classic(shape: ChunkShape) -> tuple[CircuitBuilder, dict[str, Any]]:
 
 
 def draw_salts(shape: ChunkShape, *, rng: np.random.Generator | None = None) -> dict[str, int]:
-    """One uniformly random field element per committed column of ``shape``.
+    """One uniformly random salt seed per committed column of ``shape`` (a field element).
 
-    ``rng=None`` uses the OS CSPRNG (:mod:`secrets`) -- what a real client must do; a numpy Generator
-    makes tests reproducible. The client keeps the salts of θ (and G) with its model: the proof must use
-    the salts of the registered commitments, and θ' 's salt becomes θ's at the next request.
+    Each seed expands to the column's :attr:`ChunkShape.salt_counts` salt cells
+    (:func:`~circuit_compiler.hiding.expand_salts`). ``rng=None`` uses the OS CSPRNG (:mod:`secrets`) --
+    what a real client must do; a numpy Generator makes tests reproducible. The client keeps the salts of
+    θ (and G) with its model: the proof must use the salts of the registered commitments (or of their
+    re-randomization, :mod:`.rerandomize`), and θ' 's salt becomes θ's at the next request.
     """
     p = shape.field.modulus
     if rng is None:
@@ -441,12 +471,15 @@ def _column(rows: int, values: np.ndarray, *, start: int = 0) -> np.ndarray:
 def committed_columns(
     shape: ChunkShape,
     *,
-    salts: Mapping[str, int],
+    salts: Mapping[str, int | Sequence[int]],
     theta: np.ndarray | None = None,
     theta_new: np.ndarray | None = None,
     G: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """The committed columns (canonical field ints, object arrays) that are given, each with its salt cell.
+    """The committed columns (canonical field ints, object arrays) that are given, each with its salt cells.
+
+    ``salts`` maps each column name to a salt seed (an int, expanded) or to the list of its
+    :attr:`ChunkShape.salt_counts` salt cells.
 
     theta, theta_new: (nb, B) int64; G: (nb, B, B) int64 (level F). This is exactly what
     :func:`lower_chunk` puts in the assignment, so a commitment made from it at personalization time
@@ -457,14 +490,13 @@ def committed_columns(
     field = shape.field
     out: dict[str, np.ndarray] = {}
 
-    def with_salt(name: str, values: np.ndarray, salt_row: int) -> np.ndarray:
+    def with_salt(name: str, values: np.ndarray) -> np.ndarray:
         if name not in salts:
             raise KeyError(f"no salt for committed column {name!r} (have {sorted(salts)})")
-        salt = int(salts[name])
-        if not 0 <= salt < field.modulus:
-            raise ValueError(f"salt of {name!r} is not a canonical element of {field.name}")
+        rows = shape.salt_rows(name)
+        cells = expand_salts(salts[name], name, len(rows), field.modulus)
         column = field.encode_array(_column(cs.rows, values, start=shape.first_row))
-        column[salt_row] = salt
+        column[rows.start : rows.stop] = cells
         return column
 
     for name, values in (("theta", theta), ("theta_new", theta_new)):
@@ -472,7 +504,7 @@ def committed_columns(
             values = _check_vector(values, shape, name)
             if shape.layout == "compact":
                 values = weight_rows_chip.encode_weights(values.ravel(), shape.theta_offset)
-            out[name] = with_salt(name, values, shape.weight_salt_row)
+            out[name] = with_salt(name, values)
     if G is not None:
         if shape.level != "F":
             raise ValueError("G is committed only at level F")
@@ -485,7 +517,7 @@ def committed_columns(
             by_lane = G.reshape(nb, B // L, L, B).transpose(0, 1, 3, 2).reshape(-1, L)
             lanes = {column.name: by_lane[:, l] for l, column in enumerate(circuit.mac.g)}
         for name, values in lanes.items():
-            out[name] = with_salt(name, values, shape.g_salt_row)
+            out[name] = with_salt(name, values)
     return out
 
 
@@ -518,7 +550,7 @@ def lower_chunk(
     spec: FixedPointSpec,
     level: Level,
     lanes: int | None = None,
-    salts: Mapping[str, int],
+    salts: Mapping[str, int | Sequence[int]],
     k: int | None = None,
     field: PrimeField = DEFAULT_FIELD,
     layout: Layout | None = None,
@@ -531,9 +563,9 @@ def lower_chunk(
     All per-weight arrays are (nb, B) int64 (``mask`` bool or 0/1): θ, θ', ỹ, Δ, rem; ``G_q`` is
     (nb, B, B) int64 with |G| ≤ 2^f_g (and symmetric, in the compact layout). ``G_q``, ``y_q`` and ``rem``
     are needed at level F and ignored at level R. ``salts`` maps every committed column name (``theta``,
-    ``theta_new``, ``g_l``) to a field element (:func:`draw_salts`). ``layout`` as in :class:`ChunkShape`.
-    ``forget`` with ``U_q`` (nb, r, B) and ``mu_q`` (nb, r): the forget-aware rows (:mod:`.chips.forget`);
-    then ``y_q`` is ỹ (on the mask) and the MAC multiplies ``v = ỹ + (U_q ⊙ (1 - m))ᵀ μ``.
+    ``theta_new``, ``g_l``) to a salt seed (:func:`draw_salts`) or its list of salt cells. ``layout`` as in
+    :class:`ChunkShape`. ``forget`` with ``U_q`` (nb, r, B) and ``mu_q`` (nb, r): the forget-aware rows
+    (:mod:`.chips.forget`); then ``y_q`` is ỹ (on the mask) and the MAC multiplies ``v = ỹ + (U_q ⊙ (1 - m))ᵀ μ``.
 
     Values are placed as given -- a dishonest witness lowers fine and fails the mock prover -- except
     that values outside the widths the circuit's soundness assumes are refused with a clear error:

@@ -33,6 +33,8 @@ from jaxapex.checkpoints import flatten_params as _flatten
 from jaxapex.checkpoints import unflatten_params as _unflatten
 
 from . import chunks as ch
+from . import rerandomization as rz
+from . import wellformedness
 from .artifacts import BUNDLE, REGISTRATION, STATE, Artifact, ArtifactError, npz_bytes, read_artifact, write_artifact
 from .config import ProofConfig
 from .requests import UnlearningRequest
@@ -190,11 +192,14 @@ def _expect(arrays: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...], 
 
 def commit(*, client_id: str, params: Mapping[str, Any], config: ProofConfig, srs: backend.Srs,
            inverse_fisher: Mapping[str, np.ndarray] | None = None,
-           rng: np.random.Generator | None = None) -> tuple[ClientState, dict[str, Any]]:
-    """Quantize and commit the target layers (and, at level F, the inverse-Fisher blocks G).
+           rng: np.random.Generator | None = None, executor: str = "process",
+           progress: bool = False) -> tuple[ClientState, dict[str, Any]]:
+    """Quantize and commit the target layers (and, at level F, the inverse-Fisher blocks G), and prove per
+    chunk that the committed values lie in their declared ranges (:mod:`.wellformedness`).
 
     ``inverse_fisher``: layer name -> G (n_blocks, B, B) float, required at level F. Returns the private
-    state and the public registration fields (``client_id``, configuration, commitments per layer and chunk).
+    state and the registration (``client_id``, configuration, commitments per layer and chunk, the
+    ``wellformedness`` entries, and ``proofs``: their blobs, for :func:`write_registration`).
     """
     if config.srs_hash and config.srs_hash != srs.sha256:
         raise ValueError(f"configuration names SRS {config.srs_hash[:12]}..., the loaded SRS is {srs.sha256[:12]}...")
@@ -203,7 +208,7 @@ def commit(*, client_id: str, params: Mapping[str, Any], config: ProofConfig, sr
         raise ValueError(f"chunk circuits need k = {ch.circuit_k(config)}, the SRS has k = {srs.k}")
     modulus = ch.chunk_shape(config).field.modulus
     params = {k: v for k, v in _unflatten(_flatten(params)).items()}
-    theta_q, G_q, salts, commitments = {}, {}, {}, {}
+    theta_q, G_q, salts, commitments, theta_parts, G_parts = {}, {}, {}, {}, {}, {}
     for layer in config.layers:
         W = layer_matrix(params, layer.name)
         if W.shape != (layer.out_features, layer.in_features):
@@ -230,14 +235,19 @@ def commit(*, client_id: str, params: Mapping[str, Any], config: ProofConfig, sr
             per_chunk_commitments.append(ch.chunk_commitments(srs, config, salts=s, theta=theta_c, G=G_c))
         salts[layer.name] = per_chunk_salts
         commitments[layer.name] = per_chunk_commitments
+        theta_parts[layer.name], G_parts[layer.name] = theta_chunks, G_chunks
+    wellformed, proofs = wellformedness.prove(srs, config, client_id=client_id, theta=theta_parts, G=G_parts,
+                                              salts=salts, executor=executor, progress=progress)
     state = ClientState(client_id=client_id, config=config, params=params, theta_q=theta_q, G_q=G_q, salts=salts)
     registration = {"client_id": client_id, "config": config.to_dict(), "config_digest": config.digest(),
-                    "commitments": commitments}
+                    "commitments": commitments, "wellformedness": wellformed, "proofs": proofs}
     return state, registration
 
 
 def write_registration(path: str | Path, registration: Mapping[str, Any]) -> Path:
-    return write_artifact(path, REGISTRATION, dict(registration), {})
+    """Write the registration artifact: its fields in the manifest, its well-formedness proofs as blobs."""
+    fields = {k: v for k, v in registration.items() if k != "proofs"}
+    return write_artifact(path, REGISTRATION, fields, dict(registration.get("proofs", {})))
 
 
 # -------------------------------------------------------------------------------------------- unlearn
@@ -390,19 +400,23 @@ def prove(state: ClientState, request: UnlearningRequest, srs: backend.Srs, *, p
     entries, blobs = [], {}
     bar = tqdm(total=len(jobs), desc="proving chunks", unit="chunk", disable=not progress)
     for start in range(0, len(jobs), jobs_in_flight):
-        group = jobs[start : start + jobs_in_flight]
+        registered = jobs[start : start + jobs_in_flight]
+        # every proof opens θ and G under fresh salts, re-randomized from the registered commitments
+        group = [dataclasses.replace(job, salts=rz.fresh_salts(config, job.salts)) for job in registered]
         lowered = [lower_job(job, config) for job in group]
         results = prove_many([ProveJob(name=f"{job.layer}#{job.chunk}", cs=cs, assignment=a)
                               for job, (cs, a) in zip(group, lowered)],
                              srs, executor=executor if len(group) > 1 else "serial", workers=workers,
                              progress=False, modulus=modulus)
-        for job, (cs, assignment), result in zip(group, lowered, results):
+        for old, job, (cs, assignment), result in zip(registered, group, lowered, results):
             name = f"proof-{layer_index[job.layer]:03d}-{job.chunk:05d}.bin"
             blobs[name] = result.proof
             entries.append({
                 "layer": job.layer, "chunk": job.chunk, "proof": name,
-                "theta": backend.commit(srs, cs.k, assignment.committed["theta"], modulus).hex(),
                 "theta_new": backend.commit(srs, cs.k, assignment.committed["theta_new"], modulus).hex(),
+                **rz.prove_entry(srs, config, registered_salts=old.salts, salts=job.salts,
+                                 committed=assignment.committed, request_id=request.request_id, layer=job.layer,
+                                 chunk=job.chunk),
                 "prove_s": round(result.prove_s, 4),
             })
         bar.update(len(group))

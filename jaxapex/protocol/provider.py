@@ -9,7 +9,8 @@ proofs bind. It runs as separate steps, each its own function:
 2. ``check_bundle``       -- request id, mask hash, replay, configuration and SRS against the registry;
 3. ``required_chunks``    -- coverage: the chunks the request's mask touches, refusing a request the client's
                              registration cannot cover in full (an unregistered layer, another shape);
-4. ``chunk_statements``   -- per chunk, the commitments its proof must open: registered θ (and G), new θ';
+4. ``chunk_statements``   -- per chunk, the commitments its proof must open: re-randomizations of the
+                             registered θ (and G), each with its proof of knowledge checked, and new θ';
 5. ``verify_statements``  -- the proofs, with one batched pairing check (per chunk on failure, to name it);
 6. ``Registry.accept``    -- one transaction: compare-and-swap of the model version and the touched chunk
                              commitments, the request id inserted under its uniqueness constraint.
@@ -29,8 +30,11 @@ from typing import Any
 import numpy as np
 
 from circuit_compiler import backend
+from circuit_compiler.rerandomize import RerandomizationError
 
 from . import chunks as ch
+from . import rerandomization as rz
+from . import wellformedness
 from .artifacts import BUNDLE, REGISTRATION, Artifact, ArtifactError, read_artifact
 from .config import ProofConfig
 from .registry import Registry, RegistryConflict, RegistryError
@@ -47,7 +51,11 @@ class VerificationFailed(Exception):
 
 
 def register(registry: Registry, registration_path: str | Path, *, srs: backend.Srs) -> dict[str, Any]:
-    """Record a client's registration (configuration and commitments); a client registers once."""
+    """Record a client's registration (configuration and commitments); a client registers once.
+
+    Every chunk's well-formedness proof must verify against the registered commitments, otherwise
+    :class:`VerificationFailed` with check ``"wellformedness"`` names the layer and chunk.
+    """
     art = read_artifact(registration_path, REGISTRATION)
     client_id = art.field("client_id", str)
     try:
@@ -78,6 +86,12 @@ def register(registry: Registry, registration_path: str | Path, *, srs: backend.
                 if not _is_point_hex(hexpoint):
                     raise ArtifactError(f"{art.path}/manifest.json: commitment {name!r} of layer {layer.name!r} "
                                         f"chunk {c} is not a 48-byte hex point")
+    try:  # the chunk circuits' no-wrap bounds assume registered θ and G inside their declared ranges
+        wellformedness.verify(srs, config, client_id=client_id, commitments=commitments,
+                              entries=art.field("wellformedness", dict), blob=art.blob)
+    except wellformedness.WellFormednessError as err:
+        raise VerificationFailed("wellformedness", f"registration rejected: {err}", layer=err.layer,
+                                 chunk=err.chunk) from err
     record = {"client_id": client_id, "config": config.to_dict(), "config_digest": config.digest(),
               "registration": art.hash(), "commitments": commitments}
     registry.add(record)
@@ -104,6 +118,7 @@ class ChunkEntry:
     proof: str  # blob name
     theta: str  # the old-model commitment the client claims (hex)
     theta_new: str  # the new-model commitment the proof binds (hex)
+    rerandomization: dict[str, Any]  # "rerandomized" (column -> C' hex) and "rerandomization" (proofs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +160,8 @@ def read_bundle(path: str | Path) -> Bundle:
         if key in chunks:
             raise ArtifactError(f"{where}: {field} lists layer {key[0]!r} chunk {key[1]} a second time")
         chunks[key] = ChunkEntry(layer=e["layer"], chunk=e["chunk"], proof=e["proof"], theta=e["theta"],
-                                 theta_new=e["theta_new"])
+                                 theta_new=e["theta_new"],
+                                 rerandomization={k: e[k] for k in ("rerandomized", "rerandomization") if k in e})
     return Bundle(artifact=art, client_id=art.field("client_id", str), request_id=art.field("request_id", str),
                   mask_hash=art.field("mask_hash", str), config_digest=art.field("config_digest", str),
                   srs_hash=art.field("srs_hash", str), base_version=base_version, chunks=chunks)
@@ -236,8 +252,9 @@ class ChunkStatement:
 
 
 def chunk_statements(bundle: Bundle, record: Mapping[str, Any], config: ProofConfig,
-                     expected: Mapping[tuple[str, int], np.ndarray]) -> list[ChunkStatement]:
-    """Registered θ (and G lanes) from the registry, θ' from the bundle, instances from the public mask."""
+                     expected: Mapping[tuple[str, int], np.ndarray], srs: backend.Srs) -> list[ChunkStatement]:
+    """Re-randomizations of the registered θ (and G lanes), each proven against the registry
+    (:mod:`.rerandomization`), θ' from the bundle, instances from the public mask."""
     out = []
     for (layer, c), mask_chunk in expected.items():
         e = bundle.chunks[(layer, c)]
@@ -247,7 +264,12 @@ def chunk_statements(bundle: Bundle, record: Mapping[str, Any], config: ProofCon
                                      layer=layer, chunk=c)
         if not _is_point_hex(e.theta_new):
             raise VerificationFailed("commitment", "new commitment is not a 48-byte hex point", layer=layer, chunk=c)
-        commitments = {name: bytes.fromhex(h) for name, h in registered.items()}
+        try:  # the proof opens C' = C + Σ r_j·[L_{s_j}(τ)], proven to commit to the registered values
+            commitments = rz.check_entry(srs, config, registered=registered, entry=e.rerandomization,
+                                         request_id=bundle.request_id, layer=layer, chunk=c)
+        except RerandomizationError as err:
+            raise VerificationFailed("rerandomization", f"re-randomized commitments rejected against the registered "
+                                                        f"ones: {err}", layer=layer, chunk=c) from err
         commitments["theta_new"] = bytes.fromhex(e.theta_new)
         try:
             proof = bundle.artifact.blob(e.proof)
@@ -330,7 +352,7 @@ def verify(registry: Registry, request: UnlearningRequest, bundle_path: str | Pa
     check_bundle(bundle, record, request, srs)
     expected = required_chunks(config, request)
     check_chunk_set(bundle, expected)
-    statements = chunk_statements(bundle, record, config, expected)
+    statements = chunk_statements(bundle, record, config, expected, srs)
     try:
         vk = ch.verifying_key(config, srs, registry.path.with_name(registry.path.name + ".vk")
                               if key_cache is None else key_cache)
