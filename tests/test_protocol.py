@@ -55,8 +55,8 @@ class World:
     G: np.ndarray
     request: UnlearningRequest
 
-    def registry_bytes(self) -> bytes:
-        return (self.registry.path / "alice.json").read_bytes()
+    def registry_bytes(self) -> str:
+        return json.dumps(self.registry.export("alice"), sort_keys=True)
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def world(tmp_path, srs) -> World:
     state0, registration = client.commit(client_id="alice", params=params, config=config, srs=srs,
                                          inverse_fisher={LAYER: G}, rng=rng)
     client.write_registration(tmp_path / "registration", registration)
-    registry = Registry(tmp_path / "registry")
+    registry = Registry(tmp_path / "registry.db")
     provider.register(registry, tmp_path / "registration", srs=srs)
     # Row 1 lies in chunk 0 (blocks 0-3), row 6 in chunk 1 (blocks 4-7): both chunks are touched.
     request = UnlearningRequest(request_id="req-1", model_id="tiny", masks={LAYER: _mask([(1, 2), (1, 5), (6, 0)])})
