@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
+import sqlite3
 import sys
 import tempfile
 import time
@@ -56,7 +56,7 @@ def make_world(root: Path, clients: list[str], *, out_features: int = 8, in_feat
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         srs = Srs.generate_dev(chunks.circuit_k(config), root / "srs.bin", seed=seed)
-    registry = Registry(root / "registry")
+    registry = Registry(root / "registry.db")
     mask = np.zeros((out_features, in_features), dtype=bool)
     for r in mask_rows:
         mask[r, [0, in_features // 2 + 1]] = True
@@ -68,7 +68,7 @@ def make_world(root: Path, clients: list[str], *, out_features: int = 8, in_feat
         A = rng.normal(size=(out_features * in_features // block_size, block_size, block_size))
         G = np.linalg.inv(A @ A.transpose(0, 2, 1) / block_size + 0.2 * np.eye(block_size))
         state0, registration = client.commit(client_id=client_id, params=params, config=config, srs=srs,
-                                             inverse_fisher={LAYER: G}, rng=rng)
+                                             inverse_fisher={LAYER: G}, rng=rng, executor="serial")
         client.write_registration(root / f"{client_id}-registration", registration)
         provider.register(registry, root / f"{client_id}-registration", srs=srs)
         states[client_id] = client.unlearn(state0, request, rng=rng)
@@ -87,9 +87,10 @@ def _timed_batch(world: World, bundles: list[Path], executor: str, workers: int)
     from jaxapex.protocol import provider
     from jaxapex.protocol.registry import Registry
 
-    registry_copy = world.root / f"registry-{executor}-{workers}"
-    shutil.rmtree(registry_copy, ignore_errors=True)
-    shutil.copytree(world.registry.path, registry_copy)
+    registry_copy = world.root / f"registry-{executor}-{workers}.db"
+    registry_copy.unlink(missing_ok=True)
+    with sqlite3.connect(world.registry.path) as source, sqlite3.connect(registry_copy) as copy:
+        source.backup(copy)  # a consistent snapshot of the database (write-ahead log included)
     cpu0, t0 = time.process_time(), time.perf_counter()
     outcomes = provider.verify_many(Registry(registry_copy), [(world.request, b) for b in bundles], srs=world.srs,
                                     executor=executor, workers=workers, progress=False)

@@ -7,8 +7,9 @@ KZG commitments over BLS12-381; see DESIGN.md section 6):
 * :func:`keygen`     -- verifying and proving keys of a :class:`~circuit_compiler.ir.ConstraintSystem`
   (structure, fixed values and copies only -- never a witness); cached by circuit digest;
 * :func:`prove`      -- a proof (bytes) for an :class:`~circuit_compiler.ir.Assignment`;
+* :func:`keygen_vk`  -- the verifying key alone (what a verifier needs; no proving key is built);
 * :func:`verify`     -- ``True``/``False``; :func:`verify_or_raise` raises :class:`VerificationError` naming
-  the failed check;
+  the failed check; :func:`verify_batch_or_raise` checks many proofs with one pairing check;
 * :func:`commit`     -- the KZG commitment of a committed-instance column, exactly as the prover binds it;
 * :func:`mock_prove` -- midnight-proofs' own MockProver on the same circuit (failures as strings).
 
@@ -195,6 +196,15 @@ def keygen(srs: Srs, cs: ConstraintSystem, modulus: int = BLS12_381_SCALAR_MODUL
     return keys
 
 
+def keygen_vk(srs: Srs, cs: ConstraintSystem, modulus: int = BLS12_381_SCALAR_MODULUS) -> bytes:
+    """The serialized verifying key of ``cs`` alone: what a verifier needs, without the proving key's
+    extended polynomials (a fraction of :func:`keygen`'s time and memory). Equal to ``keygen(...).vk``."""
+    compiled = _compile(cs, modulus)
+    if cs.k > srs.k:
+        raise BackendError(f"circuit {cs.name!r} needs an SRS of k >= {cs.k}, the SRS has k = {srs.k}")
+    return bytes(_halo2.keygen_vk(srs.handle, compiled.handle).to_bytes())
+
+
 def clear_key_cache() -> None:
     with _key_lock:
         _key_cache.clear()
@@ -280,6 +290,27 @@ def verify_or_raise(
     public = {name: _column_bytes(values, modulus, f"instance column {name!r}") for name, values in instances.items()}
     points = {name: bytes(c) for name, c in commitments.items()}
     _halo2.verify(srs.handle, handle, bytes(proof), public, points)
+
+
+def verify_batch_or_raise(
+    srs: Srs,
+    vk: Keys | bytes,
+    structure: ConstraintSystem | Mapping[str, Any] | str,
+    items: list[tuple[bytes, Mapping[str, Any], Mapping[str, bytes]]],
+    modulus: int = BLS12_381_SCALAR_MODULUS,
+) -> None:
+    """Check many proofs of one circuit with one final pairing check (random linear combination of their
+    KZG guards). ``items``: (proof, instances, commitments) as for :func:`verify_or_raise`. A proof that
+    cannot even be read raises :class:`VerificationError` prefixed ``proof <index>:``; a failed combined
+    pairing check raises without an index (verify one by one to locate the bad proof)."""
+    if isinstance(vk, Keys) and vk.srs_sha256 != srs.sha256:
+        raise VerificationError(f"keys were generated with SRS {vk.srs_sha256[:12]}..., not {srs.sha256[:12]}...")
+    handle = _verifying_key(vk, structure, modulus)
+    encoded = [(bytes(proof),
+                {name: _column_bytes(values, modulus, f"instance column {name!r}") for name, values in instances.items()},
+                {name: bytes(c) for name, c in commitments.items()})
+               for proof, instances, commitments in items]
+    _halo2.verify_batch(srs.handle, handle, encoded)
 
 
 def verify(

@@ -136,6 +136,64 @@ class FixedPointSpec:
                       for f in dataclasses.fields(cls) if f.name in d})
 
 
+@dataclasses.dataclass(frozen=True)
+class ForgetSpec:
+    """Fixed-point formats of the forget-aware OBS rows (:mod:`circuit_compiler.chips.forget`).
+
+    * ``directions`` (r): forget directions per block; 0 is the plain circuit.
+    * ``f_u``: fractional bits of the public directions, ``U_q = round(U · 2^f_u)`` with rows scaled to
+      ``max|U| = 1`` (so |U_q| ≤ 2^f_u).
+    * ``w_mu``: signed, range-checked width of μ (scale ``2^(y_frac - f_u)``, so ``U_qᵀ μ`` has ỹ's scale).
+    * ``tol_bits``: the stated tolerance ``|U_q Δ_q| < tol = 2^tol_bits`` at scale ``2^(f_u + f_w)``, i.e.
+      ``|U_b Δ_b| < 2^(tol_bits - f_u - f_w)`` in weight units for rows with max|U| = 1. The default
+      ``None`` means ``f_u + f_w - 10``: 2^-10 ≈ 1e-3 in weight units.
+    """
+
+    directions: int = 0
+    f_u: int = 6
+    w_mu: int = 32
+    tol_bits: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.directions < 0:
+            raise ValueError(f"ForgetSpec.directions must be >= 0, got {self.directions}")
+        if not 0 <= self.f_u <= 16:
+            raise ValueError(f"ForgetSpec.f_u must be in [0, 16], got {self.f_u}")
+        if not 2 <= self.w_mu <= 48:
+            raise ValueError(f"ForgetSpec.w_mu must be in [2, 48], got {self.w_mu}")
+        if self.tol_bits is not None and not 1 <= self.tol_bits <= 48:
+            raise ValueError(f"ForgetSpec.tol_bits must be None or in [1, 48], got {self.tol_bits}")
+
+    def resolved(self, spec: FixedPointSpec) -> ForgetSpec:
+        """This spec with the default tolerance made explicit for ``spec``'s f_w."""
+        if self.tol_bits is not None:
+            return self
+        return dataclasses.replace(self, tol_bits=max(1, self.f_u + spec.f_w - 10))
+
+    @property
+    def tolerance(self) -> int:
+        if self.tol_bits is None:
+            raise ValueError("ForgetSpec.tol_bits is unresolved: call resolved(spec) first")
+        return 1 << self.tol_bits
+
+    @property
+    def mu_offset(self) -> int:
+        return 1 << (self.w_mu - 1)
+
+    def v_bits(self, y_bits: int) -> int:
+        """Signed width that holds ``v = ỹ + U_qᵀ μ`` for |ỹ| < 2^(y_bits-1): the MAC's input bound."""
+        largest = (1 << (y_bits - 1)) + self.directions * (1 << self.f_u) * (1 << (self.w_mu - 1))
+        return largest.bit_length() + 1
+
+    def to_dict(self) -> dict[str, int | None]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, int | None]) -> ForgetSpec:
+        return cls(**{f.name: None if d.get(f.name) is None else int(d[f.name])
+                      for f in dataclasses.fields(cls) if f.name in d})
+
+
 # ------------------------------------------------------------------------------------------- quantization
 
 

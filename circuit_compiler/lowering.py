@@ -22,8 +22,9 @@ Layouts:
 * ``"classic"`` (level F with ``L < B``): the lane/accumulator MAC region of :mod:`.chips.mac`, copied to
   a separate finalization region whose Δ, ỹ and remainder cells are each range-checked.
 
-Every committed column carries one random salt cell at a row whose value no constraint depends on, so its
-KZG commitment hides the weights. :func:`committed_columns` builds those columns alone (a client commits θ
+Every committed column carries random salt cells in rows whose values no constraint depends on, as many as
+the evaluations one proof reveals plus one (:mod:`.hiding` derives the count from the circuit's query
+rotations), so its KZG commitment and a proof's openings hide the weights. :func:`committed_columns` builds those columns alone (a client commits θ
 and G at personalization time, before any mask exists); :func:`chunk_instances` builds the public
 columns from the mask alone (what the verifier does).
 
@@ -37,13 +38,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from .builder import CircuitBuilder
 from .chips import diagonal as diagonal_chip
+from .chips import forget as forget_chip
 from .chips import mac as mac_chip
 from .chips import removal as removal_chip
 from .chips import rescale as rescale_chip
@@ -52,7 +54,14 @@ from .chips import update as update_chip
 from .chips import weight_rows as weight_rows_chip
 from .chips.update import touched_rows
 from .field import DEFAULT_FIELD, PrimeField
-from .fixedpoint import FixedPointSpec, QuantizationError, check_bounds, check_fits
+from .fixedpoint import (
+    FixedPointSpec,
+    ForgetSpec,
+    QuantizationError,
+    check_bounds,
+    check_fits,
+)
+from .hiding import expand_salts, salts_needed
 from .ir import Assignment, Column, ConstraintSystem, usable_rows
 
 if TYPE_CHECKING:
@@ -78,7 +87,9 @@ class ChunkShape:
     ``lanes`` (L) only exists at level F (normalized to ``None`` at level R): the number of committed G
     columns. ``layout`` ``None`` picks the compact layout when it applies (level R, or level F with
     L = B) and the classic one otherwise; it is resolved here, so equal shapes compare equal.
-    ``k=None`` means the smallest k that fits.
+    ``k=None`` means the smallest k that fits. ``forget`` (compact level F only): the forget-aware rows of
+    :mod:`.chips.forget`; ``None`` or 0 directions is the plain circuit (normalized to ``None``), and its
+    tolerance is resolved against ``spec`` here.
     """
 
     blocks: int  # nb
@@ -89,6 +100,7 @@ class ChunkShape:
     k: int | None = None
     field: PrimeField = DEFAULT_FIELD
     layout: Layout | None = None
+    forget: ForgetSpec | None = None
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -98,6 +110,9 @@ class ChunkShape:
         if self.layout is not None and self.layout not in LAYOUTS:
             raise ValueError(f"chunk layout must be one of {LAYOUTS} (or None for the default), got {self.layout!r}")
         if self.level == "R":
+            if self.forget is not None and self.forget.directions:
+                raise ValueError("forget directions are proven at level F only (level R proves no G rows)")
+            object.__setattr__(self, "forget", None)
             object.__setattr__(self, "lanes", None)  # no MAC: L does not change the circuit
             object.__setattr__(self, "layout", self.layout or "compact")
             return
@@ -108,6 +123,13 @@ class ChunkShape:
             raise ValueError(f"the compact layout stores G as its B diagonals: it needs lanes L = B = "
                              f"{self.block_size}, got L = {self.lanes}")
         object.__setattr__(self, "layout", layout)
+        if self.forget is not None and self.forget.directions == 0:
+            object.__setattr__(self, "forget", None)
+        if self.forget is not None:
+            if layout != "compact" or self.block_size < 2:
+                raise ValueError(f"forget directions need the compact level-F layout and B >= 2 (got layout "
+                                 f"{layout!r}, B={self.block_size})")
+            object.__setattr__(self, "forget", self.forget.resolved(self.spec))
 
     @property
     def weights(self) -> int:
@@ -131,21 +153,32 @@ class ChunkShape:
 
     @property
     def weight_salt_row(self) -> int:
-        """Row of the salt cells of ``theta`` and ``theta_new``: just after the weight rows."""
+        """First row of the salt cells of ``theta`` and ``theta_new``: just after the weight rows."""
         return self.first_row + self.weights
 
     @property
     def g_salt_row(self) -> int:
-        """Row of the salt cells of the G lanes: just after the MAC rows."""
+        """First row of the salt cells of the G lanes: just after the MAC rows."""
         return self.first_row + self.mac_rows
+
+    @property
+    def salt_counts(self) -> dict[str, int]:
+        """Salt cells per committed column: the openings one proof reveals plus one (:mod:`.hiding`)."""
+        return _salt_counts(self)
+
+    def salt_rows(self, name: str) -> range:
+        """Rows of the salt cells of committed column ``name`` (consecutive, read by no constraint)."""
+        start = self.weight_salt_row if name.startswith("theta") else self.g_salt_row
+        return range(start, start + self.salt_counts[name])
 
     @property
     def used_rows(self) -> int:
         """Rows the circuit uses before any range table: weights, salts and (compact F) the B - 1 margin
         rows on each side of the blocks that the MAC reads."""
+        salts_end = max(self.salt_rows(name).stop for name in self.committed_names())
         if self.layout == "compact" and self.level == "F":
-            return self.weight_salt_row + max(self.block_size - 1, 1)
-        return max(self.weight_salt_row, self.g_salt_row) + 1
+            return max(self.weight_salt_row + max(self.block_size - 1, 1), salts_end)
+        return max(self.weight_salt_row, self.g_salt_row, salts_end)
 
     @property
     def max_rotations(self) -> int:
@@ -184,6 +217,8 @@ class ChunkShape:
         compact layout Δ and ỹ share the :attr:`high_bits` field."""
         if self.layout == "compact":
             w_y = self.high_bits if self.level == "F" else self.spec.w_y
+            if self.forget is not None:  # the MAC multiplies v = ỹ + U_qᵀ μ
+                w_y = self.forget.v_bits(w_y)
             return dataclasses.replace(self.spec, w_delta=self.high_bits, w_y=w_y)
         return self.spec
 
@@ -207,7 +242,24 @@ class ChunkShape:
         return {
             "blocks": self.blocks, "block_size": self.block_size, "level": self.level, "lanes": self.lanes,
             "k": self.k, "field": self.field.name, "spec": self.spec.to_dict(), "layout": self.layout,
+            "forget": None if self.forget is None else self.forget.to_dict(),
         }
+
+
+@functools.lru_cache(maxsize=64)
+def _salt_counts(shape: ChunkShape) -> dict[str, int]:
+    """Salt cells per committed column of ``shape``, from the rotations at which its gates query them.
+
+    The gates are built with a fixed range-table size: the table's size sets k, which depends on the rows
+    the salts take, while the rotations at which committed columns are queried do not depend on it.
+    """
+    probe = dataclasses.replace(shape, spec=dataclasses.replace(shape.spec, limb_bits=AUTO_LIMB_BITS[0]), k=None)
+    build = _build_compact if probe.layout == "compact" else _build_classic
+    builder, _ = build(probe)
+    counts = salts_needed(builder.build())
+    # θ' 's commitment becomes θ's at the next request: both need the same salt rows
+    counts["theta"] = counts["theta_new"] = max(counts["theta"], counts["theta_new"])
+    return counts
 
 
 def chunk_shape_key(
@@ -220,10 +272,11 @@ def chunk_shape_key(
     k: int | None = None,
     field: PrimeField = DEFAULT_FIELD,
     layout: Layout | None = None,
+    forget: ForgetSpec | None = None,
 ) -> ChunkShape:
     """The hashable key of a chunk shape: chunks with equal keys share one circuit structure and keys."""
     return ChunkShape(blocks=blocks, block_size=block_size, level=level, spec=spec, lanes=lanes, k=k, field=field,
-                      layout=layout)
+                      layout=layout, forget=forget)
 
 
 def blocks_to_fill(
@@ -277,6 +330,7 @@ class ChunkCircuit:
     mac: mac_chip.MacConfig | None = None
     rows: weight_rows_chip.WeightRowsConfig | None = None
     diagonal: diagonal_chip.DiagonalMacConfig | None = None
+    forget: forget_chip.ForgetRowsConfig | None = None
 
     def column(self, name: str) -> Column:
         return self.cs.column(name)
@@ -302,8 +356,7 @@ def build_chunk_circuit(shape: ChunkShape) -> ChunkCircuit:
             "name": shape.layout,
             "finalization_rows": [shape.first_row, shape.first_row + shape.weights],
             "mac_rows": [shape.first_row, shape.first_row + shape.mac_rows],
-            "salt_rows": {name: (shape.weight_salt_row if name.startswith("theta") else shape.g_salt_row)
-                          for name in shape.committed_names()},
+            "salt_rows": {name: list(shape.salt_rows(name)) for name in shape.committed_names()},
             "limb_bits": shape.limb_bits,
             "offsets": {"theta": shape.theta_offset, "g": shape.g_offset},
         },
@@ -315,7 +368,8 @@ def build_chunk_circuit(shape: ChunkShape) -> ChunkCircuit:
 def _circuit_name(shape: ChunkShape) -> str:
     lanes = f"_L{shape.lanes}" if shape.level == "F" else ""
     layout = "_classic" if shape.layout == "classic" else ""
-    return f"obs_chunk_{shape.level}_nb{shape.blocks}_B{shape.block_size}{lanes}{layout}"
+    forget = f"_U{shape.forget.directions}" if shape.forget is not None else ""
+    return f"obs_chunk_{shape.level}_nb{shape.blocks}_B{shape.block_size}{lanes}{layout}{forget}"
 
 
 def _build_compact(shape: ChunkShape) -> tuple[CircuitBuilder, dict[str, Any]]:
@@ -328,12 +382,16 @@ def _build_compact(shape: ChunkShape) -> tuple[CircuitBuilder, dict[str, Any]]:
     mask = b.instance("mask")
     touched = b.instance("touched") if shape.level == "R" else None
     q_fin = b.selector("q_fin")
-    diagonal = None
+    diagonal = forget = None
     if shape.level == "F":
         diagonal = diagonal_chip.configure(b, block_size=B, g=g_lanes, g_offset=shape.g_offset)
+        if shape.forget is not None:
+            forget = forget_chip.configure(b, spec=shape.forget, theta=theta, theta_new=theta_new, first=diagonal.first,
+                                           limb_bits=shape.limb_bits, selector=q_fin, outside=diagonal.q_outside)
         rows = weight_rows_chip.configure(
             b, theta=theta, theta_new=theta_new, mask=mask, high_bits=shape.high_bits, limb_bits=shape.limb_bits,
             theta_offset=shape.theta_offset, selector=q_fin, product=diagonal.product(), y=diagonal.y, shift=spec.s,
+            y_extra=None if forget is None else forget.extra(),
         )
         diagonal.layout(b, blocks=shape.blocks, offset=shape.first_row)
     else:
@@ -342,7 +400,7 @@ def _build_compact(shape: ChunkShape) -> tuple[CircuitBuilder, dict[str, Any]]:
             theta_offset=shape.theta_offset, selector=q_fin, touched=touched,
         )
     b.enable(q_fin, shape.first_row + np.arange(shape.weights))
-    return b, {"q_fin": q_fin, "rows": rows, "diagonal": diagonal}
+    return b, {"q_fin": q_fin, "rows": rows, "diagonal": diagonal, "forget": forget}
 
 
 def _build_classic(shape: ChunkShape) -> tuple[CircuitBuilder, dict[str, Any]]:
@@ -388,11 +446,13 @@ def _build_classic(shape: ChunkShape) -> tuple[CircuitBuilder, dict[str, Any]]:
 
 
 def draw_salts(shape: ChunkShape, *, rng: np.random.Generator | None = None) -> dict[str, int]:
-    """One uniformly random field element per committed column of ``shape``.
+    """One uniformly random salt seed per committed column of ``shape`` (a field element).
 
-    ``rng=None`` uses the OS CSPRNG (:mod:`secrets`) -- what a real client must do; a numpy Generator
-    makes tests reproducible. The client keeps the salts of θ (and G) with its model: the proof must use
-    the salts of the registered commitments, and θ' 's salt becomes θ's at the next request.
+    Each seed expands to the column's :attr:`ChunkShape.salt_counts` salt cells
+    (:func:`~circuit_compiler.hiding.expand_salts`). ``rng=None`` uses the OS CSPRNG (:mod:`secrets`) --
+    what a real client must do; a numpy Generator makes tests reproducible. The client keeps the salts of
+    θ (and G) with its model: the proof must use the salts of the registered commitments (or of their
+    re-randomization, :mod:`.rerandomize`), and θ' 's salt becomes θ's at the next request.
     """
     p = shape.field.modulus
     if rng is None:
@@ -411,12 +471,15 @@ def _column(rows: int, values: np.ndarray, *, start: int = 0) -> np.ndarray:
 def committed_columns(
     shape: ChunkShape,
     *,
-    salts: Mapping[str, int],
+    salts: Mapping[str, int | Sequence[int]],
     theta: np.ndarray | None = None,
     theta_new: np.ndarray | None = None,
     G: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """The committed columns (canonical field ints, object arrays) that are given, each with its salt cell.
+    """The committed columns (canonical field ints, object arrays) that are given, each with its salt cells.
+
+    ``salts`` maps each column name to a salt seed (an int, expanded) or to the list of its
+    :attr:`ChunkShape.salt_counts` salt cells.
 
     theta, theta_new: (nb, B) int64; G: (nb, B, B) int64 (level F). This is exactly what
     :func:`lower_chunk` puts in the assignment, so a commitment made from it at personalization time
@@ -427,14 +490,13 @@ def committed_columns(
     field = shape.field
     out: dict[str, np.ndarray] = {}
 
-    def with_salt(name: str, values: np.ndarray, salt_row: int) -> np.ndarray:
+    def with_salt(name: str, values: np.ndarray) -> np.ndarray:
         if name not in salts:
             raise KeyError(f"no salt for committed column {name!r} (have {sorted(salts)})")
-        salt = int(salts[name])
-        if not 0 <= salt < field.modulus:
-            raise ValueError(f"salt of {name!r} is not a canonical element of {field.name}")
+        rows = shape.salt_rows(name)
+        cells = expand_salts(salts[name], name, len(rows), field.modulus)
         column = field.encode_array(_column(cs.rows, values, start=shape.first_row))
-        column[salt_row] = salt
+        column[rows.start : rows.stop] = cells
         return column
 
     for name, values in (("theta", theta), ("theta_new", theta_new)):
@@ -442,7 +504,7 @@ def committed_columns(
             values = _check_vector(values, shape, name)
             if shape.layout == "compact":
                 values = weight_rows_chip.encode_weights(values.ravel(), shape.theta_offset)
-            out[name] = with_salt(name, values, shape.weight_salt_row)
+            out[name] = with_salt(name, values)
     if G is not None:
         if shape.level != "F":
             raise ValueError("G is committed only at level F")
@@ -455,15 +517,22 @@ def committed_columns(
             by_lane = G.reshape(nb, B // L, L, B).transpose(0, 1, 3, 2).reshape(-1, L)
             lanes = {column.name: by_lane[:, l] for l, column in enumerate(circuit.mac.g)}
         for name, values in lanes.items():
-            out[name] = with_salt(name, values, shape.g_salt_row)
+            out[name] = with_salt(name, values)
     return out
 
 
-def chunk_instances(shape: ChunkShape, mask: np.ndarray) -> dict[str, np.ndarray]:
-    """The public instance columns of a chunk from its mask (nb, B): what the verifier recomputes."""
+def chunk_instances(shape: ChunkShape, mask: np.ndarray, directions: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The public instance columns of a chunk from its mask (nb, B) and, with forget directions, their
+    quantized values ``directions`` (nb, r, B) (|U_q| ≤ 2^f_u): what the verifier recomputes."""
     mask = _check_mask(mask, shape)
     rows = build_chunk_circuit(shape).cs.rows
     out = {"mask": _column(rows, mask.astype(np.int64), start=shape.first_row)}
+    if shape.forget is not None:
+        U_off = forget_chip.off_mask_directions(_check_directions(directions, shape), mask)
+        for a in range(shape.forget.directions):
+            out[f"u_{a}"] = _column(rows, U_off[:, a, :], start=shape.first_row)
+    elif directions is not None and np.asarray(directions).size:
+        raise ValueError("forget directions given for a chunk shape without them (ChunkShape.forget)")
     if shape.level == "R":
         out["touched"] = _column(rows, touched_rows(mask).astype(np.int64), start=shape.first_row)
     return out
@@ -481,17 +550,22 @@ def lower_chunk(
     spec: FixedPointSpec,
     level: Level,
     lanes: int | None = None,
-    salts: Mapping[str, int],
+    salts: Mapping[str, int | Sequence[int]],
     k: int | None = None,
     field: PrimeField = DEFAULT_FIELD,
     layout: Layout | None = None,
+    forget: ForgetSpec | None = None,
+    U_q: np.ndarray | None = None,
+    mu_q: np.ndarray | None = None,
 ) -> tuple[ConstraintSystem, Assignment]:
     """Lower one chunk: ``(ConstraintSystem, Assignment)``.
 
     All per-weight arrays are (nb, B) int64 (``mask`` bool or 0/1): θ, θ', ỹ, Δ, rem; ``G_q`` is
     (nb, B, B) int64 with |G| ≤ 2^f_g (and symmetric, in the compact layout). ``G_q``, ``y_q`` and ``rem``
     are needed at level F and ignored at level R. ``salts`` maps every committed column name (``theta``,
-    ``theta_new``, ``g_l``) to a field element (:func:`draw_salts`). ``layout`` as in :class:`ChunkShape`.
+    ``theta_new``, ``g_l``) to a salt seed (:func:`draw_salts`) or its list of salt cells. ``layout`` as in
+    :class:`ChunkShape`. ``forget`` with ``U_q`` (nb, r, B) and ``mu_q`` (nb, r): the forget-aware rows
+    (:mod:`.chips.forget`); then ``y_q`` is ỹ (on the mask) and the MAC multiplies ``v = ỹ + (U_q ⊙ (1 - m))ᵀ μ``.
 
     Values are placed as given -- a dishonest witness lowers fine and fails the mock prover -- except
     that values outside the widths the circuit's soundness assumes are refused with a clear error:
@@ -501,7 +575,7 @@ def lower_chunk(
     if theta_q.ndim != 2:
         raise ValueError(f"theta_q must be (blocks, B), got shape {theta_q.shape}")
     shape = ChunkShape(blocks=theta_q.shape[0], block_size=theta_q.shape[1], level=level, spec=spec, lanes=lanes,
-                       k=k, field=field, layout=layout)
+                       k=k, field=field, layout=layout, forget=forget)
     circuit = build_chunk_circuit(shape)
     cs = circuit.cs
     rows = cs.rows
@@ -523,9 +597,12 @@ def lower_chunk(
     extra = set(salts) - set(shape.committed_names())
     if extra:
         raise KeyError(f"salts for unknown committed columns {sorted(extra)} (level {level})")
-    instance = chunk_instances(shape, mask)
+    instance = chunk_instances(shape, mask, U_q if shape.forget is not None else None)
     if shape.layout == "compact":
         advice = _compact_advice(circuit, mask=_check_mask(mask, shape), delta=delta_q, y=y_q, rem=rem)
+        if shape.forget is not None:
+            advice.update(_forget_advice(circuit, mask=_check_mask(mask, shape), U_q=U_q, mu_q=mu_q, y=y_q,
+                                         delta_full=theta_new_q - theta_q))
     else:
         advice = _classic_advice(circuit, G=G_q, delta=delta_q, y=y_q, rem=rem)
     advice = {name: _column(rows, values, start=shape.first_row) for name, values in advice.items()}
@@ -544,6 +621,23 @@ def _compact_advice(circuit: ChunkCircuit, *, mask: np.ndarray, delta: np.ndarra
                               rem=None if rem is None else rem.ravel())
     if circuit.diagonal is not None:
         out[circuit.diagonal.y.name] = y.ravel()
+    return out
+
+
+def _forget_advice(circuit: ChunkCircuit, *, mask: np.ndarray, U_q: np.ndarray | None, mu_q: np.ndarray | None,
+                   y: np.ndarray, delta_full: np.ndarray) -> dict[str, np.ndarray]:
+    """The MAC's vector ``v = ỹ + U_offᵀ μ`` (replacing ỹ in column y) and the forget rows' advice."""
+    shape = circuit.shape
+    U_off = forget_chip.off_mask_directions(_check_directions(U_q, shape), mask)
+    if mu_q is None:
+        raise ValueError("forget-aware lowering needs mu_q (blocks, r)")
+    mu_q = np.asarray(mu_q)
+    if mu_q.shape != U_off.shape[:2] or not np.issubdtype(mu_q.dtype, np.integer):
+        raise ValueError(f"mu_q must be an integer array of shape (blocks, r) = {U_off.shape[:2]}, got "
+                         f"{mu_q.shape} {mu_q.dtype}")
+    v = y.astype(np.int64) + np.einsum("nrb,nr->nb", U_off, mu_q.astype(np.int64))
+    out = {circuit.diagonal.y.name: v.ravel()}
+    out.update(circuit.forget.assign(U_off=U_off, mu=mu_q.astype(np.int64), delta_full=delta_full))
     return out
 
 
@@ -580,6 +674,8 @@ class ChunkWitness:
     y_q: np.ndarray | None
     delta_q: np.ndarray
     rem: np.ndarray | None
+    U_q: np.ndarray | None = None  # (nb, r, B) public forget directions (forget-aware witness)
+    mu_q: np.ndarray | None = None  # (nb, r)
 
     @property
     def blocks(self) -> int:
@@ -592,6 +688,10 @@ class ChunkWitness:
     def lowering_inputs(self) -> tuple:
         """``(theta_q, theta_new_q, G_q, mask, y_q, delta_q, rem)`` -- the positional arguments of :func:`lower_chunk`."""
         return (self.theta_q, self.theta_new_q, self.G_q, self.mask, self.y_q, self.delta_q, self.rem)
+
+    def forget_inputs(self) -> dict[str, np.ndarray]:
+        """``U_q`` and ``mu_q`` as keyword arguments of :func:`lower_chunk` (empty for a plain witness)."""
+        return {} if self.U_q is None else {"U_q": self.U_q, "mu_q": self.mu_q}
 
 
 def chunk_layer(witness: LayerWitness, *, blocks_per_chunk: int) -> list[ChunkWitness]:
@@ -620,6 +720,7 @@ def chunk_layer(witness: LayerWitness, *, blocks_per_chunk: int) -> list[ChunkWi
             index=index, first_block=first, valid_blocks=stop - first,
             theta_q=cut(witness.theta_q), theta_new_q=cut(witness.theta_new_q), G_q=cut(witness.G_q),
             mask=cut(witness.mask), y_q=cut(witness.y_q), delta_q=cut(witness.delta_q), rem=cut(witness.rem),
+            U_q=cut(getattr(witness, "U_q", None)), mu_q=cut(getattr(witness, "mu_q", None)),
         ))
     return chunks
 
@@ -637,6 +738,23 @@ def _check_vector(values: np.ndarray | None, shape: ChunkShape, name: str) -> np
     if not np.issubdtype(values.dtype, np.integer):
         raise TypeError(f"{name} must be an integer (quantized) array, got dtype {values.dtype}")
     return values.astype(np.int64)
+
+
+def _check_directions(directions: np.ndarray | None, shape: ChunkShape) -> np.ndarray:
+    """Quantized forget directions (nb, r, B) int64 with |U_q| ≤ 2^f_u, for a shape with forget rows."""
+    assert shape.forget is not None
+    r = shape.forget.directions
+    if directions is None:
+        raise ValueError(f"this chunk shape proves {r} forget direction(s): the directions U_q are required")
+    directions = np.asarray(directions)
+    expected = (shape.blocks, r, shape.block_size)
+    if directions.shape != expected:
+        raise ValueError(f"forget directions U_q have shape {directions.shape}, expected (blocks, r, B) = {expected}")
+    if not np.issubdtype(directions.dtype, np.integer):
+        raise TypeError(f"forget directions U_q must be quantized integers, got dtype {directions.dtype}")
+    if directions.size and int(np.abs(directions).max()) > (1 << shape.forget.f_u):
+        raise QuantizationError(f"forget directions U_q exceed 2^f_u = {1 << shape.forget.f_u} in magnitude")
+    return directions.astype(np.int64)
 
 
 def _check_mask(mask: np.ndarray, shape: ChunkShape) -> np.ndarray:

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import resource
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -103,9 +104,9 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
                                          inverse_fisher=G)
     state0.save(out / "client" / "state-0")
     client.write_registration(out / "registration", registration)
-    registry = Registry(out / "provider" / "registry")
-    if registry.has("client-0"):
-        (registry.path / "client-0.json").unlink()
+    for stale in (out / "provider").glob("registry.db*"):  # a rerun starts a fresh registry
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    registry = Registry(out / "provider" / "registry.db")
     provider.register(registry, out / "registration", srs=srs)
     commit_s = time.perf_counter() - t0
 

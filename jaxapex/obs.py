@@ -6,7 +6,19 @@ For block ``b`` with parameters ``theta`` (B,), inverse Fisher ``G = F^{-1}`` (B
     y = (G[S, S])^{-1} theta_S,    delta = -G[:, S] y,    theta' = theta + delta,  then theta'_S = 0 exactly.
 
 ``delta`` minimizes the quadratic loss increase ``1/2 delta^T F delta`` subject to ``delta_S = -theta_S``; the
-minimum is ``1/2 theta_S^T y``. Blocks are independent: the solve is ``vmap``-ed over blocks with ``|S|``
+minimum is ``1/2 theta_S^T y``.
+
+**Forget-aware** (``directions`` U_b (r, B) per block): the compensation must also not move the block along
+r public directions that carry the forget set's inputs, ``U_b delta = 0``, where U_b acts on the unmasked
+coordinates only (``U_b`` is used as ``U_b * (1 - m_b)``: the removal itself is the forgetting and stays).
+With ``C = [E_S; U_b]`` and ``c = [theta_S; 0]`` the minimum of ``1/2 delta^T F delta`` subject to
+``C delta = -c`` is
+
+    lambda = (C G C^T)^{-1} c,    delta = -G C^T lambda,    i.e. delta = -G v with v = E_S^T y + U_b^T mu,
+
+closed form per block again; ``r = 0`` is the plain update above. A direction that vanishes off the mask
+constrains nothing and is dropped (padding); directions that are linearly dependent off the mask, or more
+than ``B - |S|`` of them, make ``C G C^T`` singular and raise. Blocks are independent: the solve is ``vmap``-ed over blocks with ``|S|``
 padded to a common ``k``, padded slots carrying an identity row/column in ``G[S, S]`` and a zero ``theta``,
 so they get ``y = 0`` and do not touch the real slots. The small ``k x k`` systems are solved in float64.
 
@@ -122,6 +134,52 @@ def _lowrank_block(theta, V, mask, *, k, damp):
     return _apply(theta, mask, -(scattered - V.T @ (Z @ y)), jnp.bool_(True))
 
 
+def _constraint_columns(mask, directions, *, k):
+    """``C^T`` (B, k + r): the unit vectors of the masked slots (zero columns on padding) and the forget
+    directions restricted to the unmasked coordinates; and which of the k + r columns are real."""
+    idx, valid = _masked_slots(mask, k)
+    B = mask.shape[0]
+    unit = (jnp.arange(B)[:, None] == idx[None, :]) & valid[None, :]  # (B, k)
+    off_mask = jnp.where(mask[None, :], 0.0, directions.astype(jnp.float64))  # (r, B)
+    real = jnp.concatenate([valid, jnp.any(off_mask != 0.0, axis=1)])
+    return jnp.concatenate([unit.astype(jnp.float64), off_mask.T], axis=1), real, idx, valid
+
+
+def _forget_block(theta, mask, directions, times_G, *, k):
+    """One block of the forget-aware update: ``lambda = (C G C^T)^{-1} [theta_S; 0]``, ``delta = -G C^T lambda``.
+    ``times_G(M)`` is ``G M`` up to a positive factor (which cancels)."""
+    Ct, real, idx, valid = _constraint_columns(mask, directions, k=k)
+    GCt = times_G(Ct)  # (B, k + r)
+    n = Ct.shape[1]
+    pair = real[:, None] & real[None, :]
+    system = jnp.where(pair, Ct.T @ GCt, jnp.eye(n, dtype=jnp.float64))
+    theta_S = jnp.where(valid, theta[idx].astype(jnp.float64), 0.0)
+    rhs = jnp.concatenate([theta_S, jnp.zeros(n - k, jnp.float64)])
+    lam = _spd_solve(system, rhs)
+    return _apply(theta, mask, -(GCt @ jnp.where(real, lam, 0.0)), jnp.bool_(True))
+
+
+def _forget_dense_block(theta, G, mask, directions, *, k):
+    return _forget_block(theta, mask, directions, lambda M: G.astype(jnp.float64) @ M, k=k)
+
+
+def _forget_lowrank_block(theta, V, mask, directions, *, k, damp):
+    """``damp G M = M - V^T (damp I + V V^T)^{-1} V M`` (Woodbury), O(m^2 B + m B (k + r)) per block."""
+    V = V.astype(jnp.float64)
+    kernel = damp * jnp.eye(V.shape[0], dtype=jnp.float64) + V @ V.T
+    return _forget_block(theta, mask, directions, lambda M: M - V.T @ _spd_solve(kernel, V @ M), k=k)
+
+
+@partial(jax.jit, static_argnames=("k",))
+def _forget_obs_dense(theta, G, mask, directions, *, k):
+    return jax.vmap(partial(_forget_dense_block, k=k))(theta, G, mask, directions)
+
+
+@partial(jax.jit, static_argnames=("k",))
+def _forget_obs_lowrank(theta, V, mask, directions, *, damp, k):
+    return jax.vmap(partial(_forget_lowrank_block, k=k, damp=damp))(theta, V, mask, directions)
+
+
 @partial(jax.jit, static_argnames=("k",))
 def _group_obs_dense(theta, G, mask, *, k):
     return jax.vmap(partial(_dense_block, k=k))(theta, G, mask)
@@ -163,6 +221,20 @@ def _check_theta_mask(theta_blocks, mask_blocks, *, path) -> np.ndarray:
     return mask
 
 
+def _check_directions(directions, shape, *, path) -> np.ndarray | None:
+    """``directions`` (n, r, B) as float64, or None when absent or r = 0 (the plain update)."""
+    if directions is None:
+        return None
+    directions = np.asarray(directions, dtype=np.float64)
+    n, B = shape
+    if directions.ndim != 3 or directions.shape[0] != n or directions.shape[2] != B:
+        raise ValueError(f"{_where(path)}forget directions must have shape (n_blocks, r, B) = ({n}, r, {B}), "
+                         f"got {directions.shape}")
+    if not np.isfinite(directions).all():
+        raise ValueError(f"{_where(path)}forget directions hold NaN or inf")
+    return directions if directions.shape[1] else None
+
+
 def _finish(theta_new, delta, ok, *, path, block_indices, what):
     ok = np.asarray(ok)
     if not ok.all():
@@ -182,6 +254,7 @@ def group_obs(
     path: Path | None = None,
     block_indices: Sequence[int] | None = None,
     chunk: int = BLOCK_CHUNK,
+    directions=None,
 ):
     """Joint OBS update of every block from dense inverse-Fisher blocks.
 
@@ -190,6 +263,7 @@ def group_obs(
     ``delta[mask] == -theta[mask]`` and ``theta_new == theta + delta`` (float arithmetic in that dtype).
     ``path`` and ``block_indices`` (the blocks' indices in their layer) only label errors: shape mismatch,
     or a block whose ``G[S, S]`` is not positive definite or whose inputs hold NaN.
+    ``directions`` (n, r, B): the forget-aware update (module docstring), ``U_b delta = 0`` off the mask.
     """
     mask = _check_theta_mask(theta_blocks, mask_blocks, path=path)
     n, B = mask.shape
@@ -199,11 +273,18 @@ def group_obs(
     theta_blocks = jnp.asarray(theta_blocks)
     if k == 0:
         return theta_blocks, jnp.zeros_like(theta_blocks)
+    directions = _check_directions(directions, (n, B), path=path)
     with jax.enable_x64(True):
         arrays = on_one_device((theta_blocks, jnp.asarray(G), jnp.asarray(mask)))  # see on_one_device
-        theta_new, delta, ok = _in_chunks(partial(_group_obs_dense, k=k), arrays, chunk)
+        if directions is None:
+            theta_new, delta, ok = _in_chunks(partial(_group_obs_dense, k=k), arrays, chunk)
+        else:
+            arrays += (on_one_device(jnp.asarray(directions)),)
+            theta_new, delta, ok = _in_chunks(partial(_forget_obs_dense, k=k), arrays, chunk)
     labels = None if block_indices is None else np.asarray(block_indices)
-    return _finish(theta_new, delta, ok, path=path, block_indices=labels, what="G[S, S] not positive definite?")
+    what = ("G[S, S] not positive definite?" if directions is None else
+            "C G C^T singular: forget directions dependent off the mask, or more than B - |S| of them?")
+    return _finish(theta_new, delta, ok, path=path, block_indices=labels, what=what)
 
 
 def group_obs_lowrank(
@@ -215,6 +296,7 @@ def group_obs_lowrank(
     path: Path | None = None,
     block_indices: Sequence[int] | None = None,
     chunk: int = BLOCK_CHUNK,
+    directions=None,
 ):
     """Joint OBS update with ``F_b = damp * I + V_b^T V_b`` given by its factor ``V`` (n, m, B).
 
@@ -231,12 +313,19 @@ def group_obs_lowrank(
     theta_blocks = jnp.asarray(theta_blocks)
     if k == 0:
         return theta_blocks, jnp.zeros_like(theta_blocks)
+    directions = _check_directions(directions, (n, B), path=path)
     with jax.enable_x64(True):
-        solve = partial(_group_obs_lowrank, damp=jnp.float64(damp), k=k)
         arrays = on_one_device((theta_blocks, jnp.asarray(V), jnp.asarray(mask)))  # see on_one_device
+        if directions is None:
+            solve = partial(_group_obs_lowrank, damp=jnp.float64(damp), k=k)
+        else:
+            arrays += (on_one_device(jnp.asarray(directions)),)
+            solve = partial(_forget_obs_lowrank, damp=jnp.float64(damp), k=k)
         theta_new, delta, ok = _in_chunks(solve, arrays, chunk)
     labels = None if block_indices is None else np.asarray(block_indices)
-    return _finish(theta_new, delta, ok, path=path, block_indices=labels, what="NaN gradients or damp too small?")
+    what = ("NaN gradients or damp too small?" if directions is None else
+            "NaN gradients, or forget directions dependent off the mask / more than B - |S| of them?")
+    return _finish(theta_new, delta, ok, path=path, block_indices=labels, what=what)
 
 
 def check_mask(W, mask, *, path: Path | None = None) -> np.ndarray:
@@ -338,6 +427,7 @@ def unlearn(
     return_inverse: bool = False,
     mesh=None,
     microbatch_size: int | None = None,
+    directions: Mapping | None = None,
 ) -> tuple[PyTree, dict]:
     """Client-side unlearning: for each ``path -> mask (out, in)``, the blockwise Fisher of the client's data
     (``loss_fn(params, example)`` per example) on the blocks the mask touches, then the Group OBS update.
@@ -347,6 +437,9 @@ def unlearn(
     dense). ``return_inverse=True`` forces dense and returns ``G`` of the touched blocks in ``info``.
     Blocks are processed in groups sized by ``memory_budget_bytes`` (or ``blocks_per_group``), one pass over
     the data per group; a one-shot iterator of batches is buffered (inputs only) when several passes are needed.
+
+    ``directions`` (optional) maps a path to its forget directions (t, r, B), one (r, B) per touched block in
+    the order of ``touched_blocks(mask)``: the forget-aware update (module docstring) on that layer.
 
     Returns ``(new_params, info)`` with ``info[path]`` a dict: ``n_examples``, ``n_blocks``, ``touched_blocks``,
     ``n_masked``, ``max_masked_per_block``, ``method``, ``passes``, ``quadratic_increase`` (``1/2 sum_b
@@ -368,14 +461,27 @@ def unlearn(
         W = get_matrix(params, path)
         mask = check_mask(W, mask, path=path)
         check_block_size(W.shape, block_size, path=path)
-        plans[path] = (mask, touched_blocks(mask, block_size, path=path))
-    passes = sum(len(split_groups(touched, per_group)) for _, touched in plans.values())
+        touched = touched_blocks(mask, block_size, path=path)
+        layer_directions = None if directions is None else directions.get(path)
+        if layer_directions is not None:
+            layer_directions = np.asarray(layer_directions)
+            if layer_directions.ndim != 3 or layer_directions.shape[::2] != (touched.size, block_size):
+                raise ValueError(
+                    f"{_where(path)}forget directions must have shape (touched blocks, r, B) = "
+                    f"({touched.size}, r, {block_size}), got {layer_directions.shape}"
+                )
+        plans[path] = (mask, touched, layer_directions)
+    if directions is not None:
+        unknown = {tuple(p) for p in directions} - set(plans)
+        if unknown:
+            raise ValueError(f"forget directions for layers without a mask: {sorted(map(path_name, unknown))}")
+    passes = sum(len(split_groups(touched, per_group)) for _, touched, _ in plans.values())
     batches = reiterable(batches, passes=passes, max_examples=max_examples)
 
     mesh = batch_mesh() if mesh is None else mesh
     device_params = replicate(params, mesh)
     new_params, info = params, {}
-    for path, (mask, touched) in plans.items():
+    for path, (mask, touched, layer_directions) in plans.items():
         W = get_matrix(params, path)
         mask_blocks = to_blocks(mask, block_size, path=path)
         theta = np.array(to_blocks(W, block_size, path=path), dtype=np.float32)
@@ -386,7 +492,9 @@ def unlearn(
         block_gradients = jax.jit(block_gradients_fn(loss_fn, path, block_size))
         step_dense = fisher_step(loss_fn, path, block_size)
         groups = split_groups(touched, per_group)
-        for group in groups:
+        for position, group in zip(np.cumsum([0] + [len(g) for g in groups[:-1]]), groups):
+            group_directions = (None if layer_directions is None
+                                else layer_directions[position: position + len(group)])
             block_idx = replicate(jnp.asarray(pad_group(group, len(groups[0]))), mesh)
             kind, stats, n_examples = _group_statistics(
                 step_dense, block_gradients, device_params, batches, mesh, block_idx, n_real_blocks=len(group),
@@ -396,13 +504,14 @@ def unlearn(
             if kind == "dense":
                 F = stats + damp * jnp.eye(block_size, dtype=jnp.float32)
                 G = invert_blocks(F, path=path, block_indices=group)
-                theta_new, delta = group_obs(theta[group], G, mask_blocks[group], path=path, block_indices=group)
+                theta_new, delta = group_obs(theta[group], G, mask_blocks[group], path=path, block_indices=group,
+                                             directions=group_directions)
                 increase = quadratic_increase_dense(F, delta)
                 if return_inverse:
                     inverses.append(np.asarray(G))
             else:
                 theta_new, delta = group_obs_lowrank(theta[group], stats, mask_blocks[group], damp=damp, path=path,
-                                             block_indices=group)
+                                                     block_indices=group, directions=group_directions)
                 increase = quadratic_increase_lowrank(stats, delta, damp)
             theta[group] = np.asarray(theta_new)
             layer.update(method=kind if layer["method"] in (None, kind) else "mixed", n_examples=n_examples,

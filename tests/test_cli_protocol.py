@@ -17,6 +17,7 @@ from jaxapex.checkpoints import save_checkpoint
 from jaxapex.cli import main
 from jaxapex.data.digits import digits_task
 from jaxapex.models import PRESETS, build_model, init_params
+from jaxapex.protocol.registry import Registry
 
 
 def _npz(path, batch):
@@ -45,7 +46,7 @@ def test_roles_on_files(tmp_path, capsys):
     assert run("commit", "--model", tmp_path / "personal.ckpt", "--data", personal, "--client-id", "alice",
                "--srs", srs, "--block-size", 16, "--state", tmp_path / "state-0",
                "--registration", tmp_path / "registration") == 0
-    assert run("register", "--registry", tmp_path / "registry", "--registration", tmp_path / "registration",
+    assert run("register", "--registry", tmp_path / "registry.db", "--registration", tmp_path / "registration",
                "--srs", srs) == 0
     assert run("mask", "--model", tmp_path / "global.ckpt", "--forget", forget, "--retain", retain,
                "--fraction", 0.02, "--request-id", "req-1", "--out", tmp_path / "request") == 0
@@ -61,15 +62,18 @@ def test_roles_on_files(tmp_path, capsys):
     proof = bytearray((tmp_path / "tampered" / entry["proof"]).read_bytes())
     proof[len(proof) // 2] ^= 1
     (tmp_path / "tampered" / entry["proof"]).write_bytes(bytes(proof))
-    before = (tmp_path / "registry" / "alice.json").read_bytes()
-    code = run("verify", "--registry", tmp_path / "registry", "--request", tmp_path / "request",
+    registry = Registry(tmp_path / "registry.db")
+    before = registry.export("alice")
+    code = run("verify", "--registry", tmp_path / "registry.db", "--request", tmp_path / "request",
                "--bundle", tmp_path / "tampered", "--srs", srs, "--json", tmp_path / "v0.json")
     assert code == 1
     assert "sha256" in capsys.readouterr().err  # the blob no longer matches its manifest hash
-    assert (tmp_path / "registry" / "alice.json").read_bytes() == before
+    assert registry.export("alice") == before
 
-    assert run("verify", "--registry", tmp_path / "registry", "--request", tmp_path / "request",
+    assert run("verify", "--registry", tmp_path / "registry.db", "--request", tmp_path / "request",
                "--bundle", tmp_path / "bundle", "--srs", srs, "--json", tmp_path / "v.json") == 0
     result = json.loads((tmp_path / "v.json").read_text())
     assert result["verified"] is True and result["chunks"] >= 1
-    assert (tmp_path / "registry" / "alice.json").read_bytes() != before
+    after = registry.export("alice")
+    assert after["history"] == ["req-1"] and after["model_version"] == 1
+    assert after["commitments"] != before["commitments"]

@@ -86,7 +86,7 @@ def test_rows_table_markdown_is_exact():
 
 def test_large_field_elements_show_in_hex_and_witness_columns_blank_without_witness(obs_f):
     cs, assignment, p = obs_f
-    salt_row = cs.metadata["layout"]["salt_rows"]["theta"]
+    salt_row = cs.metadata["layout"]["salt_rows"]["theta"][0]
     table = rows_table(cs, assignment, p, start=salt_row, count=1, columns=["theta"], fmt="csv")
     salt = int(assignment.committed["theta"][salt_row])
     expected = str(signed(salt, p)) if abs(signed(salt, p)) < 1 << 64 else f"0x{salt:x}"

@@ -191,7 +191,9 @@ def test_compact_layout_statistics_follow_the_docs():
     assert np.flatnonzero(cs.fixed["q_outside"]).tolist() == list(range(7)) + list(range(327, 334))
     layout = cs.metadata["layout"]
     assert layout["name"] == "compact" and layout["finalization_rows"] == [7, 327] and layout["limb_bits"] == 8
-    assert layout["salt_rows"] == {name: 327 for name in shape.committed_names()}
+    # salts: openings per proof + 1 (θ, θ' and g_0 are queried at rotation 0 only, g_ρ at 0 and -ρ)
+    cells = {"theta": 3, "theta_new": 3, "g_0": 3} | {f"g_{r}": 4 for r in range(1, 8)}
+    assert layout["salt_rows"] == {name: list(range(327, 327 + n)) for name, n in cells.items()}
     assert layout["offsets"] == {"theta": 1 << 15, "g": 1 << 10}
     r_shape = chunk_shape_key(blocks=40, block_size=8, level="R", spec=spec)
     assert r_shape.layout == "compact" and r_shape.first_row == 0 and r_shape.lanes is None
@@ -233,7 +235,8 @@ def test_classic_layout_statistics_follow_the_docs():
     ]
     assert len(cs.copies) == 2 * shape.weights
     assert cs.max_degree() == 3
-    assert cs.metadata["shape"]["lanes"] == 2 and cs.metadata["layout"]["salt_rows"]["g_0"] == shape.mac_rows
+    assert cs.metadata["shape"]["lanes"] == 2 and cs.metadata["layout"]["salt_rows"]["g_0"] == list(
+        range(shape.mac_rows, shape.mac_rows + 3))
     assert shape.layout == "classic" and cs.metadata["layout"]["name"] == "classic"
     r_shape = chunk_shape_key(blocks=3, block_size=8, level="R", spec=SPEC, lanes=2)
     assert r_shape.lanes is None and r_shape == chunk_shape_key(blocks=3, block_size=8, level="R", spec=SPEC, lanes=4)
@@ -247,8 +250,7 @@ def test_salt_cells_are_touched_by_no_constraint(level, lanes):
     chunk = chunk_layer(obs_witness(theta, G, mask, spec=SPEC), blocks_per_chunk=2)[0]
     cs, a = lower(chunk, level=level, lanes=lanes)
     shape = chunk_shape_key(blocks=2, block_size=4, level=level, spec=SPEC, lanes=lanes)
-    for name in shape.committed_names():
-        row = cs.metadata["layout"]["salt_rows"][name]
+    for name, row in ((n, r) for n in shape.committed_names() for r in cs.metadata["layout"]["salt_rows"][n]):
         col = cs.column_id(cs.column(name))
         assert not np.any((cs.copies[:, 0] == col) & (cs.copies[:, 1] == row))
         assert not np.any((cs.copies[:, 2] == col) & (cs.copies[:, 3] == row))
@@ -430,7 +432,7 @@ def test_compact_committed_values_are_small_non_negative_offsets(lowered_compact
             else:
                 assert not lane[:, i].any()
         assert 0 <= lane.min() and lane.max() <= 1 << (SPEC.f_g + 1)
-        everything_else = np.delete(np.arange(cs.rows), np.r_[first:end, shape.g_salt_row])
+        everything_else = np.delete(np.arange(cs.rows), np.r_[first:end, shape.salt_rows(f"g_{rho}")])
         assert not any(int(a.committed[f"g_{rho}"][r]) for r in everything_else)
 
 

@@ -55,20 +55,27 @@ class World:
     G: np.ndarray
     request: UnlearningRequest
 
-    def registry_bytes(self) -> bytes:
-        return (self.registry.path / "alice.json").read_bytes()
+    def registry_bytes(self) -> str:
+        return json.dumps(self.registry.export("alice"), sort_keys=True)
 
 
-@pytest.fixture
-def world(tmp_path, srs) -> World:
+@pytest.fixture(scope="module")
+def committed(srs):
+    """The client's commit (with its well-formedness proofs), made once: states are never modified."""
     rng = np.random.default_rng(3)
     params = {"params": {"mlp": {"fc1": {"kernel": rng.normal(size=(IN, OUT)) * 0.2}}}}
     config = ProofConfig(layers=(LayerShape(LAYER, OUT, IN),), level="F", block_size=B, lanes=4, blocks_per_chunk=4)
     G = _inverse_fisher(rng, OUT * IN // B)
     state0, registration = client.commit(client_id="alice", params=params, config=config, srs=srs,
-                                         inverse_fisher={LAYER: G}, rng=rng)
+                                         inverse_fisher={LAYER: G}, rng=rng, executor="serial")
+    return params, config, G, state0, registration
+
+
+@pytest.fixture
+def world(tmp_path, srs, committed) -> World:
+    params, config, G, state0, registration = committed
     client.write_registration(tmp_path / "registration", registration)
-    registry = Registry(tmp_path / "registry")
+    registry = Registry(tmp_path / "registry.db")
     provider.register(registry, tmp_path / "registration", srs=srs)
     # Row 1 lies in chunk 0 (blocks 0-3), row 6 in chunk 1 (blocks 4-7): both chunks are touched.
     request = UnlearningRequest(request_id="req-1", model_id="tiny", masks={LAYER: _mask([(1, 2), (1, 5), (6, 0)])})
@@ -160,7 +167,8 @@ def test_client_with_another_G_is_rejected(world):
     w = world
     other = dataclasses.replace(w.state0, G_q={LAYER: np.where(np.eye(B, dtype=bool), 4096, 0)[None].repeat(8, 0)})
     state = client.unlearn(other, w.request, rng=np.random.default_rng(2))
-    _rejected(w, _bundle(w, state, "b"), "proof")
+    # its G commitments are no re-randomization of the registered ones
+    _rejected(w, _bundle(w, state, "b"), "rerandomization")
 
 
 def test_swapped_chunks_are_rejected(world):
@@ -178,9 +186,22 @@ def test_unregistered_commitments_are_rejected(world):
     w = world
     bundle = _bundle(w, client.unlearn(w.state0, w.request, rng=np.random.default_rng(1)), "b")
     manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["chunks"][0]["theta"] = manifest["chunks"][1]["theta"]
+    manifest["chunks"][0]["rerandomized"]["theta"] = manifest["chunks"][1]["rerandomized"]["theta"]
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    _rejected(w, bundle, "commitment")
+    _rejected(w, bundle, "rerandomization")
+
+    # Re-randomization proofs are bound to their chunk: chunk 1's fields moved to chunk 0 do not verify.
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for field in ("rerandomized", "rerandomization"):
+        manifest["chunks"][0][field] = manifest["chunks"][1][field]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    _rejected(w, bundle, "rerandomization")
+
+    # A bundle without re-randomized commitments is refused by name.
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    del manifest["chunks"][0]["rerandomization"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    _rejected(w, bundle, "rerandomization")
 
     # A new-model commitment other than the one the proof binds.
     bundle = _bundle(w, client.unlearn(w.state0, w.request, rng=np.random.default_rng(1)), "b2")
@@ -195,11 +216,12 @@ def test_proof_for_another_request_is_rejected(world):
     other = UnlearningRequest(request_id="req-x", model_id="tiny", masks={LAYER: _mask([(1, 2), (1, 5), (6, 1)])})
     bundle = _bundle(w, client.unlearn(w.state0, other, rng=np.random.default_rng(1)), "b", other)
     _rejected(w, bundle, "request")
-    # Relabelled as an answer to req-1, the proofs still carry the other mask.
+    # Relabelled as an answer to req-1: its re-randomization proofs are bound to req-x (and the chunk
+    # proofs still carry the other mask).
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["request_id"], manifest["mask_hash"] = w.request.request_id, w.request.mask_hash
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    _rejected(w, bundle, "proof")
+    _rejected(w, bundle, "rerandomization")
 
 
 def test_missing_chunk_proof_is_rejected(world):
@@ -280,3 +302,31 @@ def test_state_round_trip_and_atomic_rewrite(world, tmp_path):
         bad.save(tmp_path / "s")
     client.ClientState.load(tmp_path / "s")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_registration_with_an_out_of_range_g_is_rejected(tmp_path, srs, committed):
+    """Attack B needs G entries far outside ±2^f_g: a registration committing one has no valid
+    well-formedness proof, so ``register`` refuses it and the client never enters the registry."""
+    from circuit_compiler.lowering import committed_columns
+    from jaxapex.protocol import chunks as ch
+
+    params, config, G, state0, registration = committed
+    shape = ch.chunk_shape(config)
+    G_c = ch.split_chunks(state0.G_q[LAYER], config)[0]
+    columns = committed_columns(shape, salts=state0.salts[LAYER][0], G=G_c)
+    lane = columns["g_1"].copy()
+    lane[shape.first_row] = (int(lane[shape.first_row]) + (1 << 200)) % shape.field.modulus  # a field-sized entry
+    forged = json.loads(json.dumps({k: v for k, v in registration.items() if k != "proofs"}))
+    forged["commitments"][LAYER][0]["g_1"] = backend.commit(srs, ch.circuit_k(config), lane).hex()
+    client.write_registration(tmp_path / "registration", {**forged, "proofs": registration["proofs"]})
+    registry = Registry(tmp_path / "registry")
+    with pytest.raises(provider.VerificationFailed) as info:
+        provider.register(registry, tmp_path / "registration", srs=srs)
+    assert info.value.check == "wellformedness" and "chunk 0" in str(info.value)
+    assert not registry.has("alice")
+    # a registration without its proofs is refused by name as well
+    manifest = json.loads((tmp_path / "registration" / "manifest.json").read_text())
+    del manifest["wellformedness"]
+    (tmp_path / "registration" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="wellformedness"):
+        provider.register(registry, tmp_path / "registration", srs=srs)

@@ -100,9 +100,11 @@ def configure(
     y: Column | None = None,
     shift: int | None = None,
     touched: Column | None = None,
+    y_extra: Expression | None = None,
 ) -> WeightRowsConfig:
     """Register the row's gates and limb checks. Level F: give ``product`` (z), ``y`` and ``shift``;
-    level R: give ``touched``."""
+    level R: give ``touched``. ``y_extra`` (level F, forget directions): the y gate becomes
+    ``y - m · (H - h) - y_extra = 0`` (:mod:`.forget`)."""
     level_f = product is not None
     if level_f and (y is None or shift is None or touched is not None):
         raise ValueError("weight rows at level F need the product z, the ỹ column and the shift, and no 'touched'")
@@ -119,7 +121,8 @@ def configure(
     builder.gate("update", selector, [("update", (1 - m) * (theta_new.cur() - theta.cur() - delta))])
     if level_f:
         assert y is not None and low is not None and shift is not None and product is not None
-        builder.gate("y_on_mask", selector, [("y_on_mask", y.cur() - m * delta)])
+        y_gate = y.cur() - m * delta if y_extra is None else y.cur() - m * delta - y_extra
+        builder.gate("y_on_mask", selector, [("y_on_mask", y_gate)])
         residual = product - config.theta_expr() * (1 << shift) + config.tau - low.value
         builder.gate("residual", selector, [("residual", m * residual)])
         builder.gate("rescale", selector, [("rescale", (1 - m) * (product + delta * (1 << shift) + low.value))])

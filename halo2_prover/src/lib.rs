@@ -25,7 +25,7 @@ use midnight_proofs::{
     },
     poly::{
         commitment::{Guard, PolynomialCommitmentScheme},
-        kzg::KZGCommitmentScheme,
+        kzg::{msm::DualMSM, KZGCommitmentScheme},
         EvaluationDomain,
     },
     transcript::{CircuitTranscript, Transcript},
@@ -38,6 +38,7 @@ use pyo3::{
     types::{PyBytes, PyDict, PyTuple},
 };
 use rand_chacha::{rand_core::SeedableRng, ChaCha20Rng};
+use rayon::prelude::*;
 use rand_core::OsRng;
 
 use crate::{
@@ -500,6 +501,34 @@ fn keygen(py: Python<'_>, srs: &PySrs, structure: &PyStructure) -> PyResult<PyKe
     })
 }
 
+/// The verifying key alone: what a verifier needs. It commits to the fixed and permutation polynomials
+/// but never builds their extended forms (the bulk of a proving key's time and memory).
+#[pyfunction]
+fn keygen_vk(py: Python<'_>, srs: &PySrs, structure: &PyStructure) -> PyResult<PyVerifyingKey> {
+    let s = structure.inner.clone();
+    s.check_complete()?;
+    s.check_rows(usable_rows(&s))?;
+    let srs = srs.inner.clone();
+    let vk = py.allow_threads(|| {
+        guarded("keygen_vk", || {
+            let params = srs.for_k(s.k)?;
+            let circuit = GenericCircuit {
+                structure: s.clone(),
+                witness: None,
+                mode: Mode::Keygen,
+                mock_pad_row: None,
+            };
+            keygen_vk_with_k::<Fr, Scheme, _>(&params, &circuit, s.k).map_err(|e| {
+                BackendError::invalid(format!("keygen_vk of circuit {:?}: {e}", s.name))
+            })
+        })
+    })?;
+    Ok(PyVerifyingKey {
+        vk: Arc::new(vk),
+        structure: structure.inner.clone(),
+    })
+}
+
 // ------------------------------------------------------------------------------------ prove / verify
 
 /// Prove: `advice`, `instance`, `committed` map column names to (encoding, bytes). With `seed` the
@@ -558,19 +587,8 @@ fn prove<'py>(
     Ok(PyBytes::new(py, &proof))
 }
 
-/// Verify; raises `VerificationError` naming the failed check. `instance` maps public column names to
-/// (encoding, bytes); `commitments` maps committed column names to 48-byte compressed G1 points.
-#[pyfunction]
-fn verify(
-    py: Python<'_>,
-    srs: &PySrs,
-    vk: &PyVerifyingKey,
-    proof: &[u8],
-    instance: &Bound<'_, PyDict>,
-    commitments: &Bound<'_, PyDict>,
-) -> PyResult<()> {
-    let s = vk.structure.clone();
-    let publics = decode_publics(&s, instance)?;
+/// The commitments of the committed instance columns in Halo2 order, decoded and checked by name.
+fn decode_commitments(s: &Structure, commitments: &Bound<'_, PyDict>) -> PyResult<Vec<G1Projective>> {
     let mut committed = Vec::with_capacity(s.num_committed);
     for &position in &s.instance_order[..s.num_committed] {
         let name = &s.columns[position].name;
@@ -595,24 +613,100 @@ fn verify(
             )));
         }
     }
+    Ok(committed)
+}
+
+/// Everything but the final pairing check: read the proof, check the transcript is fully consumed, and
+/// return the KZG guard (the two MSMs whose pairing equation decides the proof).
+fn prepare_one(
+    vk: &plonk::VerifyingKey<Fr, Scheme>,
+    proof: &[u8],
+    publics: &[Vec<Fr>],
+    committed: &[G1Projective],
+) -> Result<DualMSM<E>, BackendError> {
+    let slices: Vec<&[Fr]> = publics.iter().map(Vec::as_slice).collect();
+    let mut transcript = Tr::init_from_bytes(proof);
+    let guard = prepare::<Fr, Scheme, Tr>(vk, &[committed], &[&slices], &mut transcript)
+        .map_err(|e| BackendError::rejected(describe_rejection(&e)))?;
+    // midnight-proofs 0.8.3 does not check this itself: bytes appended to a valid proof must not
+    // give another valid proof.
+    transcript
+        .assert_empty()
+        .map_err(|_| BackendError::rejected("malformed proof: trailing bytes after the proof"))?;
+    Ok(guard)
+}
+
+const PAIRING_FAILED: &str = "final KZG pairing check failed: the proof does not open the committed \
+     polynomials consistently with this verifying key, these public instances and these commitments";
+
+/// Verify; raises `VerificationError` naming the failed check. `instance` maps public column names to
+/// (encoding, bytes); `commitments` maps committed column names to 48-byte compressed G1 points.
+#[pyfunction]
+fn verify(
+    py: Python<'_>,
+    srs: &PySrs,
+    vk: &PyVerifyingKey,
+    proof: &[u8],
+    instance: &Bound<'_, PyDict>,
+    commitments: &Bound<'_, PyDict>,
+) -> PyResult<()> {
+    let s = vk.structure.clone();
+    let publics = decode_publics(&s, instance)?;
+    let committed = decode_commitments(&s, commitments)?;
     let (vk, srs, proof) = (vk.vk.clone(), srs.inner.clone(), proof.to_vec());
     py.allow_threads(|| {
         guarded("verify", || {
-            let slices: Vec<&[Fr]> = publics.iter().map(Vec::as_slice).collect();
-            let mut transcript = Tr::init_from_bytes(&proof);
-            let guard = prepare::<Fr, Scheme, Tr>(&vk, &[&committed], &[&slices], &mut transcript)
-                .map_err(|e| BackendError::rejected(describe_rejection(&e)))?;
-            // midnight-proofs 0.8.3 does not check this itself: bytes appended to a valid proof must not
-            // give another valid proof.
-            transcript
-                .assert_empty()
-                .map_err(|_| BackendError::rejected("malformed proof: trailing bytes after the proof"))?;
-            guard.verify(&srs.verifier_params()).map_err(|_| {
-                BackendError::rejected(
-                    "final KZG pairing check failed: the proof does not open the committed polynomials \
-                     consistently with this verifying key, these public instances and these commitments",
-                )
-            })
+            let guard = prepare_one(&vk, &proof, &publics, &committed)?;
+            guard
+                .verify(&srs.verifier_params())
+                .map_err(|_| BackendError::rejected(PAIRING_FAILED))
+        })
+    })?;
+    Ok(())
+}
+
+/// Verify many proofs of one verifying key with a single final pairing check: each proof's KZG guard is
+/// scaled by a fresh random scalar and the guards are summed, so the batch passes only if (except with
+/// probability ~n/p) every proof would. `items`: a list of (proof, instance dict, commitments dict).
+/// Raises `VerificationError` for the first proof that cannot be prepared (message prefixed with its
+/// index) or, when only the combined pairing check fails, without naming a proof: the caller then
+/// verifies one by one to locate it.
+#[pyfunction]
+fn verify_batch(
+    py: Python<'_>,
+    srs: &PySrs,
+    vk: &PyVerifyingKey,
+    items: Vec<(Vec<u8>, Bound<'_, PyDict>, Bound<'_, PyDict>)>,
+) -> PyResult<()> {
+    let s = vk.structure.clone();
+    let mut decoded = Vec::with_capacity(items.len());
+    for (i, (proof, instance, commitments)) in items.into_iter().enumerate() {
+        let prefix = |e: PyErr| VerificationError::new_err(format!("proof {i}: {e}"));
+        let publics = decode_publics(&s, &instance).map_err(prefix)?;
+        let committed = decode_commitments(&s, &commitments).map_err(prefix)?;
+        decoded.push((proof, publics, committed));
+    }
+    let (vk, srs) = (vk.vk.clone(), srs.inner.clone());
+    py.allow_threads(|| {
+        guarded("verify_batch", || {
+            let guards = decoded
+                .par_iter()
+                .enumerate()
+                .map(|(i, (proof, publics, committed))| {
+                    prepare_one(&vk, proof, publics, committed).map_err(|e| match e {
+                        BackendError::Verification(m) => BackendError::rejected(format!("proof {i}: {m}")),
+                        BackendError::Invalid(m) => BackendError::invalid(format!("proof {i}: {m}")),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut total = DualMSM::<E>::init();
+            for mut guard in guards {
+                guard.scale(Fr::random(OsRng));
+                total.add_msm(guard);
+            }
+            total
+                .verify(&srs.verifier_params())
+                .map_err(|_| BackendError::rejected(PAIRING_FAILED))
         })
     })?;
     Ok(())
@@ -774,6 +868,8 @@ fn _halo2(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyKeys>()?;
     m.add_class::<PyVerifyingKey>()?;
     m.add_function(wrap_pyfunction!(keygen, m)?)?;
+    m.add_function(wrap_pyfunction!(keygen_vk, m)?)?;
+    m.add_function(wrap_pyfunction!(verify_batch, m)?)?;
     m.add_function(wrap_pyfunction!(prove, m)?)?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_function(wrap_pyfunction!(commit, m)?)?;

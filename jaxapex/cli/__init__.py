@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # (module, description) -- each module exposes ``register(subparsers)`` adding its subcommands, whose
@@ -43,6 +44,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exit_:  # commands exit with their one-line message on bad input
+        if isinstance(exit_.code, str):
+            print(exit_.code, file=sys.stderr)
+            return 2
+        raise
+    except Exception as err:  # bad input: one line naming the file and field, no traceback
+        if os.environ.get("JAXAPEX_DEBUG") or not _is_input_error(err):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _is_input_error(err: Exception) -> bool:
+    """Errors that describe the user's input (files, fields, sizes), not a bug of jaxapex."""
+    if isinstance(err, (ValueError, OSError, KeyError)):
+        return True
+    try:
+        from circuit_compiler.backend import BackendError
+    except ImportError:  # extension not built
+        return False
+    return isinstance(err, BackendError)
 
 
 if __name__ == "__main__":

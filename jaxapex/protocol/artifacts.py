@@ -6,13 +6,18 @@ client state is one directory::
     <artifact>/manifest.json     {"format": "jaxapex/<kind>", "version": 1, ...fields..., "files": {name: sha256}}
     <artifact>/<blob files>      npz / raw bytes, each listed in manifest["files"] with its sha256
 
-Writing builds the whole directory under a temporary name next to the target and renames it into place,
-so a crash never leaves half an artifact. Reading checks the format, the version, that exactly the listed
+Writing builds the whole directory under a temporary name next to the target and swaps it into place:
+an atomic exchange of the two directories (Linux ``renameat2(RENAME_EXCHANGE)``), so a crash at any point
+leaves the old or the new artifact at the path, never none and never half of one. Where the exchange is
+not supported, the old directory is first renamed aside to ``.<name>.old``, and every later read or write
+restores it if a crash came between the two renames. Reading checks the format, the version, that exactly the listed
 files are present and that every hash matches, and names the file and field on any problem.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import io
 import json
@@ -27,6 +32,12 @@ import numpy as np
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+
+# The artifact kinds of the protocol (manifest field "format" is "jaxapex/<kind>").
+STATE = "client-state"
+REGISTRATION = "registration"
+REQUEST = "request"
+BUNDLE = "proof-bundle"
 
 
 class ArtifactError(ValueError):
@@ -65,24 +76,75 @@ def write_artifact(path: str | os.PathLike, kind: str, fields: Mapping[str, Any]
         for name, data in blobs.items():
             if "/" in name or name.startswith("."):
                 raise ArtifactError(f"{path}: invalid blob name {name!r}")
-            (tmp / name).write_bytes(data)
+            _write_synced(tmp / name, data)
             files[name] = sha256_bytes(data)
         manifest = {"format": f"jaxapex/{kind}", "version": FORMAT_VERSION, **fields, "files": files}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        _write_synced(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+        _fsync_dir(tmp)
         _replace_dir(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
 
 
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _aside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.old")
+
+
+def recover_interrupted_swap(path: str | os.PathLike) -> None:
+    """Undo a fallback swap cut between its two renames: the old version back at ``path``."""
+    path = Path(path)
+    old = _aside(path)
+    if old.is_dir() and not path.exists():
+        os.replace(old, path)
+
+
 def _replace_dir(tmp: Path, path: Path) -> None:
+    recover_interrupted_swap(path)
     if not path.exists():
         os.replace(tmp, path)
         return
     if not path.is_dir():
         raise ArtifactError(f"{path}: exists and is not a directory")
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if _exchange(tmp, path):
+        shutil.rmtree(tmp, ignore_errors=True)  # now the old version
+        return
+    old = _aside(path)
+    shutil.rmtree(old, ignore_errors=True)
     os.replace(path, old)
     try:
         os.replace(tmp, path)
@@ -107,7 +169,8 @@ class Artifact:
         if name not in self.manifest:
             raise ArtifactError(f"{self.path / MANIFEST}: missing field {name!r}")
         value = self.manifest[name]
-        if types is not None and not isinstance(value, types):
+        expects_bool = types is bool or (isinstance(types, tuple) and bool in types)
+        if types is not None and (not isinstance(value, types) or (isinstance(value, bool) and not expects_bool)):
             raise ArtifactError(
                 f"{self.path / MANIFEST}: field {name!r} should be {types}, got {type(value).__name__} {value!r}"
             )
@@ -139,6 +202,7 @@ class Artifact:
 def read_artifact(path: str | os.PathLike, kind: str) -> Artifact:
     """Open and validate an artifact of ``kind``; raise :class:`ArtifactError` naming file and field."""
     path = Path(path)
+    recover_interrupted_swap(path)
     if not path.is_dir():
         raise ArtifactError(f"{path}: no such artifact directory")
     mpath = path / MANIFEST

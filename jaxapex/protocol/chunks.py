@@ -8,6 +8,9 @@ commitments and keys would not line up. Everything here is a pure function of th
 from __future__ import annotations
 
 import functools
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -91,3 +94,34 @@ def chunk_commitments(srs: backend.Srs, config: ProofConfig, *, salts: dict[str,
 def instances_for(config: ProofConfig, mask_chunk: np.ndarray) -> dict[str, np.ndarray]:
     """The public instance columns of one chunk, from its mask alone (what the verifier recomputes)."""
     return chunk_instances(chunk_shape(config), mask_chunk)
+
+
+def verifying_key(config: ProofConfig, srs: backend.Srs, cache_dir: str | os.PathLike | None = None) -> bytes:
+    """The chunk circuit's verifying key (no proving key is ever built here), cached in ``cache_dir``.
+
+    The cache file is named by the SRS hash and the circuit digest -- exactly what the key depends on
+    (structure, fixed values, copies) -- so a changed circuit or SRS never reuses a stale key.
+    """
+    circuit = chunk_circuit(config)
+    modulus = chunk_shape(config).field.modulus
+    if circuit.cs.k > srs.k:
+        where = f" {srs.path}" if srs.path else ""
+        raise ValueError(f"SRS{where}: chunk circuits of this configuration need k >= {circuit.cs.k}, the SRS has "
+                         f"k = {srs.k}")
+    if cache_dir is None:
+        return backend.keygen_vk(srs, circuit.cs, modulus)
+    cache_dir = Path(cache_dir)
+    path = cache_dir / f"{srs.sha256[:16]}-{backend.circuit_digest(circuit.cs, modulus)[:32]}.vk"
+    if path.is_file():
+        return path.read_bytes()
+    vk = backend.keygen_vk(srs, circuit.cs, modulus)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=cache_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(vk)
+        os.replace(tmp, path)  # concurrent builders write identical bytes; the last rename wins
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return vk

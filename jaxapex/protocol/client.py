@@ -3,8 +3,15 @@
 The client's private state is a ``client-state`` artifact: the proof configuration, the quantized
 weights θ of every target layer, at level F the quantized inverse-Fisher blocks G it committed to, the
 salts of every commitment, and the full model parameters. ``unlearn`` produces the *next* state (θ' in
-place of θ, fresh salts) carrying a ``pending`` update -- the witness of the transformation -- which
-``prove`` turns into a proof bundle for the provider. The old state is never modified.
+place of θ) carrying a ``pending`` update -- the witness of the transformation -- which ``prove`` turns
+into a proof bundle for the provider. The old state is never modified.
+
+Lifecycle: salts belong to commitments. A chunk the request does not touch keeps θ, its commitment and
+its salt; a touched chunk gets θ' under a fresh salt. ``model_version`` counts the client's accepted
+requests: a bundle names the version it was built on, and the provider accepts it only if the registry
+is still there. Once the provider's verdict says VERIFIED, :func:`settle` turns the pending state into
+the next plain state (version + 1), ready for the next request; after a rejection the client keeps
+using the state it had before ``unlearn``.
 """
 
 from __future__ import annotations
@@ -25,13 +32,11 @@ from jaxapex.checkpoints import flatten_params as _flatten
 from jaxapex.checkpoints import unflatten_params as _unflatten
 
 from . import chunks as ch
-from .artifacts import Artifact, ArtifactError, npz_bytes, read_artifact, write_artifact
+from . import rerandomization as rz
+from . import wellformedness
+from .artifacts import BUNDLE, REGISTRATION, STATE, Artifact, ArtifactError, npz_bytes, read_artifact, write_artifact
 from .config import ProofConfig
 from .requests import UnlearningRequest
-
-STATE = "client-state"
-REGISTRATION = "registration"
-BUNDLE = "proof-bundle"
 
 
 def _layer_blob(i: int) -> str:
@@ -80,6 +85,7 @@ class ClientState:
     salts: dict[str, list[dict[str, int]]]  # layer -> per chunk {committed column: salt}
     pending: dict[str, Any] | None = None  # the update awaiting a proof (request, old θ and salts)
     witness: dict[str, dict[str, np.ndarray]] | None = None
+    model_version: int = 0  # accepted requests so far (the registry's version of these commitments)
 
     def save(self, path: str | Path) -> Path:
         blobs = {"params.npz": npz_bytes(_flatten(self.params))}
@@ -98,6 +104,7 @@ class ClientState:
             "layers": layers,
             "salts": {name: [{k: str(v) for k, v in s.items()} for s in per] for name, per in self.salts.items()},
             "pending": self.pending,
+            "model_version": self.model_version,
         }
         return write_artifact(path, STATE, fields, blobs)
 
@@ -110,6 +117,12 @@ class ClientState:
             raise ArtifactError(f"{art.path}/manifest.json: field 'layers' {layers} does not match the configuration")
         theta_q, G_q, witness = {}, {}, {}
         pending = art.field("pending", (dict, type(None)))
+        if pending is not None:
+            _check_pending(art, pending, config)
+        model_version = art.manifest.get("model_version", 0)  # absent in states written before versions
+        if not isinstance(model_version, int) or isinstance(model_version, bool) or model_version < 0:
+            raise ArtifactError(f"{art.path}/manifest.json: field 'model_version' should be an integer >= 0, got "
+                                f"{model_version!r}")
         for i, layer in enumerate(config.layers):
             arrays = art.arrays(_layer_blob(i))
             n_blocks, B = config.n_blocks(layer), config.block_size
@@ -125,10 +138,36 @@ class ClientState:
             if not isinstance(per, list) or len(per) != config.n_chunks(layer):
                 raise ArtifactError(f"{art.path}/manifest.json: field 'salts' of layer {layer.name!r} must list "
                                     f"{config.n_chunks(layer)} chunks")
-            salts[layer.name] = [{k: int(v) for k, v in s.items()} for s in per]
+            salts[layer.name] = [_salt_entry(art, layer.name, c, s, config) for c, s in enumerate(per)]
         params = _unflatten(art.arrays("params.npz"))
         return cls(client_id=art.field("client_id", str), config=config, params=params, theta_q=theta_q, G_q=G_q,
-                   salts=salts, pending=pending, witness=witness if pending is not None else None)
+                   salts=salts, pending=pending, witness=witness if pending is not None else None,
+                   model_version=model_version)
+
+
+def _is_decimal(x: Any) -> bool:
+    return isinstance(x, str) and x.isascii() and x.isdigit()
+
+
+def _salt_entry(art: Artifact, layer: str, chunk: int, entry: Any, config: ProofConfig) -> dict[str, int]:
+    names = {"theta"} | ({f"g_{l}" for l in range(config.lanes)} if config.level == "F" else set())
+    if not isinstance(entry, dict) or set(entry) != names or not all(_is_decimal(v) for v in entry.values()):
+        raise ArtifactError(f"{art.path}/manifest.json: field 'salts' of layer {layer!r} chunk {chunk} should map "
+                            f"{sorted(names)} to decimal strings, got {entry!r}")
+    return {k: int(v) for k, v in entry.items()}
+
+
+def _check_pending(art: Artifact, pending: dict[str, Any], config: ProofConfig) -> None:
+    where = f"{art.path}/manifest.json: field 'pending'"
+    for name in ("request_id", "mask_hash"):
+        if not isinstance(pending.get(name), str):
+            raise ArtifactError(f"{where}.{name} should be a string, got {pending.get(name)!r}")
+    old = pending.get("old_theta_salts")
+    for layer in config.layers:
+        per = old.get(layer.name) if isinstance(old, dict) else None
+        if not isinstance(per, list) or len(per) != config.n_chunks(layer) or not all(map(_is_decimal, per)):
+            raise ArtifactError(f"{where}.old_theta_salts of layer {layer.name!r} should list "
+                                f"{config.n_chunks(layer)} decimal strings")
 
 
 def _config_of(art: Artifact) -> ProofConfig:
@@ -152,11 +191,14 @@ def _expect(arrays: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...], 
 
 def commit(*, client_id: str, params: Mapping[str, Any], config: ProofConfig, srs: backend.Srs,
            inverse_fisher: Mapping[str, np.ndarray] | None = None,
-           rng: np.random.Generator | None = None) -> tuple[ClientState, dict[str, Any]]:
-    """Quantize and commit the target layers (and, at level F, the inverse-Fisher blocks G).
+           rng: np.random.Generator | None = None, executor: str = "process",
+           progress: bool = False) -> tuple[ClientState, dict[str, Any]]:
+    """Quantize and commit the target layers (and, at level F, the inverse-Fisher blocks G), and prove per
+    chunk that the committed values lie in their declared ranges (:mod:`.wellformedness`).
 
     ``inverse_fisher``: layer name -> G (n_blocks, B, B) float, required at level F. Returns the private
-    state and the public registration fields (``client_id``, configuration, commitments per layer and chunk).
+    state and the registration (``client_id``, configuration, commitments per layer and chunk, the
+    ``wellformedness`` entries, and ``proofs``: their blobs, for :func:`write_registration`).
     """
     if config.srs_hash and config.srs_hash != srs.sha256:
         raise ValueError(f"configuration names SRS {config.srs_hash[:12]}..., the loaded SRS is {srs.sha256[:12]}...")
@@ -165,7 +207,7 @@ def commit(*, client_id: str, params: Mapping[str, Any], config: ProofConfig, sr
         raise ValueError(f"chunk circuits need k = {ch.circuit_k(config)}, the SRS has k = {srs.k}")
     modulus = ch.chunk_shape(config).field.modulus
     params = {k: v for k, v in _unflatten(_flatten(params)).items()}
-    theta_q, G_q, salts, commitments = {}, {}, {}, {}
+    theta_q, G_q, salts, commitments, theta_parts, G_parts = {}, {}, {}, {}, {}, {}
     for layer in config.layers:
         W = layer_matrix(params, layer.name)
         if W.shape != (layer.out_features, layer.in_features):
@@ -192,37 +234,61 @@ def commit(*, client_id: str, params: Mapping[str, Any], config: ProofConfig, sr
             per_chunk_commitments.append(ch.chunk_commitments(srs, config, salts=s, theta=theta_c, G=G_c))
         salts[layer.name] = per_chunk_salts
         commitments[layer.name] = per_chunk_commitments
+        theta_parts[layer.name], G_parts[layer.name] = theta_chunks, G_chunks
+    wellformed, proofs = wellformedness.prove(srs, config, client_id=client_id, theta=theta_parts, G=G_parts,
+                                              salts=salts, executor=executor, progress=progress)
     state = ClientState(client_id=client_id, config=config, params=params, theta_q=theta_q, G_q=G_q, salts=salts)
     registration = {"client_id": client_id, "config": config.to_dict(), "config_digest": config.digest(),
-                    "commitments": commitments}
+                    "commitments": commitments, "wellformedness": wellformed, "proofs": proofs}
     return state, registration
 
 
 def write_registration(path: str | Path, registration: Mapping[str, Any]) -> Path:
-    return write_artifact(path, REGISTRATION, dict(registration), {})
+    """Write the registration artifact: its fields in the manifest, its well-formedness proofs as blobs."""
+    fields = {k: v for k, v in registration.items() if k != "proofs"}
+    return write_artifact(path, REGISTRATION, fields, dict(registration.get("proofs", {})))
 
 
 # -------------------------------------------------------------------------------------------- unlearn
 
 
+def request_layer_mask(config: ProofConfig, request: UnlearningRequest, layer) -> np.ndarray:
+    """The request's mask of a registered layer (all False when the request leaves the layer alone)."""
+    if layer.name not in request.masks:
+        return np.zeros((layer.out_features, layer.in_features), dtype=bool)
+    return request.layer_mask(layer)
+
+
+def check_coverage(config: ProofConfig, request: UnlearningRequest) -> None:
+    """Refuse a request this client cannot satisfy in full: masked weights in a layer it did not commit."""
+    registered = {layer.name for layer in config.layers}
+    for name, mask in request.masks.items():
+        if name not in registered and np.asarray(mask).any():
+            raise ValueError(f"request {request.request_id!r} masks layer {name!r}, which this client did not "
+                             f"commit (committed: {sorted(registered)}); it cannot be satisfied in full")
+
+
 def unlearn(state: ClientState, request: UnlearningRequest, *,
             removal_update: Callable[[str, np.ndarray, np.ndarray], np.ndarray] | None = None,
             rng: np.random.Generator | None = None) -> ClientState:
-    """Apply the request: the next state (θ' in place of θ, fresh θ' salts) with the pending witness.
+    """Apply the request: the next state (θ' in place of θ) with the pending witness.
 
     Level F: Group OBS with the committed G (quantized), solved and rounded exactly as the circuit checks.
     Level R: θ' = θ + Δ off the mask, 0 on it, with ``Δ = removal_update(layer, W, mask)`` (default 0, plain
-    masking) -- level R proves nothing about Δ inside touched blocks.
+    masking) -- level R proves nothing about Δ inside touched blocks. Touched chunks get a fresh θ' salt;
+    every other chunk keeps its salt, so its registered commitment stays valid.
     """
     config = state.config
     if state.pending is not None:
         raise ValueError(f"client state already carries a pending update for request "
-                         f"{state.pending.get('request_id')!r}: prove it first, or unlearn from the state before it")
+                         f"{state.pending.get('request_id')!r}: prove it, and settle it once verified, or unlearn "
+                         "from the state before it")
+    check_coverage(config, request)
     modulus = ch.chunk_shape(config).field.modulus
     params = state.params
     new_theta_q, witness, new_salts = {}, {}, {}
     for layer in config.layers:
-        mask = request.layer_mask(layer)
+        mask = request_layer_mask(config, request, layer)
         theta = dequantize(state.theta_q[layer.name], config.spec.f_w)
         if config.level == "F":
             # Exactly the committed θ and G: the witness is computed from the quantized values.
@@ -238,18 +304,35 @@ def unlearn(state: ClientState, request: UnlearningRequest, *,
             witness[layer.name] = {"theta_q": w.theta_q, "theta_new_q": w.theta_new_q, "mask": w.mask,
                                    "delta_q": w.delta_q}
         new_theta_q[layer.name] = w.theta_new_q
-        new_salts[layer.name] = [{**s, "theta": _salt(rng, modulus)} for s in state.salts[layer.name]]
+        touched = set(ch.touched_chunks(np.asarray(w.mask, dtype=bool), config))
+        new_salts[layer.name] = [{**s, "theta": _salt(rng, modulus)} if c in touched else dict(s)
+                                 for c, s in enumerate(state.salts[layer.name])]
         W_new = dequantize(w.theta_new_q, config.spec.f_w).reshape(layer.out_features, layer.in_features)
         params = set_layer_matrix(params, layer.name, W_new)
     pending = {"request_id": request.request_id, "mask_hash": request.mask_hash,
                "old_theta_salts": {name: [str(s["theta"]) for s in per] for name, per in state.salts.items()}}
     return ClientState(client_id=state.client_id, config=config, params=params, theta_q=new_theta_q, G_q=state.G_q,
-                       salts=new_salts, pending=pending, witness=witness)
+                       salts=new_salts, pending=pending, witness=witness, model_version=state.model_version)
 
 
-def settle(state: ClientState) -> ClientState:
-    """The state to keep once the provider accepted the proof: the pending update dropped."""
-    return dataclasses.replace(state, pending=None, witness=None)
+def settle(state: ClientState, verdict: Mapping[str, Any] | None = None) -> ClientState:
+    """The state to keep once the provider accepted the proof: the pending update dropped, version + 1.
+
+    ``verdict``: the provider's verdict (``jaxapex verify --json``); when given it must say VERIFIED, for
+    this client, this request and the next model version, otherwise :class:`ValueError` (keep the state
+    from before ``unlearn`` after a rejection).
+    """
+    if state.pending is None:
+        raise ValueError("client state has no pending update to settle (it is already settled)")
+    if verdict is not None:
+        expected = {"verified": True, "client_id": state.client_id, "request_id": state.pending["request_id"],
+                    "model_version": state.model_version + 1}
+        for name, value in expected.items():
+            if verdict.get(name) != value:
+                raise ValueError(f"verdict field {name!r} is {verdict.get(name)!r}, settling this state needs "
+                                 f"{value!r}" + (" (the provider rejected the bundle: keep the state from before "
+                                                 "unlearn)" if name == "verified" else ""))
+    return dataclasses.replace(state, pending=None, witness=None, model_version=state.model_version + 1)
 
 
 # ---------------------------------------------------------------------------------------------- prove
@@ -317,25 +400,30 @@ def prove(state: ClientState, request: UnlearningRequest, srs: backend.Srs, *, p
     entries, blobs = [], {}
     bar = tqdm(total=len(jobs), desc="proving chunks", unit="chunk", disable=not progress)
     for start in range(0, len(jobs), jobs_in_flight):
-        group = jobs[start : start + jobs_in_flight]
+        registered = jobs[start : start + jobs_in_flight]
+        # every proof opens θ and G under fresh salts, re-randomized from the registered commitments
+        group = [dataclasses.replace(job, salts=rz.fresh_salts(config, job.salts)) for job in registered]
         lowered = [lower_job(job, config) for job in group]
         results = prove_many([ProveJob(name=f"{job.layer}#{job.chunk}", cs=cs, assignment=a)
                               for job, (cs, a) in zip(group, lowered)],
                              srs, executor=executor if len(group) > 1 else "serial", workers=workers,
                              progress=False, modulus=modulus, ray_address=ray_address)
-        for job, (cs, assignment), result in zip(group, lowered, results):
+        for old, job, (cs, assignment), result in zip(registered, group, lowered, results):
             name = f"proof-{layer_index[job.layer]:03d}-{job.chunk:05d}.bin"
             blobs[name] = result.proof
             entries.append({
                 "layer": job.layer, "chunk": job.chunk, "proof": name,
-                "theta": backend.commit(srs, cs.k, assignment.committed["theta"], modulus).hex(),
                 "theta_new": backend.commit(srs, cs.k, assignment.committed["theta_new"], modulus).hex(),
+                **rz.prove_entry(srs, config, registered_salts=old.salts, salts=job.salts,
+                                 committed=assignment.committed, request_id=request.request_id, layer=job.layer,
+                                 chunk=job.chunk),
                 "prove_s": round(result.prove_s, 4),
             })
         bar.update(len(group))
     bar.close()
     fields = {"client_id": state.client_id, "request_id": request.request_id, "mask_hash": request.mask_hash,
-              "config_digest": config.digest(), "srs_hash": srs.sha256, "chunks": entries}
+              "config_digest": config.digest(), "srs_hash": srs.sha256, "base_version": state.model_version,
+              "chunks": entries}
     return fields, blobs
 
 

@@ -1,27 +1,44 @@
 """The provider's side: accept registrations, and verify proof bundles against the registry.
 
-Verification recomputes everything it can from public data (the chunk shape and keys from the registered
-configuration, the instance columns from the request's mask, which chunks are touched) and takes the
-commitments from the registry, never from the client, except the new θ' commitments that the proofs bind.
-The registry is updated only after every check passed.
+Verification recomputes everything it can from public data (the chunk shape and verifying key from the
+registered configuration, the instance columns from the request's mask, which chunks must be proven) and
+takes the commitments from the registry, never from the client, except the new θ' commitments that the
+proofs bind. It runs as separate steps, each its own function:
+
+1. ``read_bundle``        -- the bundle's manifest, every field type-checked;
+2. ``check_bundle``       -- request id, mask hash, replay, configuration and SRS against the registry;
+3. ``required_chunks``    -- coverage: the chunks the request's mask touches, refusing a request the client's
+                             registration cannot cover in full (an unregistered layer, another shape);
+4. ``chunk_statements``   -- per chunk, the commitments its proof must open: re-randomizations of the
+                             registered θ (and G), each with its proof of knowledge checked, and new θ';
+5. ``verify_statements``  -- the proofs, with one batched pairing check (per chunk on failure, to name it);
+6. ``Registry.accept``    -- one transaction: compare-and-swap of the model version and the touched chunk
+                             commitments, the request id inserted under its uniqueness constraint.
+
+Nothing is written unless every step passed. Steps 1-5 are pure (:func:`check_submission`), so
+:func:`verify_many` runs them for many bundles on worker processes or a Ray cluster and keeps step 6 here.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from circuit_compiler import backend
+from circuit_compiler.rerandomize import RerandomizationError
 
 from . import chunks as ch
-from .artifacts import ArtifactError, read_artifact
-from .client import BUNDLE, REGISTRATION
+from . import rerandomization as rz
+from . import wellformedness
+from .artifacts import BUNDLE, REGISTRATION, Artifact, ArtifactError, read_artifact
 from .config import ProofConfig
-from .registry import Registry, RegistryError
+from .registry import Registry, RegistryConflict, RegistryError
 from .requests import UnlearningRequest
 
 
@@ -42,7 +59,11 @@ def _rebuild_failure(check: str, message: str, layer: str | None, chunk: int | N
 
 
 def register(registry: Registry, registration_path: str | Path, *, srs: backend.Srs) -> dict[str, Any]:
-    """Record a client's registration (configuration and commitments); a client registers once."""
+    """Record a client's registration (configuration and commitments); a client registers once.
+
+    Every chunk's well-formedness proof must verify against the registered commitments, otherwise
+    :class:`VerificationFailed` with check ``"wellformedness"`` names the layer and chunk.
+    """
     art = read_artifact(registration_path, REGISTRATION)
     client_id = art.field("client_id", str)
     try:
@@ -52,10 +73,14 @@ def register(registry: Registry, registration_path: str | Path, *, srs: backend.
     if art.field("config_digest", str) != config.digest():
         raise ArtifactError(f"{art.path}/manifest.json: field 'config_digest' does not match field 'config'")
     if config.srs_hash != srs.sha256:
-        raise ArtifactError(f"{art.path}/manifest.json: registered under SRS {config.srs_hash[:12]}..., the "
-                            f"provider's SRS is {srs.sha256[:12]}...")
+        raise ArtifactError(f"{art.path}/manifest.json: field 'config' names SRS {config.srs_hash[:12]}..., the "
+                            f"provider's SRS {srs.path or ''} is {srs.sha256[:12]}...")
     commitments = art.field("commitments", dict)
     expected_names = {"theta"} | ({f"g_{l}" for l in range(config.lanes)} if config.level == "F" else set())
+    unknown = sorted(set(commitments) - {layer.name for layer in config.layers})
+    if unknown:
+        raise ArtifactError(f"{art.path}/manifest.json: field 'commitments' names layers {unknown} that field "
+                            "'config' does not")
     for layer in config.layers:
         per = commitments.get(layer.name)
         if not isinstance(per, list) or len(per) != config.n_chunks(layer):
@@ -69,12 +94,16 @@ def register(registry: Registry, registration_path: str | Path, *, srs: backend.
                 if not _is_point_hex(hexpoint):
                     raise ArtifactError(f"{art.path}/manifest.json: commitment {name!r} of layer {layer.name!r} "
                                         f"chunk {c} is not a 48-byte hex point")
-    if registry.has(client_id):
-        raise RegistryError(f"client {client_id!r} is already registered")
+    try:  # the chunk circuits' no-wrap bounds assume registered θ and G inside their declared ranges
+        wellformedness.verify(srs, config, client_id=client_id, commitments=commitments,
+                              entries=art.field("wellformedness", dict), blob=art.blob)
+    except wellformedness.WellFormednessError as err:
+        raise VerificationFailed("wellformedness", f"registration rejected: {err}", layer=err.layer,
+                                 chunk=err.chunk) from err
     record = {"client_id": client_id, "config": config.to_dict(), "config_digest": config.digest(),
-              "registration": art.hash(), "commitments": commitments, "history": []}
-    registry.put(client_id, record)
-    return record
+              "registration": art.hash(), "commitments": commitments}
+    registry.add(record)
+    return {**record, "model_version": 0, "history": []}
 
 
 def _is_point_hex(x: Any) -> bool:
@@ -87,134 +116,320 @@ def _is_point_hex(x: Any) -> bool:
     return True
 
 
+# ------------------------------------------------------------------------------------ 1. the bundle
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkEntry:
+    layer: str
+    chunk: int
+    proof: str  # blob name
+    theta: str  # the old-model commitment the client claims (hex)
+    theta_new: str  # the new-model commitment the proof binds (hex)
+    rerandomization: dict[str, Any]  # "rerandomized" (column -> C' hex) and "rerandomization" (proofs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    artifact: Artifact
+    client_id: str
+    request_id: str
+    mask_hash: str
+    config_digest: str
+    srs_hash: str
+    base_version: int
+    chunks: dict[tuple[str, int], ChunkEntry]
+
+
+def read_bundle(path: str | Path) -> Bundle:
+    """Open a proof bundle and type-check every manifest field (:class:`ArtifactError` naming the field)."""
+    art = read_artifact(path, BUNDLE)
+    where = f"{art.path}/manifest.json"
+    base_version = art.field("base_version", int)
+    if isinstance(base_version, bool) or base_version < 0:
+        raise ArtifactError(f"{where}: field 'base_version' should be an integer >= 0, got {base_version!r}")
+    entries = art.field("chunks", list)
+    chunks: dict[tuple[str, int], ChunkEntry] = {}
+    for i, e in enumerate(entries):
+        field = f"field 'chunks'[{i}]"
+        if not isinstance(e, dict):
+            raise ArtifactError(f"{where}: {field} should be an object, got {type(e).__name__} {e!r}")
+        for name, types in (("layer", str), ("chunk", int), ("proof", str), ("theta", str), ("theta_new", str)):
+            if name not in e:
+                raise ArtifactError(f"{where}: {field} has no field {name!r}")
+            if not isinstance(e[name], types) or isinstance(e[name], bool):
+                raise ArtifactError(f"{where}: {field}.{name} should be {types.__name__}, got "
+                                    f"{type(e[name]).__name__} {e[name]!r}")
+        if e["chunk"] < 0:
+            raise ArtifactError(f"{where}: {field}.chunk is negative ({e['chunk']})")
+        if e["proof"] not in art.manifest["files"]:
+            raise ArtifactError(f"{where}: {field}.proof names {e['proof']!r}, which field 'files' does not list")
+        key = (e["layer"], e["chunk"])
+        if key in chunks:
+            raise ArtifactError(f"{where}: {field} lists layer {key[0]!r} chunk {key[1]} a second time")
+        chunks[key] = ChunkEntry(layer=e["layer"], chunk=e["chunk"], proof=e["proof"], theta=e["theta"],
+                                 theta_new=e["theta_new"],
+                                 rerandomization={k: e[k] for k in ("rerandomized", "rerandomization") if k in e})
+    return Bundle(artifact=art, client_id=art.field("client_id", str), request_id=art.field("request_id", str),
+                  mask_hash=art.field("mask_hash", str), config_digest=art.field("config_digest", str),
+                  srs_hash=art.field("srs_hash", str), base_version=base_version, chunks=chunks)
+
+
+# -------------------------------------------------------------------------- 2. header against registry
+
+
+def check_bundle(bundle: Bundle, record: Mapping[str, Any], request: UnlearningRequest, srs: backend.Srs) -> None:
+    """The bundle answers this request, under the registered configuration and SRS, and is not a replay."""
+    if bundle.request_id != request.request_id:
+        raise VerificationFailed("request", f"bundle answers request {bundle.request_id!r}, not {request.request_id!r}")
+    if bundle.mask_hash != request.mask_hash:
+        raise VerificationFailed("request", "bundle was made for another mask than this request's")
+    if request.request_id in record["history"]:
+        raise VerificationFailed("replay", f"request {request.request_id!r} was already applied by "
+                                           f"{bundle.client_id!r}")
+    if bundle.config_digest != record["config_digest"]:
+        raise VerificationFailed("config", "bundle was made under another proof configuration than the registered one")
+    registered = record["config"].get("srs_hash", "")
+    if bundle.srs_hash != srs.sha256 or registered != srs.sha256:
+        need_k = ch.circuit_k(ProofConfig.from_dict(record["config"]))
+        size = (f"; the chunk circuits need k >= {need_k}, this SRS has k = {srs.k}" if srs.k < need_k else "")
+        raise VerificationFailed("srs", f"bundle SRS {bundle.srs_hash[:12]}..., registered {registered[:12]}..., "
+                                        f"the provider's SRS {srs.path or ''} is {srs.sha256[:12]}...{size}")
+    if bundle.base_version != record["model_version"]:
+        raise VerificationFailed("stale", f"bundle was built on model version {bundle.base_version} of "
+                                          f"{bundle.client_id!r}, the registry is at version {record['model_version']}")
+
+
+# ---------------------------------------------------------------------------------------- 3. coverage
+
+
+def required_chunks(config: ProofConfig, request: UnlearningRequest) -> dict[tuple[str, int], np.ndarray]:
+    """(layer, chunk) -> that chunk's mask, for every chunk the request touches, from the public mask alone.
+
+    A request is only ever satisfiable in full: a masked position in a layer the client is not registered
+    for, or a mask whose shape differs from the registered layer, is rejected (check ``request``).
+    """
+    registered = {layer.name: layer for layer in config.layers}
+    for name, mask in request.masks.items():
+        mask = np.asarray(mask)
+        if name not in registered:
+            if mask.any():
+                raise VerificationFailed("request", f"the request masks {int(mask.sum())} weights of a layer the "
+                                                    f"client is not registered for (registered: {sorted(registered)})",
+                                         layer=name)
+            continue
+        layer = registered[name]
+        if mask.shape != (layer.out_features, layer.in_features):
+            raise VerificationFailed("request", f"the request's mask has shape {mask.shape}, the registered matrix is "
+                                                f"({layer.out_features}, {layer.in_features})", layer=name)
+    expected: dict[tuple[str, int], np.ndarray] = {}
+    for layer in config.layers:
+        if layer.name not in request.masks:
+            continue
+        mask_blocks = ch.blocked_mask(request.layer_mask(layer), layer, config)
+        parts = ch.split_chunks(mask_blocks, config)
+        for c in ch.touched_chunks(mask_blocks, config):
+            expected[(layer.name, c)] = parts[c]
+    return expected
+
+
+def check_chunk_set(bundle: Bundle, expected: Mapping[tuple[str, int], Any]) -> None:
+    for key in expected:
+        if key not in bundle.chunks:
+            raise VerificationFailed("chunks", "chunk is touched by the mask but has no proof", layer=key[0],
+                                     chunk=key[1])
+    for key in bundle.chunks:
+        if key not in expected:
+            raise VerificationFailed("chunks", "proof for a chunk the mask does not touch", layer=key[0], chunk=key[1])
+
+
+# ---------------------------------------------------------------------------------- 4. the statements
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkStatement:
+    """What one chunk proof must be checked against: public instances and every committed column's point."""
+
+    layer: str
+    chunk: int
+    proof: bytes
+    instances: dict[str, np.ndarray]
+    commitments: dict[str, bytes]
+    old_theta: str  # registered θ commitment (hex) the registry swaps out on acceptance
+    new_theta: str  # θ' commitment (hex) the registry swaps in
+
+
+def chunk_statements(bundle: Bundle, record: Mapping[str, Any], config: ProofConfig,
+                     expected: Mapping[tuple[str, int], np.ndarray], srs: backend.Srs) -> list[ChunkStatement]:
+    """Re-randomizations of the registered θ (and G lanes), each proven against the registry
+    (:mod:`.rerandomization`), θ' from the bundle, instances from the public mask."""
+    out = []
+    for (layer, c), mask_chunk in expected.items():
+        e = bundle.chunks[(layer, c)]
+        registered = record["commitments"][layer][c]
+        if e.theta != registered["theta"]:
+            raise VerificationFailed("commitment", "the bundle's old-model commitment is not the registered one",
+                                     layer=layer, chunk=c)
+        if not _is_point_hex(e.theta_new):
+            raise VerificationFailed("commitment", "new commitment is not a 48-byte hex point", layer=layer, chunk=c)
+        try:  # the proof opens C' = C + Σ r_j·[L_{s_j}(τ)], proven to commit to the registered values
+            commitments = rz.check_entry(srs, config, registered=registered, entry=e.rerandomization,
+                                         request_id=bundle.request_id, layer=layer, chunk=c)
+        except RerandomizationError as err:
+            raise VerificationFailed("rerandomization", f"re-randomized commitments rejected against the registered "
+                                                        f"ones: {err}", layer=layer, chunk=c) from err
+        commitments["theta_new"] = bytes.fromhex(e.theta_new)
+        try:
+            proof = bundle.artifact.blob(e.proof)
+        except ArtifactError as err:
+            raise VerificationFailed("proof-file", str(err), layer=layer, chunk=c) from err
+        out.append(ChunkStatement(layer=layer, chunk=c, proof=proof, instances=ch.instances_for(config, mask_chunk),
+                                  commitments=commitments, old_theta=registered["theta"], new_theta=e.theta_new))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ 5. proofs
+
+
+def verify_statements(srs: backend.Srs, vk: bytes, config: ProofConfig, statements: list[ChunkStatement], *,
+                      batch: bool = True) -> list[dict[str, Any]]:
+    """Check every chunk proof; per-chunk figures (verify_s, proof_bytes) in statement order.
+
+    ``batch``: one combined pairing check for all chunks (each proof still fully read and its transcript
+    replayed); only if that fails are the chunks verified one by one, so the failure names its chunk.
+    """
+    structure = ch.chunk_circuit(config).cs
+    modulus = ch.chunk_shape(config).field.modulus
+    if batch and len(statements) > 1:
+        t0 = time.perf_counter()
+        try:
+            backend.verify_batch_or_raise(srs, vk, structure, [(s.proof, s.instances, s.commitments)
+                                                               for s in statements], modulus)
+            each = (time.perf_counter() - t0) / len(statements)
+            return [{"layer": s.layer, "chunk": s.chunk, "verify_s": each, "proof_bytes": len(s.proof)}
+                    for s in statements]
+        except (backend.VerificationError, backend.BackendError):
+            pass  # locate (and name) the failing chunk below
+    figures = []
+    for s in statements:
+        t0 = time.perf_counter()
+        try:
+            backend.verify_or_raise(srs, vk, structure, s.proof, s.instances, s.commitments, modulus)
+        except backend.VerificationError as err:
+            raise VerificationFailed("proof", f"proof rejected against the registered commitments and the "
+                                              f"request's mask ({err})", layer=s.layer, chunk=s.chunk) from err
+        except backend.BackendError as err:
+            raise VerificationFailed("proof", f"malformed proof ({err})", layer=s.layer, chunk=s.chunk) from err
+        figures.append({"layer": s.layer, "chunk": s.chunk, "verify_s": time.perf_counter() - t0,
+                        "proof_bytes": len(s.proof)})
+    return figures
+
+
+# ---------------------------------------------------------------------------------------------- verify
+
+
 @dataclasses.dataclass
 class VerificationReport:
     client_id: str
     request_id: str
     chunks_verified: int
-    verify_s: float
+    verify_s: float  # the proofs alone
     per_chunk: list[dict[str, Any]]
+    model_version: int | None  # the client's model version after acceptance (None: registry not updated)
+    new_commitments: dict[str, dict[int, str]] = dataclasses.field(default_factory=dict)  # layer -> chunk -> θ'
+    peak_rss_mb: float = 0.0
 
 
 def verify(registry: Registry, request: UnlearningRequest, bundle_path: str | Path, *, srs: backend.Srs,
-           update_registry: bool = True) -> VerificationReport:
-    """Check a proof bundle; on success replace the touched chunk commitments in the registry.
+           update_registry: bool = True, key_cache: str | Path | None = None, batch: bool = True) -> VerificationReport:
+    """Check a proof bundle; on success swap the touched chunk commitments in the registry (one transaction).
 
+    ``key_cache``: directory of cached verifying keys (default: ``<registry>.vk`` next to the database).
     Raises :class:`VerificationFailed` naming the failed check (and layer/chunk); the registry is then
     left unchanged.
     """
-    client_id = bundle_client_id(bundle_path)
-    try:
-        record = registry.get(client_id)
-    except RegistryError as err:
-        raise VerificationFailed("registry", str(err)) from err
-    report, new_record = check_bundle(record, request, bundle_path, srs=srs)
+    client_id = _bundle_client(bundle_path)
+    record = _registered(registry, client_id)
+    vk = _verifying_key(record, srs, registry, key_cache)
+    report, acceptance = check_submission(srs, request, bundle_path, record, vk, batch=batch)
     if update_registry:
-        registry.put(client_id, new_record)
+        report.model_version = _accept(registry, client_id, request, acceptance)
     return report
 
 
-def bundle_client_id(bundle_path: str | Path) -> str:
-    """The client a bundle claims to come from (checked against the registry by :func:`check_bundle`)."""
-    try:
-        return read_artifact(bundle_path, BUNDLE).field("client_id", str)
-    except ArtifactError as err:
-        raise VerificationFailed("bundle", f"malformed proof bundle: {err}") from err
+@dataclasses.dataclass(frozen=True)
+class Acceptance:
+    """What :meth:`Registry.accept` needs to record a checked bundle."""
+
+    base_version: int
+    updates: dict[tuple[str, int], tuple[str, str]]  # (layer, chunk) -> (old θ, new θ')
+    bundle_hash: str
 
 
-def check_bundle(record: dict[str, Any], request: UnlearningRequest, bundle_path: str | Path, *,
-                 srs: backend.Srs) -> tuple[VerificationReport, dict[str, Any]]:
-    """Every check of :func:`verify` against a client's registry ``record``, touching no registry.
+def check_submission(srs: backend.Srs, request: UnlearningRequest, bundle_path: str | Path,
+                     record: Mapping[str, Any], vk: bytes, *, batch: bool = True) -> tuple[VerificationReport,
+                                                                                            Acceptance]:
+    """Steps 1-5 against the client's registry ``record``: a pure function, touching no registry.
 
-    Returns the report and the record as it must be after accepting the bundle (a new dict; ``record`` is
-    not modified). A pure function of its inputs, so batches of bundles can be checked on other machines
-    (:func:`verify_many`). Raises :class:`VerificationFailed`.
+    Returns the report (``model_version`` None) and what accepting it writes. Raises
+    :class:`VerificationFailed`.
     """
     try:
-        art = read_artifact(bundle_path, BUNDLE)
-        client_id = art.field("client_id", str)
+        bundle = read_bundle(bundle_path)
     except ArtifactError as err:
         raise VerificationFailed("bundle", f"malformed proof bundle: {err}") from err
-    if client_id != record["client_id"]:
-        raise VerificationFailed("registry", f"bundle is from client {client_id!r}, the record is "
-                                             f"{record['client_id']!r}'s")
+    if bundle.client_id != record["client_id"]:
+        raise VerificationFailed("registry", f"bundle is from {bundle.client_id!r}, the record {record['client_id']!r}'s")
     config = ProofConfig.from_dict(record["config"])
+    check_bundle(bundle, record, request, srs)
+    expected = required_chunks(config, request)
+    check_chunk_set(bundle, expected)
+    statements = chunk_statements(bundle, record, config, expected, srs)
+    t0 = time.perf_counter()
+    per_chunk = verify_statements(srs, vk, config, statements, batch=batch)
+    verify_s = time.perf_counter() - t0
+    new_commitments: dict[str, dict[int, str]] = {}
+    for s in statements:
+        new_commitments.setdefault(s.layer, {})[s.chunk] = s.new_theta
+    report = VerificationReport(client_id=bundle.client_id, request_id=request.request_id,
+                                chunks_verified=len(statements), verify_s=verify_s, per_chunk=per_chunk,
+                                model_version=None, new_commitments=new_commitments,
+                                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    acceptance = Acceptance(base_version=bundle.base_version, bundle_hash=bundle.artifact.hash(),
+                            updates={(s.layer, s.chunk): (s.old_theta, s.new_theta) for s in statements})
+    return report, acceptance
 
-    if art.field("request_id", str) != request.request_id:
-        raise VerificationFailed("request", f"bundle answers request {art.manifest['request_id']!r}, "
-                                            f"not {request.request_id!r}")
-    if art.field("mask_hash", str) != request.mask_hash:
-        raise VerificationFailed("request", "bundle was made for another mask than this request's")
-    if request.request_id in record["history"]:
-        raise VerificationFailed("replay", f"request {request.request_id!r} was already applied by {client_id!r}")
-    if art.field("config_digest", str) != record["config_digest"]:
-        raise VerificationFailed("config", "bundle was made under another proof configuration than the registered one")
-    if art.field("srs_hash", str) != srs.sha256 or config.srs_hash != srs.sha256:
-        raise VerificationFailed("srs", f"bundle SRS {art.manifest['srs_hash'][:12]}..., registered "
-                                        f"{config.srs_hash[:12]}..., provider {srs.sha256[:12]}...")
 
-    # Which chunks must be proven is computed here from the public mask, not taken from the client.
-    expected: dict[tuple[str, int], Any] = {}
-    for layer in config.layers:
-        mask_blocks = ch.blocked_mask(request.layer_mask(layer), layer, config)
-        parts = ch.split_chunks(mask_blocks, config)
-        for c in ch.touched_chunks(mask_blocks, config):
-            expected[(layer.name, c)] = parts[c]
-    entries = art.field("chunks", list)
-    given: dict[tuple[str, int], dict[str, Any]] = {}
-    for e in entries:
-        key = (e.get("layer"), e.get("chunk"))
-        if key in given:
-            raise VerificationFailed("chunks", "chunk listed twice", layer=key[0], chunk=key[1])
-        given[key] = e
-    for key in expected:
-        if key not in given:
-            raise VerificationFailed("chunks", "chunk is touched by the mask but has no proof", layer=key[0],
-                                     chunk=key[1])
-    for key in given:
-        if key not in expected:
-            raise VerificationFailed("chunks", "proof for a chunk the mask does not touch", layer=key[0], chunk=key[1])
+def _bundle_client(bundle_path: str | Path) -> str:
+    try:
+        return read_bundle(bundle_path).client_id
+    except ArtifactError as err:
+        raise VerificationFailed("bundle", f"malformed proof bundle: {err}") from err
 
-    shape = ch.chunk_shape(config)
-    circuit = ch.chunk_circuit(config)
-    keys = backend.keygen(srs, circuit.cs, shape.field.modulus)
-    per_chunk, new_commitments = [], {}
-    t_total = time.perf_counter()
-    for (layer_name, c), mask_chunk in expected.items():
-        e = given[(layer_name, c)]
-        registered = record["commitments"][layer_name][c]
-        if e.get("theta") != registered["theta"]:
-            raise VerificationFailed("commitment", "the bundle's old-model commitment is not the registered one",
-                                     layer=layer_name, chunk=c)
-        theta_new = e.get("theta_new")
-        if not _is_point_hex(theta_new):
-            raise VerificationFailed("commitment", "new commitment is not a 48-byte hex point", layer=layer_name,
-                                     chunk=c)
-        commitments = {name: bytes.fromhex(h) for name, h in registered.items()}
-        commitments["theta_new"] = bytes.fromhex(theta_new)
-        try:
-            proof = art.blob(e["proof"])
-        except (ArtifactError, KeyError, TypeError) as err:
-            raise VerificationFailed("proof-file", str(err), layer=layer_name, chunk=c) from err
-        t0 = time.perf_counter()
-        try:
-            backend.verify_or_raise(srs, keys, circuit.cs, proof, ch.instances_for(config, mask_chunk), commitments,
-                                    shape.field.modulus)
-        except backend.VerificationError as err:
-            raise VerificationFailed("proof", f"proof rejected against the registered commitments and the "
-                                              f"request's mask ({err})", layer=layer_name, chunk=c) from err
-        except backend.BackendError as err:
-            raise VerificationFailed("proof", f"malformed proof ({err})", layer=layer_name, chunk=c) from err
-        per_chunk.append({"layer": layer_name, "chunk": c, "verify_s": time.perf_counter() - t0,
-                          "proof_bytes": len(proof)})
-        new_commitments[(layer_name, c)] = theta_new
-    report = VerificationReport(client_id=client_id, request_id=request.request_id, chunks_verified=len(per_chunk),
-                                verify_s=time.perf_counter() - t_total, per_chunk=per_chunk)
-    new_record = copy.deepcopy(record)
-    for (layer_name, c), theta_new in new_commitments.items():
-        new_record["commitments"][layer_name][c]["theta"] = theta_new
-    new_record["history"].append(request.request_id)
-    return report, new_record
+
+def _registered(registry: Registry, client_id: str) -> dict[str, Any]:
+    try:
+        return registry.get(client_id)
+    except RegistryError as err:
+        raise VerificationFailed("registry", str(err)) from err
+
+
+def _verifying_key(record: Mapping[str, Any], srs: backend.Srs, registry: Registry,
+                   key_cache: str | Path | None) -> bytes:
+    config = ProofConfig.from_dict(record["config"])
+    try:
+        return ch.verifying_key(config, srs, registry.path.with_name(registry.path.name + ".vk")
+                                if key_cache is None else key_cache)
+    except (ValueError, backend.BackendError) as err:
+        raise VerificationFailed("srs", str(err)) from err
+
+
+def _accept(registry: Registry, client_id: str, request: UnlearningRequest, acceptance: Acceptance) -> int:
+    try:
+        return registry.accept(client_id, request_id=request.request_id, base_version=acceptance.base_version,
+                               updates=acceptance.updates, bundle_hash=acceptance.bundle_hash)
+    except RegistryConflict as err:
+        raise VerificationFailed(err.check, str(err)) from err
 
 
 # ------------------------------------------------------------------------------- many bundles at once
@@ -235,55 +450,57 @@ class BatchOutcome:
 
 
 def verify_many(registry: Registry, submissions: Sequence[tuple[UnlearningRequest, str | Path]], *,
-                srs: backend.Srs, executor: str = "process", workers: int | None = None,
-                progress: bool = True, ray_address: str | None = None) -> list[BatchOutcome]:
-    """Verify many bundles (``(request, bundle path)`` pairs, from any clients) and update the registry.
+                srs: backend.Srs, executor: str = "process", workers: int | None = None, progress: bool = True,
+                ray_address: str | None = None, key_cache: str | Path | None = None,
+                batch: bool = True) -> list[BatchOutcome]:
+    """Verify many bundles (``(request, bundle path)`` pairs, any clients); accept each that passes.
 
-    The proof checks fan out over ``workers`` (``executor`` ``"process"``, ``"ray"`` or ``"serial"``,
-    as in :func:`circuit_compiler.executors.map_on_workers`): one task per client, which checks that
-    client's bundles in the order given, each against the record the previous one left. Workers open the
-    SRS and the bundles by path, so on a Ray cluster those paths must be readable on every node. Only
-    this process writes the registry, once per client, and only if the client's record did not change
-    while its bundles were checked (else they are all reported as rejected with check ``"registry"``).
-    Outcomes come back in submission order, each what :func:`verify` on the bundles in turn would give.
+    The checks (:func:`check_submission`) fan out over ``workers`` (``executor`` ``"process"``, ``"ray"``
+    or ``"serial"``, as :func:`circuit_compiler.executors.map_on_workers`); workers open the SRS and the
+    bundles by path, so on a Ray cluster every node must read those paths. Only this process writes the
+    registry, through the same compare-and-swap as :func:`verify`. A client's bundles are checked in
+    submission order, one per round (its n-th bundle against the record its first n - 1 left), so the
+    outcomes, in submission order, are those of :func:`verify` called on each bundle in turn.
     """
     from circuit_compiler.executors import file_backed_srs_path, map_on_workers
 
     outcomes: list[BatchOutcome | None] = [None] * len(submissions)
-    chains: dict[str, list[int]] = {}
+    rounds: list[list[tuple[int, str]]] = []
+    seen: dict[str, int] = {}
     for n, (_, bundle) in enumerate(submissions):
         try:
-            chains.setdefault(bundle_client_id(bundle), []).append(n)
+            client_id = _bundle_client(bundle)
         except VerificationFailed as err:
             outcomes[n] = BatchOutcome(str(bundle), None, failure=err)
-    calls = []
-    for client_id, indices in chains.items():
-        try:
-            record = registry.get(client_id)
-        except RegistryError as err:
-            for n in indices:
-                outcomes[n] = BatchOutcome(str(submissions[n][1]), client_id,
-                                           failure=VerificationFailed("registry", str(err)))
             continue
-        calls.append((record, [(n, submissions[n][0], str(submissions[n][1])) for n in indices]))
-    if executor == "serial":
-        init_args: tuple = (srs,)
-    else:
-        init_args = (file_backed_srs_path(srs, executor), srs.sha256)
-    results = map_on_workers(_check_chain, calls, init=_open_srs, init_args=init_args, executor=executor,
-                             workers=workers, progress=progress, desc="verifying clients", unit="client",
-                             ray_address=ray_address)
-    for (record, _), (chain, final_record) in zip(calls, results):
-        client_id = record["client_id"]
-        if final_record is not None:
-            if registry.get(client_id) != record:
-                failure = VerificationFailed("registry", f"the record of {client_id!r} changed during the batch; "
-                                                         "submit its bundles again")
-                chain = [(n, dataclasses.replace(o, report=None, failure=failure)) for n, o in chain]
-            else:
-                registry.put(client_id, final_record)
-        for outcome_n, outcome in chain:
-            outcomes[outcome_n] = outcome
+        position = seen[client_id] = seen.get(client_id, -1) + 1
+        if position == len(rounds):
+            rounds.append([])
+        rounds[position].append((n, client_id))
+    init_args = (srs,) if executor == "serial" else (file_backed_srs_path(srs, executor), srs.sha256)
+    for round_ in rounds:
+        calls, owners = [], []
+        for n, client_id in round_:
+            request, bundle = submissions[n]
+            try:
+                record = _registered(registry, client_id)
+                calls.append((request, str(bundle), record, _verifying_key(record, srs, registry, key_cache), batch))
+                owners.append((n, client_id))
+            except VerificationFailed as err:
+                outcomes[n] = BatchOutcome(str(bundle), client_id, failure=err)
+        results = map_on_workers(_check_or_failure, calls, init=_open_srs, init_args=init_args, executor=executor,
+                                 workers=workers, progress=progress, desc="verifying bundles", unit="bundle",
+                                 ray_address=ray_address)
+        for (n, client_id), result in zip(owners, results):
+            request, bundle = submissions[n]
+            try:
+                if isinstance(result, VerificationFailed):
+                    raise result
+                report, acceptance = result
+                report.model_version = _accept(registry, client_id, request, acceptance)
+                outcomes[n] = BatchOutcome(str(bundle), client_id, report=report)
+            except VerificationFailed as err:
+                outcomes[n] = BatchOutcome(str(bundle), client_id, failure=err)
     return outcomes  # type: ignore[return-value]
 
 
@@ -297,17 +514,9 @@ def _open_srs(srs_or_path: backend.Srs | str, sha256: str | None = None) -> back
         return backend.Srs.load(srs_or_path, expected_sha256=sha256)
 
 
-def _check_chain(srs: backend.Srs, record: dict[str, Any],
-                 items: list[tuple[int, UnlearningRequest, str]]) -> tuple[list[tuple[int, BatchOutcome]],
-                                                                           dict[str, Any] | None]:
-    """One client's bundles in order, each against the record the accepted ones before it left (what
-    :func:`verify` called on each in turn would do); returns the outcomes and the final record."""
-    out, current, changed = [], record, False
-    for n, request, bundle in items:
-        try:
-            report, current = check_bundle(current, request, bundle, srs=srs)
-            changed = True
-            out.append((n, BatchOutcome(bundle, record["client_id"], report=report)))
-        except VerificationFailed as err:
-            out.append((n, BatchOutcome(bundle, record["client_id"], failure=err)))
-    return out, (current if changed else None)
+def _check_or_failure(srs: backend.Srs, request: UnlearningRequest, bundle: str, record: Mapping[str, Any],
+                      vk: bytes, batch: bool) -> tuple[VerificationReport, Acceptance] | VerificationFailed:
+    try:
+        return check_submission(srs, request, bundle, record, vk, batch=batch)
+    except VerificationFailed as err:  # returned, not raised: the other bundles of the batch go on
+        return err

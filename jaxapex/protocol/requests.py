@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import ArtifactError, npz_bytes, read_artifact, write_artifact
+from .artifacts import REQUEST, ArtifactError, npz_bytes, read_artifact, write_artifact
 from .config import LayerShape
 
-REQUEST = "request"
 MASKS_BLOB = "masks.npz"
 
 
@@ -72,6 +71,14 @@ class UnlearningRequest:
     def load(cls, path: str | Path) -> UnlearningRequest:
         art = read_artifact(path, REQUEST)
         layers = art.field("layers", dict)
+        for name, shape in layers.items():
+            if (not isinstance(shape, list) or len(shape) != 2
+                    or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+                raise ArtifactError(f"{art.path}/manifest.json: field 'layers'[{name!r}] should be [out, in] "
+                                    f"(positive integers), got {shape!r}")
+        description = art.manifest.get("description", "")
+        if not isinstance(description, str):
+            raise ArtifactError(f"{art.path}/manifest.json: field 'description' should be a string")
         arrays = art.arrays(MASKS_BLOB)
         masks = {}
         for i, name in enumerate(sorted(layers)):
@@ -84,7 +91,7 @@ class UnlearningRequest:
                                     f"manifest field 'layers' says {layers[name]}")
             masks[name] = m.astype(bool)
         request = cls(request_id=art.field("request_id", str), model_id=art.field("model_id", str), masks=masks,
-                      description=str(art.manifest.get("description", "")))
+                      description=description)
         if request.mask_hash != art.field("mask_hash", str):
             raise ArtifactError(f"{art.path}/manifest.json: field 'mask_hash' does not match {MASKS_BLOB}")
         return request

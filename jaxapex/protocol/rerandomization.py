@@ -1,0 +1,79 @@
+"""Per-request re-randomization of the registered commitments a chunk proof reuses (θ, and G at level F).
+
+The client proves each chunk against C' = C + Σ r_j·[L_{s_j}(τ)]_1 (fresh salt cells) and sends C' with a
+proof of knowledge of the shifts r_j bound to the request, layer and chunk
+(:mod:`circuit_compiler.rerandomize`); the provider checks that proof against the registered C and then
+verifies the chunk proof against C'. Without it, every request would open the same salted polynomials
+again and the provider would accumulate linear relations among the hidden weights.
+
+Bundle entry fields: ``theta`` (the registered θ commitment), ``rerandomized`` (column -> C' hex) and
+``rerandomization`` (column -> proof).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from circuit_compiler import backend
+from circuit_compiler import rerandomize as rr
+from circuit_compiler.hiding import expand_salts
+
+from . import chunks as ch
+from .config import ProofConfig
+
+
+def reused_columns(config: ProofConfig) -> tuple[str, ...]:
+    """Registered columns a chunk proof opens: the old model θ and, at level F, the G lanes."""
+    return tuple(name for name in ch.chunk_shape(config).committed_names() if name != "theta_new")
+
+
+def fresh_salts(config: ProofConfig, registered: Mapping[str, int]) -> dict[str, int]:
+    """``registered`` with new random salt seeds (OS CSPRNG) for every reused column."""
+    p = ch.chunk_shape(config).field.modulus
+    return {**registered, **{name: secrets.randbelow(p) for name in reused_columns(config)}}
+
+
+def salt_rows(config: ProofConfig) -> dict[str, list[int]]:
+    shape = ch.chunk_shape(config)
+    return {name: list(shape.salt_rows(name)) for name in reused_columns(config)}
+
+
+def prove_entry(srs: backend.Srs, config: ProofConfig, *, registered_salts: Mapping[str, int],
+                salts: Mapping[str, int], committed: Mapping[str, Any], request_id: str, layer: str,
+                chunk: int) -> dict[str, Any]:
+    """The bundle entry fields for one chunk proven with ``salts`` (its ``committed`` columns)."""
+    shape = ch.chunk_shape(config)
+    p, k = shape.field.modulus, ch.circuit_k(config)
+    names = reused_columns(config)
+    shifts = {name: rr.salt_shifts(expand_salts(registered_salts[name], name, shape.salt_counts[name], p),
+                                   expand_salts(salts[name], name, shape.salt_counts[name], p), p)
+              for name in names}
+    presented = {name: backend.commit(srs, k, committed[name], p) for name in names}
+    registered, proofs = rr.prove_columns(srs, k, salt_rows=salt_rows(config), shifts=shifts, presented=presented,
+                                          ctx=rr.context(request_id, layer, chunk))
+    return {"theta": registered["theta"].hex(),  # the registered θ commitment this proof builds on
+            "rerandomized": {name: c.hex() for name, c in presented.items()},
+            "rerandomization": {name: proof.to_json() for name, proof in proofs.items()}}
+
+
+def check_entry(srs: backend.Srs, config: ProofConfig, *, registered: Mapping[str, str], entry: Mapping[str, Any],
+                request_id: str, layer: str, chunk: int) -> dict[str, bytes]:
+    """The commitments the chunk proof must verify against (C' per reused column), once their proofs of
+    re-randomization check out against the ``registered`` ones; raises
+    :class:`~circuit_compiler.rerandomize.RerandomizationError` naming the column otherwise."""
+    presented, proofs = entry.get("rerandomized"), entry.get("rerandomization")
+    if not isinstance(presented, dict) or not isinstance(proofs, dict):
+        raise rr.RerandomizationError("entry lacks 'rerandomized' commitments or their 'rerandomization' proofs")
+    names = reused_columns(config)
+    try:
+        presented_bytes = {name: bytes.fromhex(presented[name]) for name in names if name in presented}
+    except (TypeError, ValueError) as err:
+        raise rr.RerandomizationError(f"re-randomized commitment is not hex: {err}") from err
+    rr.verify_columns(srs, ch.circuit_k(config), salt_rows=salt_rows(config),
+                      registered={name: bytes.fromhex(registered[name]) for name in names},
+                      presented=presented_bytes,
+                      proofs={name: rr.ColumnProof.from_json(proofs[name]) for name in names if name in proofs},
+                      ctx=rr.context(request_id, layer, chunk))
+    return presented_bytes
