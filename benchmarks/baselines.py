@@ -27,16 +27,17 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from jaxapex import tasks
 from jaxapex.baselines import (
+    METHODS,
     CertifiedConfig,
     GradientAscentConfig,
-    METHODS,
     NaiveMaskConfig,
     RetrainConfig,
     ZkApexConfig,

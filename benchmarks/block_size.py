@@ -24,9 +24,9 @@ B is the only knob that moves both sides of the trade-off (DESIGN.md sections 3 
   in the same run).
 
 Per-example gradients of the target matrices do not depend on B, so they are computed once per task
-(:func:`fisher_gradients`) and replayed to :func:`jaxapex.obs.unlearn` through a linear loss whose per-example
-gradient *is* the stored gradient: the Fisher blocks, their inverses and the OBS update are the library's, on
-exactly the examples :func:`jaxapex.tasks.client_unlearn` uses (the tests check the two agree). The JSON's
+(:func:`fisher_gradients`) and handed to :func:`jaxapex.precomputed.unlearn_from_statistics` at every B: the
+Fisher blocks, their inverses and the OBS update are the library's, on exactly the examples
+:func:`jaxapex.tasks.client_unlearn` uses (the tests check the two agree). The JSON's
 ``tasks.*.reference`` compares this study at the recipe's own B with the recipe's own OBS row.
 
 Masks: each recipe's own settings, except where :data:`STUDY_OVERRIDES` says otherwise (the vision recipe's
@@ -54,13 +54,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from circuit_compiler.fixedpoint import FieldOverflowError, FixedPointSpec
+from circuit_compiler.fixedpoint import FieldOverflowError, FixedPointSpec, spec_for_block_size
 from circuit_compiler.lowering import blocks_to_fill, build_chunk_circuit, chunk_shape_key
-from jaxapex import evaluate, obs, tasks
-from jaxapex.baselines.proof_cost import spec_for_block_size
+from jaxapex import evaluate, tasks
 from jaxapex.data import as_batches, take
 from jaxapex.layers import check_block_size, example_matrix_gradients, get_matrix, path_name, to_blocks
 from jaxapex.parallel import pad_batch
+from jaxapex.precomputed import unlearn_from_statistics
 
 DEFAULT_SIZES = (16, 32, 64, 128, 256, 576)
 TASK_NAMES = ("vision", "code")
@@ -161,20 +161,9 @@ class FisherGradients:
     def n_examples(self) -> int:
         return int(self.grads[0].shape[0])
 
-    def batches(self) -> list[dict[str, np.ndarray]]:
-        """The gradients as a dataset for :func:`replay_loss`: key ``g{i}`` holds path i's gradient."""
-        return as_batches({f"g{i}": g for i, g in enumerate(self.grads)}, self.batch_size)
-
-    def replay_loss(self) -> Callable:
-        """``loss(params, example) = sum_i <W_i, example["g{i}"]>``: linear in the target matrices, so its
-        per-example gradient w.r.t. ``W_i`` is exactly the stored ``g_i`` (and the Fisher built from it is
-        the client's)."""
-        paths = self.paths
-
-        def loss(params, example):
-            return sum(jnp.vdot(get_matrix(params, path), example[f"g{i}"]) for i, path in enumerate(paths))
-
-        return loss
+    def by_path(self) -> dict[TargetPath, np.ndarray]:
+        """The gradients as :func:`jaxapex.precomputed.unlearn_from_statistics` takes them."""
+        return dict(zip(self.paths, self.grads))
 
 
 def fisher_examples(run: tasks.TaskRun) -> dict[str, np.ndarray]:
@@ -219,8 +208,8 @@ def fisher_gradients(
 def obs_at_block_size(run: tasks.TaskRun, block_size: int, *, gradients: FisherGradients) -> tuple[Params, dict]:
     """The personalized model after Group OBS with blocks of ``block_size`` (the recipe's mask, damp and
     Fisher examples): what :func:`tasks.client_unlearn` returns with ``block_size`` swapped in."""
-    return obs.unlearn(run.params_personal, run.masks, gradients.replay_loss(), gradients.batches(),
-                       block_size=block_size, damp=run.unlearning.damp)
+    return unlearn_from_statistics(run.params_personal, run.masks, gradients=gradients.by_path(),
+                                   block_size=block_size, damp=run.unlearning.damp)
 
 
 # ------------------------------------------------------------------------------------------ the study
@@ -710,7 +699,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {name: {} if args.recipe_masks else dict(STUDY_OVERRIDES.get(name, {})) for name in task_names}
     for name, fields in parse_overrides(args.override, task_names).items():
         overrides[name].update(fields)
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
 
     start = time.perf_counter()
     # the circuits first: a lowering problem fails in seconds, not after the training

@@ -18,7 +18,8 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # The poster's Table I (ViT-B/16, forget "birds", personal "fish" in ImageNet-Sketch), in percent.
 PAPER_TABLE1 = {
@@ -151,7 +152,7 @@ def print_seed_spread(spread: dict[str, Any], out: Callable[[str], None] = print
     out("per seed (accuracy %: personalized → masked → OBS)")
     for seed, entry in spread["per_seed"].items():
         rows = entry["rows"]
-        path = lambda key: " → ".join(f"{100 * rows[name][key]:5.1f}" for name in ROW_LABELS)
+        path = lambda key: " → ".join(f"{100 * rows[name][key]:5.1f}" for name in ROW_LABELS)  # noqa: B023 (used at once)
         out(f"  seed {seed:>3}  forget {path('forget_acc')}   personal {path('personal_acc')}   "
             f"recovery {entry['recovery']:6.2f}")
     out(f"  recovery over {len(spread['per_seed'])} seeds: {spread['recovery_mean']:.2f} ± {spread['recovery_std']:.2f}")

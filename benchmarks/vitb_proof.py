@@ -323,7 +323,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     keygen_s = max(r["keygen_s"] for r in results)  # workers generate their keys in parallel
     wall_per_chunk = max(span - keygen_s, 0.0) / n
     one_time_s = max(batch_wall - span, 0.0) + keygen_s
-    mean = lambda key: float(np.mean([c[key] for c in per_chunk]))  # noqa: E731
+    mean = lambda key: float(np.mean([c[key] for c in per_chunk]))
     prove_s_total = one_time_s + total * wall_per_chunk
     peak_rss = max(c["rss_mb"] for c in per_chunk)
     proof_bytes_total = total * mean("proof_bytes")

@@ -160,7 +160,7 @@ class Keys:
 # A proving key holds the fixed and permutation polynomials in extended form: ~1.2 GB at k = 18 for an
 # OBS chunk. The cache keeps the most recently used few (set_key_cache_size).
 _key_cache_size = 4
-_key_cache: "collections.OrderedDict[tuple[str, str], Keys]" = collections.OrderedDict()
+_key_cache: collections.OrderedDict[tuple[str, str], Keys] = collections.OrderedDict()
 _key_lock = threading.Lock()
 
 
@@ -241,7 +241,7 @@ def prove(srs: Srs, keys: Keys, cs: ConstraintSystem, assignment: Assignment,
     return _halo2.prove(srs.handle, keys.handle, advice, instance, committed, seed)
 
 
-_vk_cache: "collections.OrderedDict[tuple[str, str], Any]" = collections.OrderedDict()
+_vk_cache: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
 
 
 def _verifying_key(vk: Keys | bytes, structure: ConstraintSystem | Mapping[str, Any] | str, modulus: int) -> Any:

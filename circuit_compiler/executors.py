@@ -20,7 +20,7 @@ import dataclasses
 import multiprocessing
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from .ir import Assignment, ConstraintSystem
@@ -76,32 +76,10 @@ class _Worker:
             t1 = time.perf_counter()
             proof = backend.prove(self.srs, keys, cs, assignment, self.modulus, rng_seed=rng_seed)
             t2 = time.perf_counter()
-        except Exception as err:  # noqa: BLE001 - re-raised with the job's name, picklable
+        except Exception as err:
             raise ProvingError(f"proving job {name!r} (circuit {cs.name!r}) failed: {err}") from None
         return ProveResult(name=name, proof=proof, vk=keys.vk, circuit_digest=keys.circuit_digest,
                            keygen_s=t1 - t0, prove_s=t2 - t1, worker=f"pid:{os.getpid()}")
-
-
-_WORKER: _Worker | None = None
-
-
-def _init_process(srs_path: str, srs_sha256: str, circuits: list[ConstraintSystem], modulus: int, threads: int) -> None:
-    # Before the extension starts its thread pool: the first rayon use fixes the thread count.
-    os.environ["RAYON_NUM_THREADS"] = str(threads)
-    global _WORKER
-    import warnings
-
-    from .srs import InsecureSrsWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", InsecureSrsWarning)  # the parent was warned already
-        srs = Srs.load(srs_path, expected_sha256=srs_sha256)
-    _WORKER = _Worker(srs=srs, circuits=circuits, modulus=modulus)
-
-
-def _prove_in_process(circuit_index: int, assignment: Assignment, rng_seed: int | None, name: str) -> ProveResult:
-    assert _WORKER is not None, "worker not initialized"
-    return _WORKER.prove(circuit_index, assignment, rng_seed, name)
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -133,12 +111,6 @@ def _dedupe_circuits(jobs: Sequence[ProveJob], modulus: int) -> tuple[list[Const
     return circuits, indices
 
 
-def _progress(total: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="proving chunks", unit="proof", disable=not enabled)
-
-
 def prove_many(
     jobs: Iterable[ProveJob],
     srs: Srs,
@@ -163,35 +135,117 @@ def prove_many(
         return []
     modulus = backend.BLS12_381_SCALAR_MODULUS if modulus is None else int(modulus)
     circuits, indices = _dedupe_circuits(jobs, modulus)
+    calls = [(i, job.assignment, job.rng_seed, job.name) for job, i in zip(jobs, indices)]
     if executor == "serial":
         worker = _Worker(srs=srs, circuits=circuits, modulus=modulus)
         results = []
         with _progress(len(jobs), progress) as bar:
-            for job, i in zip(jobs, indices):
-                results.append(worker.prove(i, job.assignment, job.rng_seed, job.name))
+            for call in calls:
+                results.append(worker.prove(*call))
                 bar.update()
         return results
+    return map_on_workers(_prove_call, calls, init=_open_worker,
+                          init_args=(file_backed_srs_path(srs, executor), srs.sha256, circuits, modulus),
+                          executor=executor, workers=workers, progress=progress, desc="proving chunks",
+                          unit="proof", ray_address=ray_address)
+
+
+def _open_worker(srs_path: str, srs_sha256: str, circuits: list[ConstraintSystem], modulus: int) -> _Worker:
+    import warnings
+
+    from .srs import InsecureSrsWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureSrsWarning)  # the parent was warned already
+        srs = Srs.load(srs_path, expected_sha256=srs_sha256)
+    return _Worker(srs=srs, circuits=circuits, modulus=modulus)
+
+
+def _prove_call(worker: _Worker, circuit_index: int, assignment: Assignment, rng_seed: int | None,
+                name: str) -> ProveResult:
+    return worker.prove(circuit_index, assignment, rng_seed, name)
+
+
+def file_backed_srs_path(srs: Srs, executor: str) -> str:
+    """The SRS's path, which workers open themselves (nothing large is pickled); refused if in memory only."""
     if srs.path is None or not srs.path.is_file():
         raise ValueError(f"executor {executor!r} needs a file-backed SRS (workers open it by path); got {srs!r}")
-    workers = default_workers(len(jobs)) if workers is None else max(1, int(workers))
+    return str(srs.path)
+
+
+# ------------------------------------------------------------------------------ a pool of stateful workers
+
+
+_STATE: Any = None
+
+
+def _init_state(init: Callable[..., Any], init_args: tuple, threads: int) -> None:
+    # Before the extension starts its thread pool: the first rayon use fixes the thread count.
+    os.environ["RAYON_NUM_THREADS"] = str(threads)
+    global _STATE
+    _STATE = init(*init_args)
+
+
+def _call_with_state(fn: Callable[..., Any], call: tuple) -> Any:
+    assert _STATE is not None, "worker not initialized"
+    return fn(_STATE, *call)
+
+
+def map_on_workers(
+    fn: Callable[..., Any],
+    calls: Sequence[tuple],
+    *,
+    init: Callable[..., Any],
+    init_args: tuple,
+    executor: Executor = "process",
+    workers: int | None = None,
+    progress: bool = True,
+    desc: str = "working",
+    unit: str = "job",
+    ray_address: str | None = None,
+) -> list[Any]:
+    """``[fn(state, *call) for call in calls]`` on a pool of workers, results in call order.
+
+    Each worker runs ``state = init(*init_args)`` once (open the SRS, hold the circuits: what every call
+    needs) and then serves calls. ``fn`` and ``init`` must be module-level functions (they are pickled by
+    name). ``executor``: ``"process"`` (a local spawned pool), ``"ray"`` (one Ray actor per worker; a local
+    Ray runtime is started unless one is running or ``ray_address`` names a cluster) or ``"serial"``. The
+    first exception a call raises is re-raised here (unwrapped from Ray's wrapper).
+    """
+    calls = list(calls)
+    if not calls:
+        return []
+    if executor == "serial":
+        state = init(*init_args)
+        out = []
+        with _progress(len(calls), progress, desc, unit) as bar:
+            for call in calls:
+                out.append(fn(state, *call))
+                bar.update()
+        return out
+    workers = default_workers(len(calls)) if workers is None else max(1, int(workers))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    calls = [(i, job.assignment, job.rng_seed, job.name) for job, i in zip(jobs, indices)]
     if executor == "process":
-        return _run_process_pool(srs, circuits, modulus, calls, workers, threads, progress)
+        return _run_process_pool(fn, calls, init, init_args, workers, threads, progress, desc, unit)
     if executor == "ray":
-        return _run_ray(srs, circuits, modulus, calls, workers, threads, progress, ray_address)
+        return _run_ray(fn, calls, init, init_args, workers, threads, progress, desc, unit, ray_address)
     raise ValueError(f"unknown executor {executor!r}; use 'process', 'ray' or 'serial'")
 
 
-def _run_process_pool(srs: Srs, circuits, modulus, calls, workers, threads, progress) -> list[ProveResult]:
+def _progress(total: int, enabled: bool, desc: str = "proving chunks", unit: str = "proof") -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled)
+
+
+def _run_process_pool(fn, calls, init, init_args, workers, threads, progress, desc, unit) -> list[Any]:
     # "spawn": forking a process whose rayon pool is already running would leave the child without threads.
     context = multiprocessing.get_context("spawn")
-    results: list[ProveResult | None] = [None] * len(calls)
+    results: list[Any] = [None] * len(calls)
     with concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_process,
-        initargs=(str(srs.path), srs.sha256, circuits, modulus, threads),
-    ) as pool, _progress(len(calls), progress) as bar:
-        futures = {pool.submit(_prove_in_process, *call): n for n, call in enumerate(calls)}
+        max_workers=workers, mp_context=context, initializer=_init_state, initargs=(init, init_args, threads),
+    ) as pool, _progress(len(calls), progress, desc, unit) as bar:
+        futures = {pool.submit(_call_with_state, fn, call): n for n, call in enumerate(calls)}
         try:
             for future in concurrent.futures.as_completed(futures):
                 results[futures[future]] = future.result()
@@ -200,7 +254,7 @@ def _run_process_pool(srs: Srs, circuits, modulus, calls, workers, threads, prog
             for f in futures:
                 f.cancel()
             raise
-    return results  # type: ignore[return-value]
+    return results
 
 
 def _import_ray() -> Any:
@@ -213,35 +267,37 @@ def _import_ray() -> Any:
     return ray
 
 
-def _run_ray(srs: Srs, circuits, modulus, calls, workers, threads, progress, address) -> list[ProveResult]:
+class _StatefulActor:
+    """The body of a Ray actor: one worker's state, serving calls."""
+
+    def __init__(self, init: Callable[..., Any], init_args: tuple, threads: int):
+        _init_state(init, init_args, threads)
+
+    def call(self, fn: Callable[..., Any], call: tuple) -> Any:
+        return _call_with_state(fn, call)
+
+
+def _run_ray(fn, calls, init, init_args, workers, threads, progress, desc, unit, address) -> list[Any]:
     ray = _import_ray()
     if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
-                 runtime_env={"env_vars": {"RAYON_NUM_THREADS": str(threads)}})
-
-    @ray.remote(num_cpus=threads)
-    class ProverActor:
-        def __init__(self, srs_path: str, srs_sha256: str, circuits, modulus: int, threads: int):
-            _init_process(srs_path, srs_sha256, circuits, modulus, threads)
-
-        def prove(self, circuit_index, assignment, rng_seed, name) -> ProveResult:
-            return _prove_in_process(circuit_index, assignment, rng_seed, name)
-
-    circuits_ref = ray.put(circuits)
-    actors = [ProverActor.remote(str(srs.path), srs.sha256, circuits_ref, modulus, threads) for _ in range(workers)]
-    results: list[ProveResult | None] = [None] * len(calls)
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    actor_class = ray.remote(num_cpus=threads)(_StatefulActor)
+    args_ref = ray.put(init_args)
+    actors = [actor_class.remote(init, args_ref, threads) for _ in range(workers)]
+    results: list[Any] = [None] * len(calls)
     pending: dict[Any, tuple[int, Any]] = {}
     queue = list(enumerate(calls))
+    queue.reverse()  # pop() from the end takes calls in order
     free = list(actors)
 
     def submit() -> None:
         while free and queue:
-            n, call = queue.pop(0)
+            n, call = queue.pop()
             actor = free.pop()
-            pending[actor.prove.remote(*call)] = (n, actor)
+            pending[actor.call.remote(fn, call)] = (n, actor)
 
     try:
-        with _progress(len(calls), progress) as bar:
+        with _progress(len(calls), progress, desc, unit) as bar:
             submit()
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
@@ -249,12 +305,12 @@ def _run_ray(srs: Srs, circuits, modulus, calls, workers, threads, progress, add
                 try:
                     results[n] = ray.get(done[0])
                 except ray.exceptions.RayTaskError as err:
-                    cause = err.cause if isinstance(getattr(err, "cause", None), ProvingError) else err
-                    raise ProvingError(str(cause)) from None
+                    cause = getattr(err, "cause", None)
+                    raise (cause if isinstance(cause, Exception) else RuntimeError(str(err))) from None
                 free.append(actor)
                 bar.update()
                 submit()
     finally:
         for actor in actors:
             ray.kill(actor)
-    return results  # type: ignore[return-value]
+    return results

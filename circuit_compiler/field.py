@@ -20,7 +20,6 @@ import dataclasses
 import functools
 
 import numpy as np
-from py_ecc import bls12_381, bn128
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -133,10 +132,14 @@ BLS12_381_FR = PrimeField(
     modulus=0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001,
     primitive_element=7,
 )
-# BN254 (alt_bn128) scalar field, EVM-verifiable; taken from py_ecc. 5 generates F_r^*.
-BN254_FR = PrimeField(name="bn254_fr", modulus=bn128.curve_order, primitive_element=5)
-
-assert BLS12_381_FR.modulus == bls12_381.curve_order, "BLS12-381 Fr modulus disagrees with py_ecc"
+# BN254 (alt_bn128) scalar field, EVM-verifiable. 5 generates F_r^*. Both moduli are checked against
+# py_ecc's curve orders in tests/test_field.py (importing py_ecc's curves here would cost every process,
+# the verifier's included, about half a second).
+BN254_FR = PrimeField(
+    name="bn254_fr",
+    modulus=21888242871839275222246405745257275088548364400416034343698204186575808495617,
+    primitive_element=5,
+)
 
 DEFAULT_FIELD = BLS12_381_FR
 FIELDS: dict[str, PrimeField] = {f.name: f for f in (BLS12_381_FR, BN254_FR)}
@@ -156,7 +159,7 @@ def field_by_modulus(modulus: int) -> PrimeField:
     raise KeyError(f"no known field has modulus {modulus}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def galois_field(field: PrimeField) -> type:
     """The ``galois.GF(p)`` class of ``field`` (cached).
 

@@ -197,6 +197,18 @@ class ForgetSpec:
 # ------------------------------------------------------------------------------------------- quantization
 
 
+#: ỹ = Ĝ_SS⁻¹ θ_S grows with the conditioning of the client's (damped) Fisher blocks, which the provider
+#: cannot know when the configuration is fixed; the protocol's default leaves 2^26 of range in weight units.
+PROTOCOL_Y_BITS = 48
+
+
+def spec_for_block_size(block_size: int, base: FixedPointSpec | None = None) -> FixedPointSpec:
+    """The fixed-point formats the protocol proves (ỹ on ``PROTOCOL_Y_BITS`` at B = 16), made admissible for
+    blocks of ``block_size`` (see :meth:`FixedPointSpec.for_block_size`). The one rule for a block size:
+    the protocol, the demo and the block-size study all take their spec from here."""
+    return (base or FixedPointSpec(w_y=PROTOCOL_Y_BITS)).for_block_size(block_size)
+
+
 def signed_range(width: int) -> tuple[int, int]:
     """Inclusive integer range of a signed ``width``-bit value: ``[-2^(w-1), 2^(w-1) - 1]``."""
     return -(1 << (width - 1)), (1 << (width - 1)) - 1

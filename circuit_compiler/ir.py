@@ -29,7 +29,7 @@ import numpy as np
 T = TypeVar("T")
 
 
-class ColumnKind(str, enum.Enum):
+class ColumnKind(str, enum.Enum):  # noqa: UP042 (StrEnum would change str() of the kinds)
     ADVICE = "advice"  # private witness, blinded by the prover
     FIXED = "fixed"  # constants chosen at compile time, part of the keys
     SELECTOR = "selector"  # a fixed 0/1 column that switches a gate or lookup on
@@ -44,16 +44,16 @@ class Column:
     index: int  # index among the columns of the same kind, in declaration order
     name: str
 
-    def query(self, rotation: int = 0) -> "Query":
+    def query(self, rotation: int = 0) -> Query:
         return Query(self, rotation)
 
-    def cur(self) -> "Query":
+    def cur(self) -> Query:
         return Query(self, 0)
 
-    def prev(self) -> "Query":
+    def prev(self) -> Query:
         return Query(self, -1)
 
-    def next(self) -> "Query":
+    def next(self) -> Query:
         return Query(self, 1)
 
     def __repr__(self) -> str:
@@ -95,7 +95,7 @@ class Expression:
         self,
         *,
         constant: Callable[[int], T],
-        query: Callable[["Query"], T],
+        query: Callable[[Query], T],
         negated: Callable[[T], T],
         sum: Callable[[T, T], T],
         product: Callable[[T, T], T],
@@ -127,7 +127,7 @@ class Expression:
             scaled=lambda a, _: a,
         )
 
-    def queries(self) -> frozenset["Query"]:
+    def queries(self) -> frozenset[Query]:
         return self.fold(
             constant=lambda _: frozenset(),
             query=lambda q: frozenset([q]),
@@ -414,7 +414,7 @@ class Assignment:
             raise KeyError(f"{column!r} is not a witness or instance column")
         return table[column.name]
 
-    def copy(self) -> "Assignment":
+    def copy(self) -> Assignment:
         return Assignment(
             advice={k: v.copy() for k, v in self.advice.items()},
             instance={k: v.copy() for k, v in self.instance.items()},

@@ -710,7 +710,7 @@ def chunk_layer(witness: LayerWitness, *, blocks_per_chunk: int) -> list[ChunkWi
         def cut(a: np.ndarray | None) -> np.ndarray | None:
             if a is None:
                 return None
-            part = a[first:stop]
+            part = a[first:stop]  # noqa: B023 (cut is applied within this iteration)
             pad = blocks_per_chunk - part.shape[0]
             if pad:
                 part = np.concatenate([part, np.zeros((pad,) + part.shape[1:], dtype=part.dtype)])

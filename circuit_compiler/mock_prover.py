@@ -559,7 +559,7 @@ class MockProver:
         return Failure("gate", gate.name, row, self._cells(queries, row), poly_name, signed(value, self.modulus))
 
     # --- lookups
-    def _table(self, index: int, lookup: Lookup) -> "_Table":
+    def _table(self, index: int, lookup: Lookup) -> _Table:
         if index not in self._tables:
             self._tables[index] = _Table.build([self.store[c] for c in lookup.table], self.usable, self.modulus)
         return self._tables[index]
@@ -768,7 +768,7 @@ class _Table:
     width: int
 
     @staticmethod
-    def build(columns: Sequence[ColumnValues], usable: int, modulus: int) -> "_Table":
+    def build(columns: Sequence[ColumnValues], usable: int, modulus: int) -> _Table:
         rows = np.arange(usable, dtype=np.int64)
         smalls, bigs = [], np.zeros(usable, dtype=bool)
         for col in columns:

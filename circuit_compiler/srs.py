@@ -36,11 +36,10 @@ from typing import Any
 
 try:
     from . import _halo2
-except ImportError as err:  # pragma: no cover - only on a broken install
-    raise ImportError(
-        "the Halo2 extension circuit_compiler._halo2 is not built: run `pip install .` from the repository "
-        "root (or `maturin develop --release` for development)"
-    ) from err
+except ImportError as err:  # pragma: no cover - only without a built extension (tested via the message)
+    from ._extension import installed_extension, missing_extension_message
+
+    raise ImportError(missing_extension_message(Path(__file__).parent, installed_extension())) from err
 
 MAGIC = b"JXSRS\x00\x00\x01"
 FORMAT = "jaxapex-srs/1"
@@ -121,7 +120,7 @@ class Srs:
         return f"Srs(k={self.k}, sha256={self.sha256[:16]}...{dev}{where})"
 
     @classmethod
-    def generate_dev(cls, k: int, path: str | os.PathLike, *, seed: int | None = None) -> "Srs":
+    def generate_dev(cls, k: int, path: str | os.PathLike, *, seed: int | None = None) -> Srs:
         """Create a development SRS of size 2^k from local randomness; write it (and its sidecar) to ``path``.
 
         NOT FOR PRODUCTION: this process sees the secret τ, so whoever runs it could forge proofs.
@@ -149,14 +148,14 @@ class Srs:
             "sha256": sha,
             "development": True,
             "seeded": seed is not None,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "warning": "development SRS from local randomness: NOT FOR PRODUCTION",
         }, indent=1) + "\n")
         # Just written by this process: its hash is trusted, points need no subgroup checks.
         return cls(_halo2.Srs.open(str(path), False), sha256=sha, path=path, development=True)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, expected_sha256: str | None = None) -> "Srs":
+    def load(cls, path: str | os.PathLike, *, expected_sha256: str | None = None) -> Srs:
         """Open an SRS file. With ``expected_sha256`` (from an artifact) any other file is refused and
         the points are trusted once the hash matches; without it every point read is fully validated."""
         path = Path(path)
@@ -170,7 +169,7 @@ class Srs:
         return cls(handle, sha256=sha, path=path, development=development)
 
     @classmethod
-    def from_secret_insecure(cls, k: int, tau: int, path: str | os.PathLike | None = None) -> "Srs":
+    def from_secret_insecure(cls, k: int, tau: int, path: str | os.PathLike | None = None) -> Srs:
         """The SRS of a known secret ``tau`` -- for tests that recompute commitments independently.
 
         Written to ``path`` (default: a temporary file removed with the returned object)."""
@@ -187,7 +186,7 @@ class Srs:
             weakref.finalize(srs, shutil.rmtree, cleanup, True)
         return srs
 
-    def downsize(self, k: int, path: str | os.PathLike) -> "Srs":
+    def downsize(self, k: int, path: str | os.PathLike) -> Srs:
         """Write the SRS for circuits up to 2^k rows (same secret) to ``path``: a prefix of this file's
         monomial points and its Lagrange bases for 1..k, so a smaller SRS can be shipped on its own."""
         if not 1 <= k <= self.k:

@@ -19,12 +19,10 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-import jax
 import numpy as np
-
-from jaxapex.models import build_model, config_from_dict, config_to_dict
 
 FORMAT = "jaxapex-checkpoint"
 VERSION = 1
@@ -39,6 +37,8 @@ class CheckpointError(ValueError):
 
 def flatten_params(params: Mapping) -> dict[str, np.ndarray]:
     """``{"params": {"block_0": {...}}}`` → ``{"params/block_0/...": array}``."""
+    import jax  # here, not at module level: reading a client's state needs no JAX
+
     flat = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         keys = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
@@ -64,6 +64,8 @@ def save_checkpoint(directory: str | os.PathLike, params: Mapping, config, *, me
                     overwrite: bool = False) -> str:
     """Write ``params`` (variables dict) and ``config`` (ViTConfig / OPTConfig) to ``directory``."""
     from safetensors.numpy import save_file
+
+    from jaxapex.models import config_to_dict
 
     directory = os.path.abspath(os.fspath(directory))
     if os.path.exists(directory) and not overwrite:
@@ -114,6 +116,10 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[dict, Any, dict]:
         raise CheckpointError(f"{config_path}: field 'format' is {manifest.get('format')!r}, expected {FORMAT!r}")
     if manifest.get("version") != VERSION:
         raise CheckpointError(f"{config_path}: field 'version' is {manifest.get('version')!r}, this code reads {VERSION}")
+    import jax
+
+    from jaxapex.models import build_model, config_from_dict
+
     try:
         config = config_from_dict(manifest["model"])
     except (KeyError, TypeError, ValueError) as err:
@@ -135,6 +141,8 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[dict, Any, dict]:
 
 def flatten_params_shapes(tree: Mapping) -> dict[str, Any]:
     """Like :func:`flatten_params` for a tree of ``ShapeDtypeStruct`` (no arrays materialized)."""
+    import jax
+
     return {
         SEPARATOR.join(str(getattr(k, "key", k)) for k in path): leaf
         for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]

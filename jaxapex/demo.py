@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from circuit_compiler import fixedpoint
 from circuit_compiler.srs import InsecureSrsWarning, Srs
 
 from .protocol import chunks as ch
 from .protocol import client, ml, provider
-from .protocol.config import LayerShape, ProofConfig, spec_for_block_size
+from .protocol.config import LayerShape, ProofConfig
 from .protocol.registry import Registry
 from .protocol.requests import UnlearningRequest, new_request_id
 
@@ -89,7 +90,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     lanes = options.lanes or B
     nb = options.blocks_per_chunk or max(layer.size for layer in layers) // B
     config = ProofConfig(layers=layers, level=options.level, block_size=B, lanes=lanes, blocks_per_chunk=nb,
-                         spec=spec_for_block_size(B))
+                         spec=fixedpoint.spec_for_block_size(B))
     srs = _dev_srs(out / "srs.bin", ch.circuit_k(config), options.seed)
 
     # Client, at personalization time: commitments to θ and (level F) to G, registered with the provider.

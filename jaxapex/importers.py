@@ -1,10 +1,14 @@
-"""Import Hugging Face safetensors checkpoints of ViT and OPT into the jaxapex Flax models.
+"""Import Hugging Face safetensors checkpoints of ViT, OPT and LLaMA-family models into the jaxapex Flax models.
 
-Supported layouts: ``google/vit-base-patch16-224`` (``ViTForImageClassification``) and
-``facebook/opt-125m`` (``OPTModel``/``OPTForCausalLM``, with or without the ``model.`` prefix). Any config
-with the same naming works (ViT-S, tiny test configs, …): the expected tensor table is derived from the
-config, every tensor's shape is checked against it *before* anything is loaded, and missing or unexpected
-names are reported all at once.
+Supported layouts: ``google/vit-base-patch16-224`` (``ViTForImageClassification``),
+``facebook/opt-125m`` (``OPTModel``/``OPTForCausalLM``, with or without the ``model.`` prefix) and
+``LlamaForCausalLM`` (SmolLM2, Llama 3.2, …). Any config with the same naming works (ViT-S, tiny test
+configs, …): the expected tensor table is derived from the config, every tensor's shape is checked against
+it *before* anything is loaded, and missing or unexpected names are reported all at once.
+
+A ``config.json`` next to the checkpoint (or passed explicitly) is read and compared with the model config
+field by field: heads, eps, rope θ, activation, … — a disagreeing field is refused with its name and both
+values, since e.g. a wrong head count would otherwise import silently (the tensor shapes do not show it).
 
 Layout conversions (PyTorch → Flax):
     Linear.weight (out, in)        → Dense kernel (in, out)     transpose
@@ -15,12 +19,15 @@ Layout conversions (PyTorch → Flax):
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
-from typing import Iterable, Literal, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
-from jaxapex.models import OPT, OPTConfig, ViT, ViTConfig
+from jaxapex.models import OPT, Llama, LlamaConfig, OPTConfig, ViT, ViTConfig
 from jaxapex.models.opt import OPT_POSITION_OFFSET
 
 Layout = Literal["linear", "conv", "same"]
@@ -39,6 +46,144 @@ class TensorSpec:
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint does not match the expected tensor table (names or shapes)."""
+
+
+class ConfigMismatchError(ValueError):
+    """A checkpoint's own configuration (config.json, GGUF metadata) disagrees with the model config."""
+
+
+def check_config_fields(ours: Mapping[str, Any], theirs: Mapping[str, Any], *, source: str) -> None:
+    """Raise :class:`ConfigMismatchError` naming every field where ``theirs`` (the checkpoint's, already in
+    our field names and units) disagrees with ``ours``. Floats agree to a relative 1e-6 (GGUF stores float32)."""
+    problems = []
+    for field, value in theirs.items():
+        mine = ours[field]
+        if isinstance(mine, float) or isinstance(value, float):
+            same = mine is not None and value is not None and math.isclose(float(mine), float(value), rel_tol=1e-6)
+        else:
+            same = mine == value
+        if not same:
+            problems.append(f"{field}: checkpoint {value!r}, model config {mine!r}")
+    if problems:
+        raise ConfigMismatchError(f"{source}: the checkpoint's configuration disagrees with the model config — "
+                                  + "; ".join(problems))
+
+
+def read_hf_config(path: str | os.PathLike) -> dict[str, Any]:
+    """A Hugging Face ``config.json`` as a dict; a one-line error naming the file when it is not JSON."""
+    path = os.fspath(path)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ConfigMismatchError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigMismatchError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _hf_field(hf: Mapping[str, Any], name: str, source: str, default: Any = KeyError) -> Any:
+    if name in hf:
+        return hf[name]
+    if default is KeyError:
+        raise ConfigMismatchError(f"{source}: field {name!r} is missing")
+    return default
+
+
+def _vit_fields_from_hf(hf: Mapping[str, Any], source: str) -> dict[str, Any]:
+    act = _hf_field(hf, "hidden_act", source, "gelu")
+    fields = {
+        "dim": _hf_field(hf, "hidden_size", source), "depth": _hf_field(hf, "num_hidden_layers", source),
+        "heads": _hf_field(hf, "num_attention_heads", source), "mlp_dim": _hf_field(hf, "intermediate_size", source),
+        "image_size": _hf_field(hf, "image_size", source), "patch_size": _hf_field(hf, "patch_size", source),
+        "channels": _hf_field(hf, "num_channels", source, 3), "ln_eps": float(_hf_field(hf, "layer_norm_eps", source)),
+        "activation": {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}.get(act, act),
+    }
+    if "id2label" in hf:
+        fields["num_classes"] = len(hf["id2label"])
+    return fields
+
+
+def _opt_fields_from_hf(hf: Mapping[str, Any], source: str) -> dict[str, Any]:
+    dim = _hf_field(hf, "hidden_size", source)
+    for name, want in (("do_layer_norm_before", True), ("word_embed_proj_dim", dim)):
+        if _hf_field(hf, name, source, want) != want:
+            raise ConfigMismatchError(f"{source}: {name}={hf[name]!r} is not supported (this OPT needs {want!r})")
+    return {
+        "dim": dim, "layers": _hf_field(hf, "num_hidden_layers", source),
+        "heads": _hf_field(hf, "num_attention_heads", source), "ffn_dim": _hf_field(hf, "ffn_dim", source),
+        "vocab_size": _hf_field(hf, "vocab_size", source),
+        "max_positions": _hf_field(hf, "max_position_embeddings", source),
+        "activation": _hf_field(hf, "activation_function", source, "relu"),
+    }
+
+
+def _llama_rope_scaling(hf: Mapping[str, Any], source: str) -> tuple[float, float, float, int] | None:
+    scaling = hf.get("rope_scaling")
+    if scaling is None:
+        return None
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind != "llama3":
+        raise ConfigMismatchError(f"{source}: rope_scaling type {kind!r} is not supported (only 'llama3')")
+    return (float(scaling["factor"]), float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"]),
+            int(scaling["original_max_position_embeddings"]))
+
+
+def llama_config_from_hf(hf: Mapping[str, Any], *, source: str = "config.json") -> LlamaConfig:
+    """A :class:`LlamaConfig` from a Hugging Face ``LlamaForCausalLM`` config.json."""
+    heads = _hf_field(hf, "num_attention_heads", source)
+    dim = _hf_field(hf, "hidden_size", source)
+    if _hf_field(hf, "head_dim", source, dim // heads) != dim // heads:
+        raise ConfigMismatchError(f"{source}: head_dim={hf['head_dim']} differs from hidden_size / heads "
+                                  f"= {dim // heads}; this Llama needs them equal")
+    if hf.get("attention_bias") or hf.get("mlp_bias"):
+        raise ConfigMismatchError(f"{source}: attention_bias / mlp_bias are not supported (LLaMA has no biases)")
+    return LlamaConfig(
+        vocab_size=_hf_field(hf, "vocab_size", source), dim=dim, layers=_hf_field(hf, "num_hidden_layers", source),
+        heads=heads, kv_heads=_hf_field(hf, "num_key_value_heads", source, heads),
+        ffn_dim=_hf_field(hf, "intermediate_size", source),
+        rope_theta=float(_hf_field(hf, "rope_theta", source, 10000.0)), rope_scaling=_llama_rope_scaling(hf, source),
+        rms_eps=float(_hf_field(hf, "rms_norm_eps", source)),
+        max_positions=_hf_field(hf, "max_position_embeddings", source),
+        tie_embeddings=bool(_hf_field(hf, "tie_word_embeddings", source, False)),
+        activation=_hf_field(hf, "hidden_act", source, "silu"),
+    )
+
+
+def llama_hf_config(config: LlamaConfig) -> dict[str, Any]:
+    """The Hugging Face config.json of ``config`` (inverse of :func:`llama_config_from_hf`)."""
+    c = config
+    out = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": c.vocab_size,
+        "hidden_size": c.dim, "num_hidden_layers": c.layers, "num_attention_heads": c.heads,
+        "num_key_value_heads": c.kv_heads, "intermediate_size": c.ffn_dim, "rope_theta": c.rope_theta,
+        "rms_norm_eps": c.rms_eps, "max_position_embeddings": c.max_positions,
+        "tie_word_embeddings": c.tie_embeddings, "hidden_act": c.activation, "head_dim": c.head_dim,
+        "attention_bias": False, "mlp_bias": False, "rope_scaling": None,
+    }
+    if c.rope_scaling is not None:
+        factor, low, high, original = c.rope_scaling
+        out["rope_scaling"] = {"rope_type": "llama3", "factor": factor, "low_freq_factor": low,
+                               "high_freq_factor": high, "original_max_position_embeddings": original}
+    return out
+
+
+def _config_json_path(checkpoint: str | os.PathLike, config_json: str | os.PathLike | None) -> str | None:
+    if config_json is not None:
+        if not os.path.isfile(config_json):
+            raise FileNotFoundError(f"config.json not found: {config_json}")
+        return os.fspath(config_json)
+    beside = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "config.json")
+    return beside if os.path.isfile(beside) else None
+
+
+def _check_hf_config(config, checkpoint, config_json, fields_from_hf: Callable[[Mapping, str], dict]) -> None:
+    """Compare ``config`` with the checkpoint's config.json, when there is one."""
+    path = _config_json_path(checkpoint, config_json)
+    if path is None:
+        return
+    theirs = fields_from_hf(read_hf_config(path), path)
+    check_config_fields(dataclasses.asdict(config), theirs, source=path)
 
 
 def _to_flax(array: np.ndarray, layout: Layout) -> np.ndarray:
@@ -195,7 +340,7 @@ def _assemble(
     return variables
 
 
-def _check_against_model(variables: dict, model: ViT | OPT, source: str) -> None:
+def _check_against_model(variables: dict, model: ViT | OPT | Llama, source: str) -> None:
     """The assembled tree must have exactly the leaves and shapes ``model.init`` would create."""
     import jax
 
@@ -208,13 +353,16 @@ def _check_against_model(variables: dict, model: ViT | OPT, source: str) -> None
 
 
 def import_vit_hf(
-    safetensors_path: str | os.PathLike, config: ViTConfig, *, dtype: np.dtype = np.float32
+    safetensors_path: str | os.PathLike, config: ViTConfig, *, dtype: np.dtype = np.float32,
+    config_json: str | os.PathLike | None = None,
 ) -> dict:
     """Variables ``{"params": ...}`` for ``ViT(config)`` from a HF ViTForImageClassification safetensors file.
 
     ``vit.pooler.*`` tensors (present when exported from ``ViTModel`` with a pooler) are ignored since the
-    classifier reads the cls token directly.
+    classifier reads the cls token directly. ``config_json`` (default: a config.json beside the file, if any)
+    must agree with ``config``.
     """
+    _check_hf_config(config, safetensors_path, config_json, _vit_fields_from_hf)
     available = _read_shapes(safetensors_path)
     specs = vit_hf_tensor_table(config)
     ignore = {n for n in available if n.startswith("vit.pooler.")}
@@ -235,14 +383,17 @@ def _opt_prefix(names: Iterable[str], source: str) -> str:
 
 
 def import_opt_hf(
-    safetensors_path: str | os.PathLike, config: OPTConfig, *, dtype: np.dtype = np.float32
+    safetensors_path: str | os.PathLike, config: OPTConfig, *, dtype: np.dtype = np.float32,
+    config_json: str | os.PathLike | None = None,
 ) -> dict:
     """Variables ``{"params": ...}`` for ``OPT(config)`` from a HF OPT safetensors file.
 
     The LM head is tied to ``embed_tokens``: an ``lm_head.weight`` in the file is accepted only if it equals
     the token embedding (an untied head cannot be represented and is reported, not silently dropped).
     Checkpoints with ``project_in``/``project_out`` (OPT-350m) are reported as unexpected names.
+    ``config_json`` (default: a config.json beside the file, if any) must agree with ``config``.
     """
+    _check_hf_config(config, safetensors_path, config_json, _opt_fields_from_hf)
     source = os.fspath(safetensors_path)
     available = _read_shapes(safetensors_path)
     prefix = _opt_prefix(available, source)
@@ -262,6 +413,86 @@ def import_opt_hf(
             )
     _check_against_model(variables, OPT(config), source)
     return variables
+
+
+def llama_hf_tensor_table(config: LlamaConfig) -> tuple[TensorSpec, ...]:
+    """Every tensor of a Hugging Face ``LlamaForCausalLM`` checkpoint for ``config`` (``lm_head.weight``
+    only when the head is untied)."""
+    c = config
+    d = c.head_dim
+    specs = [TensorSpec("model.embed_tokens.weight", (c.vocab_size, c.dim), ("params", "embed_tokens", "embedding"),
+                        "same")]
+    for i in range(c.layers):
+        hf, ours = f"model.layers.{i}", f"layer_{i}"
+        specs.append(TensorSpec(f"{hf}.input_layernorm.weight", (c.dim,), ("params", ours, "ln1", "scale"), "same"))
+        for hf_proj, proj, n_out in (("q_proj", "query", c.heads * d), ("k_proj", "key", c.kv_heads * d),
+                                     ("v_proj", "value", c.kv_heads * d)):
+            specs.append(TensorSpec(f"{hf}.self_attn.{hf_proj}.weight", (n_out, c.dim),
+                                    ("params", ours, "attn", proj, "kernel"), "linear"))
+        specs.append(TensorSpec(f"{hf}.self_attn.o_proj.weight", (c.dim, c.heads * d),
+                                ("params", ours, "attn", "out", "kernel"), "linear"))
+        specs.append(TensorSpec(f"{hf}.post_attention_layernorm.weight", (c.dim,), ("params", ours, "ln2", "scale"),
+                                "same"))
+        for hf_proj, proj, shape in (("gate_proj", "gate", (c.ffn_dim, c.dim)), ("up_proj", "up", (c.ffn_dim, c.dim)),
+                                     ("down_proj", "down", (c.dim, c.ffn_dim))):
+            specs.append(TensorSpec(f"{hf}.mlp.{hf_proj}.weight", shape, ("params", ours, "mlp", proj, "kernel"),
+                                    "linear"))
+    specs.append(TensorSpec("model.norm.weight", (c.dim,), ("params", "final_norm", "scale"), "same"))
+    if not c.tie_embeddings:
+        specs.append(TensorSpec("lm_head.weight", (c.vocab_size, c.dim), ("params", "lm_head", "kernel"), "linear"))
+    return tuple(specs)
+
+
+def import_llama_hf(
+    safetensors_path: str | os.PathLike, config: LlamaConfig | None = None, *, dtype: np.dtype = np.float32,
+    config_json: str | os.PathLike | None = None,
+) -> tuple[LlamaConfig, dict]:
+    """``(config, variables)`` for ``Llama(config)`` from a HF ``LlamaForCausalLM`` safetensors file.
+
+    The config comes from ``config_json`` (default: the config.json beside the file); a ``config`` given as
+    well must agree with it field by field. Without a config.json, ``config`` is required. Rotary q/k rows
+    are already in the Hugging Face layout the model uses. A tied model's ``lm_head.weight``, when present,
+    must equal the token embedding.
+    """
+    source = os.fspath(safetensors_path)
+    path = _config_json_path(safetensors_path, config_json)
+    if path is not None:
+        from_file = llama_config_from_hf(read_hf_config(path), source=path)
+        if config is not None:
+            check_config_fields(dataclasses.asdict(config), dataclasses.asdict(from_file), source=path)
+        config = from_file
+    elif config is None:
+        raise ConfigMismatchError(f"{source}: no config.json beside the checkpoint; pass config= or config_json=")
+    available = _read_shapes(safetensors_path)
+    specs = llama_hf_tensor_table(config)
+    ignore = {"lm_head.weight"} if config.tie_embeddings else set()
+    ignore |= {n for n in available if n.endswith(".rotary_emb.inv_freq")}  # a buffer older exports carry
+    check_tensor_table(specs, available, source=source, ignore=ignore)
+    variables = _assemble(safetensors_path, specs, dtype)
+    if config.tie_embeddings and "lm_head.weight" in available:
+        from safetensors import safe_open
+
+        with safe_open(source, framework="numpy") as f:
+            head = np.asarray(f.get_tensor("lm_head.weight"), dtype=dtype)
+        if not np.array_equal(head, variables["params"]["embed_tokens"]["embedding"]):
+            raise CheckpointMismatchError(f"{source}: lm_head.weight differs from model.embed_tokens.weight, but "
+                                          f"tie_word_embeddings is true")
+    _check_against_model(variables, Llama(config), source)
+    return config, variables
+
+
+def save_llama_hf(directory: str | os.PathLike, config: LlamaConfig, variables: Mapping) -> str:
+    """Write ``model.safetensors`` and ``config.json`` of ``LlamaForCausalLM`` into ``directory``; returns the
+    safetensors path."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(os.fspath(directory), "model.safetensors")
+    save_hf_safetensors(path, export_hf_tensors(variables, llama_hf_tensor_table(config)))
+    config_path = os.path.join(os.fspath(directory), "config.json")
+    tmp = f"{config_path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(llama_hf_config(config), f, indent=2)
+    os.replace(tmp, config_path)
+    return path
 
 
 def export_hf_tensors(variables: Mapping, specs: Iterable[TensorSpec]) -> dict[str, np.ndarray]:

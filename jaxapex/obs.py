@@ -45,12 +45,12 @@ import numpy as np
 
 from jaxapex.fisher import (
     DEFAULT_MEMORY_BUDGET,
-    pad_group,
     block_gradients_fn,
     blocks_per_group_for,
     fisher_step,
     invert_blocks,
     outer_product_sum,
+    pad_group,
     split_groups,
 )
 from jaxapex.layers import (

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,8 @@ from jaxapex import evaluate, masking, obs
 from jaxapex.data import as_batches, digits_task, take
 from jaxapex.layers import get_matrix, path_name, set_matrix
 from jaxapex.models import (
+    ALL_MLP_MATRICES,
+    MLP_OUTPUT_MATRIX,
     VIT_PRESETS,
     OPTConfig,
     ViTConfig,
@@ -81,8 +84,9 @@ class UnlearningConfig:
             raise ValueError(f"scorer must be one of {SCORERS}, got {self.scorer!r}")
         if not 0 < self.mask_fraction < 1:
             raise ValueError(f"mask_fraction must be in (0, 1), got {self.mask_fraction}")
-        if self.scorer == "activation" and self.target_layers != ("fc1",):
-            raise ValueError(f"the activation scorer ranks fc1 neurons; target_layers must be ('fc1',), got {self.target_layers}")
+        if self.scorer == "activation" and self.target_layers not in (("fc1",), ("gate",)):
+            raise ValueError(f"the activation scorer ranks the neurons of fc1 (or of a SwiGLU MLP's gate); "
+                             f"target_layers must be ('fc1',) or ('gate',), got {self.target_layers}")
         if self.neuron_side not in ("in", "out"):
             raise ValueError(f"neuron_side must be 'in' (fc1 rows) or 'out' (fc2 columns), got {self.neuron_side!r}")
         if self.scorer != "activation" and (self.weights_per_neuron is not None or self.neuron_side != "in"):
@@ -161,14 +165,15 @@ def outgoing_neuron_masks(
     """Masks on fc2 (W: (dim, mlp_dim)) removing the outgoing weights (column n) of the globally top
     ``fraction`` of fc1 neurons; with ``weights_per_neuron=k`` only the k largest-|w| entries of each column.
 
-    ``neuron_scores`` maps fc1 kernel paths to (mlp_dim,) scores; each fc1 path's sibling fc2 kernel is masked.
+    ``neuron_scores`` maps fc1 kernel paths to (mlp_dim,) scores; each fc1 path's sibling fc2 kernel is masked
+    (for a SwiGLU MLP: gate paths, and the sibling down kernel).
     """
     chosen = masking.top_fraction_mask(neuron_scores, fraction)
     masks = {}
     for fc1_path, neurons in chosen.items():
-        if fc1_path[-2:] != ("fc1", "kernel"):
-            raise ValueError(f"neuron scores must be keyed by fc1 kernel paths, got {path_name(fc1_path)!r}")
-        fc2_path = (*fc1_path[:-2], "fc2", "kernel")
+        if fc1_path[-1] != "kernel" or fc1_path[-2] not in MLP_OUTPUT_MATRIX:
+            raise ValueError(f"neuron scores must be keyed by fc1 (or gate) kernel paths, got {path_name(fc1_path)!r}")
+        fc2_path = (*fc1_path[:-2], MLP_OUTPUT_MATRIX[fc1_path[-2]], "kernel")
         W = np.asarray(get_matrix(params, fc2_path))  # (dim, mlp_dim)
         if neurons.shape != (W.shape[1],):
             raise ValueError(f"{path_name(fc1_path)!r}: {neurons.shape[0]} neuron scores, but "
@@ -218,7 +223,7 @@ def provider_mask(
         )
         masks = masking.top_fraction_mask(scores, cfg.mask_fraction)
     masks = {tuple(p): np.asarray(m, dtype=bool) for p, m in masks.items()}
-    order = mlp_target_paths(params_global, ("fc1", "fc2"))
+    order = mlp_target_paths(params_global, ALL_MLP_MATRICES)
     return masks, tuple(p for p in order if p in masks)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from typing import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -229,7 +229,7 @@ def _set(tree: Mapping, path: Path, value) -> dict:
 def lora_target_paths(params: Params, targets: Sequence[str] = ("attn", "mlp")) -> tuple[Path, ...]:
     """Kernels of the blocks' attention and/or MLP Dense layers, in tree order."""
     out = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
         keys = _keys(path)
         if keys[-1] == "kernel" and len(keys) >= 3 and keys[-3] in targets and _BLOCK_NAME.match(_module_name(keys)):
             out.append(keys)
@@ -269,7 +269,11 @@ def _adapter_optimizer(adapters: Mapping[str, Mapping], params: Params, cfg: Per
     def depth(name: str) -> int:
         return int(_BLOCK_NAME.match(_module_name(tuple(name.split("/")))).group(1)) + 1
 
-    labels = {name: jax.tree.map(lambda _: f"depth_{depth(name)}", ab) for name, ab in adapters.items()}
+    def label_tree(name: str, adapter: Params) -> Params:
+        label = f"depth_{depth(name)}"
+        return jax.tree.map(lambda _: label, adapter)
+
+    labels = {name: label_tree(name, ab) for name, ab in adapters.items()}
     transforms = {
         f"depth_{d}": make_optimizer(cfg.train, learning_rate_scale=cfg.layer_decay ** (top - d))
         for d in range(top + 1)

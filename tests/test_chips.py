@@ -316,7 +316,7 @@ def test_diagonal_mac_reads_each_entry_only_inside_its_block():
     G = symmetric(rng, nb, B, bits=8)
     y = rng.integers(1, 1000, size=(nb, B))  # nonzero: every entry of G meets a ỹ
     cs, config, a, first = diagonal_circuit(G, y)
-    row = lambda b, i: first + b * B + i  # noqa: E731
+    row = lambda b, i: first + b * B + i
     # an unused cell (i + ρ >= B) meets only zero coefficients: whatever it holds, nothing changes
     for b, i, rho in ((0, 3, 1), (1, 2, 3), (2, 3, 3)):
         junk = a.copy()

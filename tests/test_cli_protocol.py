@@ -12,12 +12,12 @@ import pytest
 
 pytest.importorskip("circuit_compiler.backend")
 
-from circuit_compiler.srs import Srs  # noqa: E402
-from jaxapex.checkpoints import save_checkpoint  # noqa: E402
-from jaxapex.cli import main  # noqa: E402
-from jaxapex.data.digits import digits_task  # noqa: E402
-from jaxapex.models import PRESETS, build_model, init_params  # noqa: E402
-from jaxapex.protocol.registry import Registry  # noqa: E402
+from circuit_compiler.srs import Srs
+from jaxapex.checkpoints import save_checkpoint
+from jaxapex.cli import main
+from jaxapex.data.digits import digits_task
+from jaxapex.models import PRESETS, build_model, init_params
+from jaxapex.protocol.registry import Registry
 
 
 def _npz(path, batch):

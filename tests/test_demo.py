@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("circuit_compiler.backend")
 
-from jaxapex import tasks  # noqa: E402
-from jaxapex.cli import main  # noqa: E402
-from jaxapex.demo import DemoOptions, format_result, run_demo  # noqa: E402
+from jaxapex import tasks
+from jaxapex.cli import main
+from jaxapex.demo import DemoOptions, format_result, run_demo
 
 
 def _tiny_config():

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from circuit_compiler.audit import audit
 from circuit_compiler.field import BN254_FR, DEFAULT_FIELD
 from circuit_compiler.fixedpoint import (
     FieldOverflowError,
@@ -20,8 +21,7 @@ from circuit_compiler.fixedpoint import (
     delta_error_bound,
     dequantize,
 )
-from circuit_compiler.ir import ColumnKind
-from circuit_compiler.audit import audit
+from circuit_compiler.ir import ColumnKind, usable_rows
 from circuit_compiler.lowering import (
     ChunkShape,
     blocks_to_fill,
@@ -33,7 +33,6 @@ from circuit_compiler.lowering import (
     draw_salts,
     lower_chunk,
 )
-from circuit_compiler.ir import usable_rows
 from circuit_compiler.mock_prover import check
 from circuit_compiler.serialize import load_circuit, save_circuit, structure_to_json
 from circuit_compiler.witness import WitnessError, obs_witness, quantized_obs_witness, removal_witness

@@ -96,7 +96,7 @@ def test_second_order_scores_sharded_equal_single_device(batch):
         pytest.skip("needs two devices (tests/conftest.py sets up two virtual CPU devices)")
     params = linear_params(seed=5)
     forget, retain = make_data(17, seed=6), make_data(13, seed=7)
-    run = lambda mesh, micro: second_order_scores(  # noqa: E731
+    run = lambda mesh, micro: second_order_scores(
         squared_loss, params, [PATH, PATH2], as_batches(*forget, batch), as_batches(*retain, batch),
         mesh=mesh, microbatch_size=micro, damp=1e-3)
     single = run(batch_mesh(jax.devices()[:1]), None)
@@ -129,7 +129,7 @@ def test_activation_ratio_scores_match_reference_and_shard():
     forget = rng.standard_normal((9, 4, N_IN)).astype(np.float32)
     retain = rng.standard_normal((12, 4, N_IN)).astype(np.float32)
     K = np.asarray(params["params"]["dense"]["kernel"], np.float64)
-    mean_abs = lambda x: np.abs(np.maximum(x @ K, 0)).reshape(-1, N_OUT).mean(0)  # noqa: E731
+    mean_abs = lambda x: np.abs(np.maximum(x @ K, 0)).reshape(-1, N_OUT).mean(0)
     expected = mean_abs(forget) / (mean_abs(retain) + 1e-6)
     for mesh in [batch_mesh(jax.devices()[:1]), batch_mesh()]:
         scores = activation_ratio_scores(relu_hidden_fn, params, [{"x": forget[i:i + 5]} for i in range(0, 9, 5)],

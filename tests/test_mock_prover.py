@@ -272,7 +272,7 @@ def test_each_arithmetic_tier_is_exact_and_used():
     rows = 8
     cs = _circuit(rows, 5, (A, B, C, Q, OUT), gates=[gate], fixed={"q": np.ones(rows, dtype=np.int64)})
     rng = np.random.default_rng(1)
-    small = lambda: [int(v) for v in rng.integers(-(1 << 15), 1 << 15, rows)]  # noqa: E731
+    small = lambda: [int(v) for v in rng.integers(-(1 << 15), 1 << 15, rows)]
     residue = small(), small(), small()
     for row in range(3):  # row r: column r holds ±2^40, the others 1, so every product fits 2^62
         for column in range(3):

@@ -228,7 +228,7 @@ def test_unlearn_equals_fisher_inverse_obs_pipeline(mlp_problem):
 
 def test_unlearn_routes_groups_iterators_and_devices_agree(mlp_problem):
     params, loss_fn, batches, masks = mlp_problem
-    run = lambda **kw: unlearn(params, masks, loss_fn, kw.pop("data", batches), block_size=8, damp=1e-3, **kw)  # noqa: E731
+    run = lambda **kw: unlearn(params, masks, loss_fn, kw.pop("data", batches), block_size=8, damp=1e-3, **kw)
     reference, _ = run(max_examples=6, method="dense")
     variants = {
         "lowrank": run(max_examples=6, method="lowrank"),

@@ -308,7 +308,6 @@ def test_registration_with_an_out_of_range_g_is_rejected(tmp_path, srs, committe
     """Attack B needs G entries far outside ±2^f_g: a registration committing one has no valid
     well-formedness proof, so ``register`` refuses it and the client never enters the registry."""
     from circuit_compiler.lowering import committed_columns
-
     from jaxapex.protocol import chunks as ch
 
     params, config, G, state0, registration = committed

@@ -22,20 +22,20 @@ import pytest
 
 pytest.importorskip("circuit_compiler.backend")
 
-from circuit_compiler.srs import Srs  # noqa: E402
-from jaxapex.checkpoints import save_checkpoint  # noqa: E402
-from jaxapex.cli import main  # noqa: E402
-from jaxapex.data.digits import digits_task  # noqa: E402
-from jaxapex.models import build_model, init_params  # noqa: E402
-from jaxapex.models.vit import ViTConfig  # noqa: E402
-from jaxapex.protocol import chunks as ch  # noqa: E402
-from jaxapex.protocol import client  # noqa: E402
-from jaxapex.protocol.artifacts import read_artifact  # noqa: E402
-from jaxapex.protocol.registry import Registry  # noqa: E402
-from jaxapex.protocol.requests import UnlearningRequest  # noqa: E402
+from circuit_compiler.srs import Srs
+from jaxapex.checkpoints import save_checkpoint
+from jaxapex.cli import main
+from jaxapex.data.digits import digits_task
+from jaxapex.models import build_model, init_params
+from jaxapex.models.vit import ViTConfig
+from jaxapex.protocol import chunks as ch
+from jaxapex.protocol import client
+from jaxapex.protocol.artifacts import read_artifact
+from jaxapex.protocol.registry import Registry
+from jaxapex.protocol.requests import UnlearningRequest
 
-FC1 = "params/blocks_0/mlp/fc1/kernel"
-OUT, IN, B, BLOCKS_PER_CHUNK = 16, 8, 4, 8  # 32 blocks: 4 chunks of 2 rows of W each
+FC1 = "params/block_0/mlp/fc1/kernel"
+OUT, IN, B, BLOCKS_PER_CHUNK = 16, 8, 4, 8  # 32 blocks of 4: 4 chunks of 4 rows of W each
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,17 +53,19 @@ def _env() -> dict[str, str]:
 
 
 def _request(root: Path, request_id: str, chunk: int) -> Path:
-    """A request masking three weights of the two W rows that make up ``chunk``."""
+    """A request masking three weights in the rows of W that make up ``chunk``."""
     mask = np.zeros((OUT, IN), dtype=bool)
-    mask[2 * chunk, [1, 6]] = True
-    mask[2 * chunk + 1, 3] = True
+    mask[4 * chunk, [1, 6]] = True
+    mask[4 * chunk + 2, 3] = True
     return UnlearningRequest(request_id=request_id, model_id="micro", masks={FC1: mask}).save(root / request_id)
 
 
 def _copy_db(src: Path, dst: Path) -> None:
     with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
         a.backup(b)
-    shutil.copytree(src.with_name(src.name + ".vk"), dst.with_name(dst.name + ".vk"), dirs_exist_ok=True)
+    keys = src.with_name(src.name + ".vk")
+    if keys.is_dir():  # the provider's cached verifying keys
+        shutil.copytree(keys, dst.with_name(dst.name + ".vk"), dirs_exist_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +88,10 @@ def world(tmp_path_factory):
     return root
 
 
-def _prove(root: Path, state: Path, request: Path, out: Path) -> Path:
-    pending = root / f"{out.name}-state"
+def _prove(srs: Path, state: Path, request: Path, out: Path) -> Path:
+    pending = out.with_name(f"{out.name}-state")
     assert run("unlearn", "--state", state, "--request", request, "--out", pending) == 0
-    assert run("prove", "--state", pending, "--request", request, "--srs", root / "srs.bin", "--out", out,
+    assert run("prove", "--state", pending, "--request", request, "--srs", srs, "--out", out,
                "--executor", "serial") == 0
     return pending
 
@@ -105,7 +107,7 @@ def test_three_successive_requests_through_the_cli(world, tmp_path, capsys):
     for i, chunk in enumerate((0, 2, 3)):  # each request touches a chunk no earlier one touched
         request = _request(root, f"req-{i}", chunk)
         before = registry.get("alice")["commitments"][FC1]
-        pending = _prove(root, state, request, root / f"bundle-{i}")
+        pending = _prove(root / "srs.bin", state, request, root / f"bundle-{i}")
         assert run("verify", "--registry", root / "registry.db", "--request", request, "--bundle", root / f"bundle-{i}",
                    "--srs", root / "srs.bin", "--json", root / f"verdict-{i}.json") == 0
         out = capsys.readouterr().out
@@ -126,7 +128,9 @@ def test_three_successive_requests_through_the_cli(world, tmp_path, capsys):
         for c in range(4):
             theta = ch.split_chunks(settled.theta_q[FC1], settled.config)[c]
             G = ch.split_chunks(settled.G_q[FC1], settled.config)[c]
-            srs = Srs.load(root / "srs.bin", expected_sha256=settled.config.srs_hash)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                srs = Srs.load(root / "srs.bin", expected_sha256=settled.config.srs_hash)
             got = ch.chunk_commitments(srs, settled.config, salts=settled.salts[FC1][c], theta=theta, G=G)
             assert got["theta"] == after[c]["theta"]
     # The untouched chunk 1 kept its commitment through all three requests.
@@ -137,12 +141,13 @@ def test_three_successive_requests_through_the_cli(world, tmp_path, capsys):
     assert "req-2" in capsys.readouterr().out
     # A settle against a rejection verdict is refused.
     (root / "rejected.json").write_text(json.dumps({"verified": False, "request_id": "req-9"}))
-    assert run("settle", "--state", state, "--verdict", root / "rejected.json", "--out", root / "x") == 2
+    assert run("settle", "--state", pending, "--verdict", root / "rejected.json", "--out", root / "x") == 2
+    assert "rejected" in capsys.readouterr().err
 
 
 def test_request_beyond_the_registration_is_rejected_and_names_the_layer(world, tmp_path, capsys):
     """fc1+fc2 request, client registered for fc1 only: the hostile bundle proves fc1 and claims the rest."""
-    fc2 = "params/blocks_0/mlp/fc2/kernel"
+    fc2 = "params/block_0/mlp/fc2/kernel"
     fc1_mask = np.zeros((OUT, IN), dtype=bool)
     fc1_mask[0, 1] = True
     fc2_mask = np.zeros((IN, OUT), dtype=bool)
@@ -154,7 +159,7 @@ def test_request_beyond_the_registration_is_rejected_and_names_the_layer(world, 
     assert "fc2" in capsys.readouterr().err
     # The hostile one proves the fc1 part under the full request's id and mask hash.
     part = UnlearningRequest(request_id="req-both", model_id="micro", masks={FC1: fc1_mask}).save(tmp_path / "part")
-    _prove(tmp_path, world / "state-0", part, tmp_path / "bundle")
+    _prove(world / "srs.bin", world / "state-0", part, tmp_path / "bundle")
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     manifest["mask_hash"] = full.mask_hash
     (tmp_path / "bundle" / "manifest.json").write_text(json.dumps(manifest))
@@ -177,7 +182,7 @@ def two_bundles(world):
     bundles = {}
     for name, chunk in (("req-a", 0), ("req-b", 1)):
         request = _request(root, name, chunk)
-        _prove(root, world / "state-0", request, root / f"bundle-{name}")
+        _prove(world / "srs.bin", world / "state-0", request, root / f"bundle-{name}")
         bundles[name] = (request, root / f"bundle-{name}")
     # Build and cache the verifying key once, as the provider's first verification would.
     trial = root / "warm"
@@ -309,3 +314,88 @@ def test_sigkill_during_artifact_overwrite_leaves_old_or_new(tmp_path):
         assert art.blob("blob.bin")[:1] == bytes([generation % 256])
         generations.add(generation)
     assert len(generations) > 1
+
+
+# ----------------------------------------------------------------------------------------- bad input
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in err if not line.startswith("note:")]
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+def test_bad_input_gives_one_line_errors(world, two_bundles, tmp_path, capsys):
+    request, bundle = two_bundles["req-a"]
+    _copy_db(world / "registry.db", tmp_path / "registry.db")
+
+    def verify(bundle_dir, srs=world / "srs.bin") -> int:
+        return run("verify", "--registry", tmp_path / "registry.db", "--request", request, "--bundle", bundle_dir,
+                   "--srs", srs)
+
+    # Manifest fields of the wrong type.
+    for i, (value, field) in enumerate((("x", "field 'chunks'"), (["x"], "field 'chunks'[0]"),
+                                        ([{"layer": FC1, "chunk": "0"}], "field 'chunks'[0]"))):
+        bad = tmp_path / f"bad-{i}"
+        shutil.copytree(bundle, bad)
+        manifest = json.loads((bad / "manifest.json").read_text())
+        manifest["chunks"] = value
+        (bad / "manifest.json").write_text(json.dumps(manifest))
+        assert verify(bad) == 1
+        line = _one_line_error(capsys)
+        assert "[bundle]" in line and str(bad / "manifest.json") in line and field in line, line
+
+    # SRS: missing, truncated, another one of the same size, one too small for the chunk circuits.
+    k = ch.circuit_k(client.ClientState.load(world / "state-0").config)
+    assert verify(bundle, tmp_path / "absent.bin") == 2
+    assert "absent.bin does not exist" in _one_line_error(capsys)
+    data = (world / "srs.bin").read_bytes()
+    (tmp_path / "short.bin").write_bytes(data[: len(data) // 2])
+    assert verify(bundle, tmp_path / "short.bin") == 2
+    line = _one_line_error(capsys)
+    assert "short.bin" in line and "k = 11" in line and "truncated" in line
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Srs.generate_dev(11, tmp_path / "other.bin", seed=99)
+        Srs.generate_dev(k - 1, tmp_path / "small.bin", seed=99)
+    assert verify(bundle, tmp_path / "other.bin") == 1
+    line = _one_line_error(capsys)
+    assert "[srs]" in line and "other.bin" in line
+    assert verify(bundle, tmp_path / "small.bin") == 1
+    line = _one_line_error(capsys)
+    assert "[srs]" in line and f"k >= {k}" in line and f"k = {k - 1}" in line
+    assert run("prove", "--state", world / "race" / "bundle-req-a-state", "--request", request,
+               "--srs", tmp_path / "small.bin", "--out", tmp_path / "b") == 2
+    line = _one_line_error(capsys)
+    assert "small.bin" in line and f"k >= {k}" in line
+    assert Registry(tmp_path / "registry.db").get("alice")["history"] == []
+
+    # NaN in an attention layer: the checkpoint file and the parameter are named.
+    from jaxapex.checkpoints import load_checkpoint
+
+    params, config, _ = load_checkpoint(world / "personal.ckpt")
+    attention = params["params"]["block_0"]["attn"]
+    name = next(iter(attention))
+    leaf = attention[name]["kernel"] if isinstance(attention[name], dict) else attention[name]
+    leaf = np.array(leaf)
+    leaf.flat[0] = np.nan
+    if isinstance(attention[name], dict):
+        attention[name]["kernel"] = leaf
+    else:
+        attention[name] = leaf
+    save_checkpoint(tmp_path / "nan.ckpt", params, config)
+    assert run("commit", "--model", tmp_path / "nan.ckpt", "--data", world / "personal.npz", "--client-id", "eve",
+               "--srs", world / "srs.bin", "--block-size", B, "--state", tmp_path / "s",
+               "--registration", tmp_path / "r") == 2
+    line = _one_line_error(capsys)
+    assert "nan.ckpt" in line and "attn" in line and "NaN" in line
+
+    # A client state whose salts field was damaged.
+    shutil.copytree(world / "state-0", tmp_path / "state")
+    manifest = json.loads((tmp_path / "state" / "manifest.json").read_text())
+    manifest["salts"][FC1][0]["theta"] = "0x12"
+    (tmp_path / "state" / "manifest.json").write_text(json.dumps(manifest))
+    assert run("unlearn", "--state", tmp_path / "state", "--request", request, "--out", tmp_path / "p") == 2
+    line = _one_line_error(capsys)
+    assert "field 'salts'" in line and "manifest.json" in line

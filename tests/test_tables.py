@@ -18,7 +18,6 @@ import pytest
 from jaxapex.layers import get_matrix, to_blocks
 from jaxapex.models import OPTConfig, ViTConfig
 from jaxapex.tasks import (
-    CodeTaskConfig,
     UnlearningConfig,
     apply_mask,
     code_config,
@@ -27,7 +26,6 @@ from jaxapex.tasks import (
     unlearn_with,
     vision_config,
 )
-from jaxapex.train import PersonalizeConfig, TrainConfig
 
 ROW_KEYS = {"forget_acc", "personal_acc", "test_acc", "mia_auc", "forget_mia_auc"}
 

@@ -71,7 +71,7 @@ def _constrain_limbs(
 ) -> tuple[Column, ...]:
     """Register each limb's check (lookup, or polynomial gate for a short top limb); returns their tables."""
     tables = []
-    for k, (limb, width) in enumerate(zip(limbs, widths)):
+    for limb, width in zip(limbs, widths):
         if width < limb_bits and width <= POLYNOMIAL_LIMB_BITS:
             poly: Expression = limb.cur()
             for c in range(1, 1 << width):

@@ -178,7 +178,7 @@ pub fn field_from_i64(v: i64) -> Fr {
 pub fn decode_values(encoding: &str, data: &[u8], what: &str) -> Result<Vec<Fr>, BackendError> {
     match encoding {
         "i64" => {
-            if data.len() % 8 != 0 {
+            if !data.len().is_multiple_of(8) {
                 return Err(BackendError::invalid(format!(
                     "{what}: i64 data of {} bytes is not a multiple of 8",
                     data.len()
@@ -190,7 +190,7 @@ pub fn decode_values(encoding: &str, data: &[u8], what: &str) -> Result<Vec<Fr>,
                 .collect())
         }
         "u256" => {
-            if data.len() % 32 != 0 {
+            if !data.len().is_multiple_of(32) {
                 return Err(BackendError::invalid(format!(
                     "{what}: u256 data of {} bytes is not a multiple of 32",
                     data.len()
@@ -409,7 +409,7 @@ impl Structure {
 
     /// Set the copy constraints from an i64 array of shape (m, 4), enabling equality on their columns.
     pub fn set_copies(&mut self, data: &[u8]) -> Result<(), BackendError> {
-        if data.len() % 32 != 0 {
+        if !data.len().is_multiple_of(32) {
             return Err(BackendError::invalid(format!(
                 "copies: {} bytes is not a multiple of 4 x int64",
                 data.len()

@@ -243,7 +243,7 @@ def config_dict(config: Any) -> dict[str, Any]:
 class Stopwatch:
     """``with Stopwatch() as sw: ...`` then ``sw.seconds``; blocks on JAX results passed to :meth:`ready`."""
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self._start = time.perf_counter()
         self.seconds = 0.0
         return self

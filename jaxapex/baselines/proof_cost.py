@@ -66,7 +66,7 @@ FREE = frozenset({
     "add", "add_any", "sub", "neg", "reduce_sum", "broadcast_in_dim", "reshape", "transpose", "squeeze",
     "expand_dims", "concatenate", "slice", "pad", "convert_element_type", "copy", "copy_p", "stop_gradient",
     "iota", "split", "rev", "dynamic_slice", "dynamic_update_slice", "reduce_precision", "is_finite",
-    "cumsum", "zeros_like", "squeeze", "select_and_gather_add", "not", "and", "or", "xor",
+    "cumsum", "zeros_like", "select_and_gather_add", "not", "and", "or", "xor",
     "shift_left", "shift_right_logical", "shift_right_arithmetic", "random_bits", "random_seed",
     "random_wrap", "random_unwrap", "threefry2x32", "optimization_barrier", "pvary", "real", "imag",
 })
@@ -88,10 +88,10 @@ class OpCounts(NamedTuple):
     macs: int = 0
     lookups: int = 0
 
-    def __add__(self, other: "OpCounts") -> "OpCounts":  # type: ignore[override]
+    def __add__(self, other: OpCounts) -> OpCounts:  # type: ignore[override]
         return OpCounts(self.macs + other.macs, self.lookups + other.lookups)
 
-    def scale(self, factor: int) -> "OpCounts":
+    def scale(self, factor: int) -> OpCounts:
         return OpCounts(self.macs * factor, self.lookups * factor)
 
 
@@ -194,14 +194,8 @@ class CostModel:
         return math.ceil(counts.macs / self.lanes) + math.ceil(counts.lookups / self.lookups_per_row)
 
 
-def spec_for_block_size(block_size: int):
-    """The default :class:`~circuit_compiler.fixedpoint.FixedPointSpec` made admissible for ``block_size``."""
-    from circuit_compiler.fixedpoint import FixedPointSpec
-
-    return FixedPointSpec().for_block_size(block_size)
-
-
 def _chunk_shape(*, level: str, block_size: int, lanes: int, blocks_per_chunk: int):
+    from circuit_compiler.fixedpoint import spec_for_block_size
     from circuit_compiler.lowering import chunk_shape_key
 
     return chunk_shape_key(blocks=blocks_per_chunk, block_size=block_size, level=level,

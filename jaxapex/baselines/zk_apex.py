@@ -13,9 +13,9 @@ from typing import Any
 import jax
 
 from jaxapex.baselines.common import ChunkCircuitWork, Stopwatch, UnlearningInputs, as_inputs, config_dict
+from jaxapex.data import as_batches, take
 from jaxapex.layers import get_matrix, path_name
 from jaxapex.obs import unlearn as obs_unlearn
-from jaxapex.data import as_batches, take
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

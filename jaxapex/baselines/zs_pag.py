@@ -331,7 +331,7 @@ def influence_pseudo_labels(model, params, forget: Mapping, proxies: Proxies, ba
         sub = {k: v[sl] for k, v in proxies.batch.items()}
         g = grad_fn(kernels, sub, proxies.delta[sl], proxies.labels[sl])
         weight = len(proxies.groups[sl]) / n_proxies
-        g = jax.tree.map(lambda a: a * weight, g)
+        g = jax.tree.map(lambda a: a * weight, g)  # noqa: B023 (mapped at once)
         g_proxy = g if g_proxy is None else jax.tree.map(jnp.add, g_proxy, g)
     direction = project_out(g_proxy, bases)
 

@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exit_:  # commands exit with their one-line message on bad input
+        if isinstance(exit_.code, str):
+            print(exit_.code, file=sys.stderr)
+            return 2
+        raise
     except Exception as err:  # bad input: one line naming the file and field, no traceback
         if os.environ.get("JAXAPEX_DEBUG") or not _is_input_error(err):
             raise

@@ -68,8 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--request", type=Path, required=True)
     p.add_argument("--srs", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--executor", choices=("process", "ray", "serial"), default="process")
+    _executor_options(p, "chunk proofs")
     p.set_defaults(func=cmd_prove)
 
     p = sub.add_parser("verify", help="provider: verify a proof bundle against the registry")
@@ -102,6 +101,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--from", dest="source", type=Path, required=True)
     q.add_argument("--to", type=Path, required=True)
     q.set_defaults(func=cmd_registry_migrate)
+
+    p = sub.add_parser("verify-batch", help="provider: verify many clients' bundles for a request, fanned out",
+                       description="Verify the bundles of many clients answering one request, the proof checks "
+                                   "spread over worker processes or a Ray cluster; the registry is updated here, "
+                                   "per client, for the accepted ones. Exit status 0 only if all were accepted.")
+    p.add_argument("--registry", type=Path, required=True)
+    p.add_argument("--request", type=Path, required=True)
+    p.add_argument("--bundles", type=Path, nargs="+", required=True, help="bundle directories (any clients)")
+    p.add_argument("--srs", type=Path, required=True)
+    _executor_options(p, "bundle checks")
+    p.add_argument("--json", type=Path, default=None, help="write one result per bundle as JSON")
+    p.set_defaults(func=cmd_verify_batch)
+
+
+
+def _executor_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--executor", choices=("process", "ray", "serial"), default="process",
+                   help=f"where the {what} run: a local process pool, Ray, or this process")
+    p.add_argument("--workers", type=int, default=None, help="parallel workers (default: one per 4 cores)")
+    p.add_argument("--ray-address", default=None,
+                   help="with --executor ray: join this running cluster ('auto', or host:port); default: the "
+                        "RAY_ADDRESS variable, else a local Ray runtime. Every node must read the paths given")
 
 
 def _load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
@@ -166,8 +187,9 @@ def _srs(path: Path, *, need_k: int | None = None, sha256: str | None = None):
 
 
 def cmd_commit(args: argparse.Namespace) -> int:
+    from circuit_compiler.fixedpoint import spec_for_block_size
     from jaxapex.protocol import client, ml
-    from jaxapex.protocol.config import LayerShape, ProofConfig, spec_for_block_size
+    from jaxapex.protocol.config import LayerShape, ProofConfig
 
     model, params = _load_model(args.model)
     paths = ml.target_paths(params, args.layers.split(","))
@@ -231,16 +253,15 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
 
 def cmd_prove(args: argparse.Namespace) -> int:
-    from jaxapex.protocol import client
+    from jaxapex.protocol import chunks, client
     from jaxapex.protocol.requests import UnlearningRequest
-
-    from jaxapex.protocol import chunks
 
     state = client.ClientState.load(args.state)
     request = UnlearningRequest.load(args.request)
     srs = _srs(args.srs, need_k=chunks.circuit_k(state.config), sha256=state.config.srs_hash)
     t0 = time.perf_counter()
-    fields, blobs = client.prove(state, request, srs, workers=args.workers, executor=args.executor)
+    fields, blobs = client.prove(state, request, srs, workers=args.workers, executor=args.executor,
+                                 ray_address=args.ray_address)
     client.write_bundle(args.out, fields, blobs)
     print(f"{len(fields['chunks'])} chunk proofs ({sum(map(len, blobs.values())) / 1024:.1f} KiB) in "
           f"{time.perf_counter() - t0:.1f} s -> {args.out}")
@@ -278,6 +299,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         _write_json(args.json, result)
     return code
+
+
+def cmd_verify_batch(args: argparse.Namespace) -> int:
+    from jaxapex.protocol import provider
+    from jaxapex.protocol.registry import Registry
+    from jaxapex.protocol.requests import UnlearningRequest
+
+    request = UnlearningRequest.load(args.request)
+    t0 = time.perf_counter()
+    outcomes = provider.verify_many(Registry(args.registry), [(request, b) for b in args.bundles], srs=_srs(args.srs),
+                                    executor=args.executor, workers=args.workers, ray_address=args.ray_address)
+    wall = time.perf_counter() - t0
+    rows = []
+    for o in outcomes:
+        if o.accepted:
+            rows.append({"bundle": o.bundle, "client_id": o.client_id, "verified": True,
+                         "chunks": o.report.chunks_verified, "verify_s": o.report.verify_s})
+            print(f"VERIFIED: {o.bundle} (client {o.client_id!r}, {o.report.chunks_verified} chunks)")
+        else:
+            f = o.failure
+            rows.append({"bundle": o.bundle, "client_id": o.client_id, "verified": False, "check": f.check,
+                         "layer": f.layer, "chunk": f.chunk, "reason": str(f)})
+            print(f"NOT VERIFIED: {o.bundle}: {f}", file=sys.stderr)
+    accepted = sum(r["verified"] for r in rows)
+    print(f"{accepted}/{len(rows)} bundles accepted in {wall:.1f} s ({60 * len(rows) / wall:.1f} bundles/min, "
+          f"executor {args.executor}); registry updated for the accepted ones")
+    if args.json:
+        _write_json(args.json, {"request_id": request.request_id, "wall_s": wall, "bundles": rows})
+    return 0 if accepted == len(rows) else 1
+
 
 
 def _write_json(path: Path, data) -> None:

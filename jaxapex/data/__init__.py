@@ -3,7 +3,7 @@ loaders for image folders and text files. Datasets are dicts of equally long Num
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

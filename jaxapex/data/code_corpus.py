@@ -19,7 +19,7 @@ import glob
 import hashlib
 import os
 import sysconfig
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -125,7 +125,7 @@ class LanguageSplit:
     files: tuple[str, ...]
     file_index: np.ndarray
 
-    def by_files(self, keep: np.ndarray) -> "LanguageSplit":
+    def by_files(self, keep: np.ndarray) -> LanguageSplit:
         """The windows of the files whose index is in ``keep`` (file list kept whole, for provenance)."""
         rows = np.isin(self.file_index, keep)
         return LanguageSplit(self.tokens[rows], self.files, self.file_index[rows])

@@ -9,7 +9,7 @@ no personal image was ever seen by the global model.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -39,10 +39,10 @@ class ImageSet:
     def as_batch(self) -> dict[str, np.ndarray]:
         return {"image": self.images, "label": self.labels}
 
-    def where(self, keep: np.ndarray) -> "ImageSet":
+    def where(self, keep: np.ndarray) -> ImageSet:
         return ImageSet(self.images[keep], self.labels[keep])
 
-    def of_classes(self, classes: Sequence[int]) -> "ImageSet":
+    def of_classes(self, classes: Sequence[int]) -> ImageSet:
         return self.where(np.isin(self.labels, np.asarray(classes)))
 
 

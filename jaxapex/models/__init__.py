@@ -1,4 +1,4 @@
-"""Flax models (ViT, OPT-style decoder), their presets, loss functions and MLP target paths.
+"""Flax models (ViT, OPT-style decoder, LLaMA-family decoder), their presets, loss functions and MLP target paths.
 
 Conventions used across jaxapex:
 
@@ -6,14 +6,17 @@ Conventions used across jaxapex:
   passed to ``model.apply`` unchanged; a *target path* is a tuple of keys into it ending at a Dense kernel
   (in, out), e.g. ``("params", "block_0", "mlp", "fc1", "kernel")``.
 * A vision batch is ``{"image": float32 (n, H, W, C), "label": int32 (n,)}``; a language batch is
-  ``{"tokens": int32 (n, T + 1)}`` (inputs ``tokens[:, :-1]``, targets ``tokens[:, 1:]``).
+  ``{"tokens": int32 (n, T + 1)}`` (inputs ``tokens[:, :-1]``, targets ``tokens[:, 1:]``); for a
+  :class:`Llama` with ``start_layer > 0`` it also holds ``"hidden"`` float32 (n, T, dim), the residual stream
+  entering that layer, which is then the model's input.
 * Per-example functions take one item of a batch (no batch axis), which is what ``vmap(grad(...))`` wants.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,20 +24,26 @@ import numpy as np
 import optax
 
 from jaxapex.models.blocks import HIDDEN_NAME, MLP, PreLNBlock, SelfAttention
+from jaxapex.models.llama import LLAMA_PRESETS, Llama, LlamaConfig
 from jaxapex.models.opt import OPT, OPT_POSITION_OFFSET, OPT_PRESETS, OPTConfig
 from jaxapex.models.vit import VIT_PRESETS, ViT, ViTConfig
 
 __all__ = [
+    "ALL_MLP_MATRICES",
     "HIDDEN_NAME",
+    "LLAMA_PRESETS",
     "MLP",
+    "MLP_OUTPUT_MATRIX",
     "OPT",
-    "OPTConfig",
     "OPT_POSITION_OFFSET",
     "OPT_PRESETS",
     "PRESETS",
+    "VIT_PRESETS",
+    "Llama",
+    "LlamaConfig",
+    "OPTConfig",
     "PreLNBlock",
     "SelfAttention",
-    "VIT_PRESETS",
     "ViT",
     "ViTConfig",
     "batch_loss_fn",
@@ -51,13 +60,21 @@ __all__ = [
 ]
 
 Path = tuple[str, ...]
-Model = ViT | OPT
-PRESETS: dict[str, ViTConfig | OPTConfig] = {**VIT_PRESETS, **OPT_PRESETS}
-_MODEL_KINDS: dict[str, tuple[type, type]] = {"vit": (ViT, ViTConfig), "opt": (OPT, OPTConfig)}
+Model = ViT | OPT | Llama
+Config = ViTConfig | OPTConfig | LlamaConfig
+PRESETS: dict[str, Config] = {**VIT_PRESETS, **OPT_PRESETS, **LLAMA_PRESETS}
+_MODEL_KINDS: dict[str, tuple[type, type]] = {
+    "vit": (ViT, ViTConfig), "opt": (OPT, OPTConfig), "llama": (Llama, LlamaConfig),
+}
+# MLP matrices by role: the one whose output neurons the activation scorer ranks (its rows are a neuron's
+# incoming weights) → the one that writes those neurons back into the residual stream (its columns).
+MLP_OUTPUT_MATRIX: dict[str, str] = {"fc1": "fc2", "gate": "down"}
+ALL_MLP_MATRICES = ("fc1", "fc2", "gate", "up", "down")
 
 
-def build_model(config: ViTConfig | OPTConfig | str) -> Model:
-    """A model from a config or a preset name (``vit_tiny`` … ``vit_b16``, ``opt_tiny`` … ``opt_125m``)."""
+def build_model(config: Config | str) -> Model:
+    """A model from a config or a preset name (``vit_tiny`` … ``vit_b16``, ``opt_tiny`` … ``opt_125m``,
+    ``llama_tiny``, ``smollm2_135m``, ``llama32_1b``)."""
     if isinstance(config, str):
         try:
             config = PRESETS[config]
@@ -67,7 +84,9 @@ def build_model(config: ViTConfig | OPTConfig | str) -> Model:
         return ViT(config)
     if isinstance(config, OPTConfig):
         return OPT(config)
-    raise TypeError(f"expected a ViTConfig, OPTConfig or preset name, got {type(config).__name__}")
+    if isinstance(config, LlamaConfig):
+        return Llama(config)
+    raise TypeError(f"expected a ViTConfig, OPTConfig, LlamaConfig or preset name, got {type(config).__name__}")
 
 
 def init_params(model: Model, seed: int) -> dict:
@@ -75,13 +94,13 @@ def init_params(model: Model, seed: int) -> dict:
     return {"params": model.init(jax.random.PRNGKey(seed), model.dummy_input())["params"]}
 
 
-def config_to_dict(config: ViTConfig | OPTConfig) -> dict[str, Any]:
-    """JSON-ready ``{"kind": "vit"|"opt", **fields}``."""
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """JSON-ready ``{"kind": "vit"|"opt"|"llama", **fields}``."""
     kind = next(k for k, (_, cls) in _MODEL_KINDS.items() if isinstance(config, cls))
     return {"kind": kind, **{f: getattr(config, f) for f in config.__dataclass_fields__}}
 
 
-def config_from_dict(data: Mapping[str, Any]) -> ViTConfig | OPTConfig:
+def config_from_dict(data: Mapping[str, Any]) -> Config:
     """Inverse of :func:`config_to_dict`; unknown fields are an error (they would be silently ignored)."""
     data = dict(data)
     kind = data.pop("kind", None)
@@ -91,6 +110,8 @@ def config_from_dict(data: Mapping[str, Any]) -> ViTConfig | OPTConfig:
     unknown = sorted(set(data) - set(cls.__dataclass_fields__))
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields {unknown}")
+    if isinstance(data.get("rope_scaling"), list):  # JSON has no tuples
+        data["rope_scaling"] = tuple(data["rope_scaling"])
     return cls(**data)
 
 
@@ -98,6 +119,8 @@ def model_inputs(model: Model, batch: Mapping[str, jax.Array]) -> jax.Array:
     """The array ``model.apply`` consumes from a batch (images, or all tokens but the last)."""
     if isinstance(model, ViT):
         return batch["image"]
+    if isinstance(model, Llama) and model.start_layer:
+        return batch["hidden"]
     return batch["tokens"][:, :-1]
 
 
@@ -130,7 +153,7 @@ def per_example_losses_fn(
             raise ValueError("classes= restricts a classifier's labels; it does not apply to the language model")
 
         def losses(params, batch):
-            logits = model.apply(params, batch["tokens"][:, :-1])
+            logits = model.apply(params, model_inputs(model, batch))
             nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["tokens"][:, 1:])
             return nll.mean(axis=-1)
 
@@ -168,12 +191,13 @@ def _natural_key(path: Path) -> tuple:
 
 
 def mlp_target_paths(params: Mapping, which: Sequence[str] = ("fc1",)) -> tuple[Path, ...]:
-    """Paths of the MLP Dense kernels named in ``which`` (``"fc1"``, ``"fc2"``), in block order.
+    """Paths of the MLP Dense kernels named in ``which`` (``"fc1"``, ``"fc2"`` of the ViT/OPT MLP; ``"gate"``,
+    ``"up"``, ``"down"`` of the LLaMA SwiGLU MLP), in block order.
 
     Found from the tree itself, so it works for any depth and for trees with or without the
     ``"params"`` top level.
     """
-    allowed = {"fc1", "fc2"}
+    allowed = set(ALL_MLP_MATRICES)
     bad = sorted(set(which) - allowed)
     if bad or not which:
         raise ValueError(f"which must name MLP layers among {sorted(allowed)}, got {tuple(which)!r}")
@@ -185,20 +209,24 @@ def mlp_target_paths(params: Mapping, which: Sequence[str] = ("fc1",)) -> tuple[
     ]
     if not paths:
         raise ValueError(f"no MLP kernels named {tuple(which)} found in the parameter tree")
-    return tuple(sorted(paths, key=_natural_key))
+    # block order, then the MLP's own order (gate, up, down) rather than alphabetical
+    return tuple(sorted(paths, key=lambda p: (_natural_key(p[:-2]), ALL_MLP_MATRICES.index(p[-2]))))
 
 
 def make_hidden_fn(
     model: Model, *, cls_only: bool = False
 ) -> Callable[[dict, Mapping[str, jax.Array]], dict[Path, jax.Array]]:
-    """``hidden_fn(params, batch) -> {fc1 target path: activations (n, tokens, mlp_dim)}``.
+    """``hidden_fn(params, batch) -> {fc1 (or gate) target path: activations (n, tokens, mlp_dim)}``.
 
-    The activations are the MLP hidden units after the nonlinearity — the "neurons" the activation-ratio
-    scorer ranks; neuron j of fc1 is column j of its kernel (row j of W = kernel.T). ``cls_only`` (ViT)
+    The activations are the MLP hidden units after the nonlinearity (``silu(gate) * up`` in a SwiGLU MLP) —
+    the "neurons" the activation-ratio scorer ranks; neuron j is column j of the fc1 / gate kernel (row j of
+    W = kernel.T). ``cls_only`` (ViT)
     keeps only the class token's activations (n, 1, mlp_dim): the token the classifier reads.
     """
     if cls_only and not isinstance(model, ViT):
-        raise ValueError("cls_only applies to the ViT (the OPT decoder has no class token)")
+        raise ValueError("cls_only applies to the ViT (the decoders have no class token)")
+
+    first = "gate" if isinstance(model, Llama) else "fc1"
 
     def hidden_fn(params, batch):
         if "params" not in params:
@@ -209,7 +237,7 @@ def make_hidden_fn(
             keys = _path_keys(path)
             # sow stores a tuple: (..., "mlp", "fc1_act", "0")
             if len(keys) >= 3 and keys[-3] == "mlp" and keys[-2] == HIDDEN_NAME:
-                out[("params", *keys[:-2], "fc1", "kernel")] = leaf[:, :1] if cls_only else leaf
+                out[("params", *keys[:-2], first, "kernel")] = leaf[:, :1] if cls_only else leaf
         return out
 
     return hidden_fn

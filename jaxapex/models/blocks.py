@@ -9,11 +9,11 @@ Every projection is a ``flax.linen.Dense`` whose kernel is ``(in, out)``; a PyTo
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 # Name under which each MLP sows its hidden activations (after the nonlinearity) into the
 # ``intermediates`` collection; ``jaxapex.models.make_hidden_fn`` reads it back.
@@ -39,7 +39,8 @@ def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:
 class SelfAttention(nn.Module):
     """Multi-head self-attention with biased q/k/v/out projections.
 
-    ``x``: (batch, tokens, dim) → (batch, tokens, dim). With ``causal`` token t attends to tokens ≤ t.
+    ``x``: (batch, tokens, dim) → (batch, tokens, dim). With ``causal`` token t attends to tokens ≤ t;
+    ``attention_mask`` (batch, tokens), 0 at padding, keeps every query from reading padded keys.
     Scores are computed in float32 whatever the input dtype, for a stable softmax.
     """
 
@@ -48,7 +49,7 @@ class SelfAttention(nn.Module):
     causal: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
         batch, tokens, dim = x.shape
         if dim != self.dim:
             raise ValueError(f"SelfAttention expects feature size {self.dim}, got input of shape {x.shape}")
@@ -63,6 +64,8 @@ class SelfAttention(nn.Module):
         if self.causal:
             allowed = jnp.tril(jnp.ones((tokens, tokens), dtype=bool))
             scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
+        if attention_mask is not None:
+            scores = jnp.where(attention_mask.astype(bool)[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
         mixed = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, tokens, self.dim)
         return nn.Dense(self.dim, kernel_init=_DENSE_INIT, name="out")(mixed)
@@ -82,6 +85,12 @@ class MLP(nn.Module):
         return nn.Dense(self.dim, kernel_init=_DENSE_INIT, name="fc2")(h)
 
 
+def layer_norm(eps: float, name: str) -> nn.LayerNorm:
+    """LayerNorm with the exact variance E[(x − E[x])²], as PyTorch computes it. Flax's default
+    ``use_fast_variance`` (E[x²] − E[x]²) cancels catastrophically on activations with a large common offset."""
+    return nn.LayerNorm(epsilon=eps, use_fast_variance=False, name=name)
+
+
 class PreLNBlock(nn.Module):
     """x + attn(ln1(x)), then + mlp(ln2(x)). ``x``: (batch, tokens, dim)."""
 
@@ -93,10 +102,8 @@ class PreLNBlock(nn.Module):
     causal: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
         x = x + SelfAttention(self.dim, self.heads, self.causal, name="attn")(
-            nn.LayerNorm(epsilon=self.ln_eps, name="ln1")(x)
+            layer_norm(self.ln_eps, "ln1")(x), attention_mask
         )
-        return x + MLP(self.dim, self.mlp_dim, self.activation, name="mlp")(
-            nn.LayerNorm(epsilon=self.ln_eps, name="ln2")(x)
-        )
+        return x + MLP(self.dim, self.mlp_dim, self.activation, name="mlp")(layer_norm(self.ln_eps, "ln2")(x))

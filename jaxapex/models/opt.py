@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
-from jaxapex.models.blocks import ACTIVATIONS, PreLNBlock
+from jaxapex.models.blocks import ACTIVATIONS, PreLNBlock, layer_norm
 
 # OPT's learned position embedding reserves the first two rows (a fairseq legacy); position p uses row p + 2.
 OPT_POSITION_OFFSET = 2
@@ -60,12 +60,17 @@ OPT_PRESETS: dict[str, OPTConfig] = {
 
 
 class OPT(nn.Module):
-    """``tokens`` (batch, T) int → logits (batch, T, vocab_size)."""
+    """``tokens`` (batch, T) int → logits (batch, T, vocab_size).
+
+    ``attention_mask`` (batch, T), 1 for real tokens and 0 for padding: as in Hugging Face's OPT, positions
+    count real tokens only (``cumsum(mask) * mask − 1``, padded slots at −1, all offset by 2) and padded keys
+    are never attended to, so a left-padded prompt gets the same logits as the unpadded one.
+    """
 
     config: OPTConfig
 
     @nn.compact
-    def __call__(self, tokens: jax.Array) -> jax.Array:
+    def __call__(self, tokens: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
         cfg = self.config
         if tokens.ndim != 2:
             raise ValueError(f"OPT expects tokens of shape (batch, T), got {tuple(tokens.shape)}")
@@ -81,12 +86,17 @@ class OPT(nn.Module):
             embedding_init=nn.initializers.normal(stddev=0.02),
             name="embed_positions",
         )
-        x = embed(tokens) + positions(jnp.arange(length) + OPT_POSITION_OFFSET)[None]
+        if attention_mask is None:
+            position_ids = jnp.arange(length)[None]
+        else:
+            mask = attention_mask.astype(jnp.int32)
+            position_ids = jnp.cumsum(mask, axis=1) * mask - 1
+        x = embed(tokens) + positions(position_ids + OPT_POSITION_OFFSET)
         for i in range(cfg.layers):
             x = PreLNBlock(
                 cfg.dim, cfg.heads, cfg.ffn_dim, cfg.activation, cfg.ln_eps, causal=True, name=f"layer_{i}"
-            )(x)
-        x = nn.LayerNorm(epsilon=cfg.ln_eps, name="final_ln")(x)
+            )(x, attention_mask)
+        x = layer_norm(cfg.ln_eps, "final_ln")(x)
         return embed.attend(x)
 
     def dummy_input(self, batch: int = 1, length: int | None = None) -> jax.Array:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
-from jaxapex.models.blocks import ACTIVATIONS, PreLNBlock
+from jaxapex.models.blocks import ACTIVATIONS, PreLNBlock, layer_norm
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -111,7 +111,7 @@ class ViT(nn.Module):
             x = PreLNBlock(
                 cfg.dim, cfg.heads, cfg.mlp_dim, cfg.activation, cfg.ln_eps, causal=False, name=f"block_{i}"
             )(x)
-        x = nn.LayerNorm(epsilon=cfg.ln_eps, name="final_ln")(x)
+        x = layer_norm(cfg.ln_eps, "final_ln")(x)
         return nn.Dense(cfg.num_classes, kernel_init=nn.initializers.zeros, name="head")(x[:, 0])
 
     def dummy_input(self, batch: int = 1) -> jax.Array:

@@ -28,7 +28,6 @@ from circuit_compiler import backend
 from circuit_compiler.fixedpoint import dequantize, quantize, quantize_fisher_blocks
 from circuit_compiler.lowering import lower_chunk
 from circuit_compiler.witness import quantized_obs_witness, removal_witness
-
 from jaxapex.checkpoints import flatten_params as _flatten
 from jaxapex.checkpoints import unflatten_params as _unflatten
 
@@ -110,7 +109,7 @@ class ClientState:
         return write_artifact(path, STATE, fields, blobs)
 
     @classmethod
-    def load(cls, path: str | Path) -> "ClientState":
+    def load(cls, path: str | Path) -> ClientState:
         art = read_artifact(path, STATE)
         config = _config_of(art)
         layers = art.field("layers", list)
@@ -379,12 +378,13 @@ def lower_job(job: ChunkJob, config: ProofConfig):
 
 
 def prove(state: ClientState, request: UnlearningRequest, srs: backend.Srs, *, progress: bool = True,
-          workers: int | None = None, executor: str = "process",
+          workers: int | None = None, executor: str = "process", ray_address: str | None = None,
           jobs_in_flight: int = 16) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Prove every touched chunk; returns the bundle's manifest fields and its blobs (one proof per chunk).
 
     Chunks are independent proofs: ``executor`` ``"process"`` (a local pool, default), ``"ray"`` or
-    ``"serial"``. Witnesses are lowered ``jobs_in_flight`` at a time so memory stays bounded on big models.
+    ``"serial"`` (``ray_address``: a running Ray cluster to join). Witnesses are lowered
+    ``jobs_in_flight`` at a time so memory stays bounded on big models.
     """
     from tqdm.auto import tqdm
 
@@ -407,7 +407,7 @@ def prove(state: ClientState, request: UnlearningRequest, srs: backend.Srs, *, p
         results = prove_many([ProveJob(name=f"{job.layer}#{job.chunk}", cs=cs, assignment=a)
                               for job, (cs, a) in zip(group, lowered)],
                              srs, executor=executor if len(group) > 1 else "serial", workers=workers,
-                             progress=False, modulus=modulus)
+                             progress=False, modulus=modulus, ray_address=ray_address)
         for old, job, (cs, assignment), result in zip(registered, group, lowered, results):
             name = f"proof-{layer_index[job.layer]:03d}-{job.chunk:05d}.bin"
             blobs[name] = result.proof

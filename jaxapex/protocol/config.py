@@ -13,20 +13,9 @@ import json
 import math
 from typing import Any
 
-from circuit_compiler.fixedpoint import FixedPointSpec
+from circuit_compiler.fixedpoint import PROTOCOL_Y_BITS, FixedPointSpec, spec_for_block_size  # noqa: F401
 
 LEVELS = ("R", "F")
-
-
-#: ỹ = Ĝ_SS⁻¹ θ_S grows with the conditioning of the client's (damped) Fisher blocks, which the provider
-#: cannot know when the configuration is fixed; the protocol's default leaves 2^26 of range in weight units.
-PROTOCOL_Y_BITS = 48
-
-
-def spec_for_block_size(block_size: int, base: FixedPointSpec | None = None) -> FixedPointSpec:
-    """The protocol's fixed-point formats (ỹ on ``PROTOCOL_Y_BITS`` at B = 16) made admissible for blocks
-    of ``block_size`` (see :meth:`FixedPointSpec.for_block_size`)."""
-    return (base or FixedPointSpec(w_y=PROTOCOL_Y_BITS)).for_block_size(block_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +89,7 @@ class ProofConfig:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ProofConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ProofConfig:
         try:
             return cls(
                 layers=tuple(LayerShape(**layer) for layer in d["layers"]),

@@ -15,7 +15,8 @@ proofs bind. It runs as separate steps, each its own function:
 6. ``Registry.accept``    -- one transaction: compare-and-swap of the model version and the touched chunk
                              commitments, the request id inserted under its uniqueness constraint.
 
-Nothing is written unless every step passed.
+Nothing is written unless every step passed. Steps 1-5 are pure (:func:`check_submission`), so
+:func:`verify_many` runs them for many bundles on worker processes or a Ray cluster and keeps step 6 here.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import resource
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,14 @@ class VerificationFailed(Exception):
     def __init__(self, check: str, message: str, *, layer: str | None = None, chunk: int | None = None):
         where = "" if layer is None else f"layer {layer!r}" + ("" if chunk is None else f" chunk {chunk}") + ": "
         super().__init__(f"[{check}] {where}{message}")
-        self.check, self.layer, self.chunk = check, layer, chunk
+        self.check, self.layer, self.chunk, self.message = check, layer, chunk, message
+
+    def __reduce__(self):  # keyword arguments survive pickling (batches are checked in other processes)
+        return _rebuild_failure, (self.check, self.message, self.layer, self.chunk)
+
+
+def _rebuild_failure(check: str, message: str, layer: str | None, chunk: int | None) -> VerificationFailed:
+    return VerificationFailed(check, message, layer=layer, chunk=chunk)
 
 
 def register(registry: Registry, registration_path: str | Path, *, srs: backend.Srs) -> dict[str, Any]:
@@ -183,8 +191,10 @@ def check_bundle(bundle: Bundle, record: Mapping[str, Any], request: UnlearningR
         raise VerificationFailed("config", "bundle was made under another proof configuration than the registered one")
     registered = record["config"].get("srs_hash", "")
     if bundle.srs_hash != srs.sha256 or registered != srs.sha256:
+        need_k = ch.circuit_k(ProofConfig.from_dict(record["config"]))
+        size = (f"; the chunk circuits need k >= {need_k}, this SRS has k = {srs.k}" if srs.k < need_k else "")
         raise VerificationFailed("srs", f"bundle SRS {bundle.srs_hash[:12]}..., registered {registered[:12]}..., "
-                                        f"the provider's SRS {srs.path or ''} is {srs.sha256[:12]}...")
+                                        f"the provider's SRS {srs.path or ''} is {srs.sha256[:12]}...{size}")
     if bundle.base_version != record["model_version"]:
         raise VerificationFailed("stale", f"bundle was built on model version {bundle.base_version} of "
                                           f"{bundle.client_id!r}, the registry is at version {record['model_version']}")
@@ -338,40 +348,175 @@ def verify(registry: Registry, request: UnlearningRequest, bundle_path: str | Pa
     Raises :class:`VerificationFailed` naming the failed check (and layer/chunk); the registry is then
     left unchanged.
     """
+    client_id = _bundle_client(bundle_path)
+    record = _registered(registry, client_id)
+    vk = _verifying_key(record, srs, registry, key_cache)
+    report, acceptance = check_submission(srs, request, bundle_path, record, vk, batch=batch)
+    if update_registry:
+        report.model_version = _accept(registry, client_id, request, acceptance)
+    return report
+
+
+@dataclasses.dataclass(frozen=True)
+class Acceptance:
+    """What :meth:`Registry.accept` needs to record a checked bundle."""
+
+    base_version: int
+    updates: dict[tuple[str, int], tuple[str, str]]  # (layer, chunk) -> (old θ, new θ')
+    bundle_hash: str
+
+
+def check_submission(srs: backend.Srs, request: UnlearningRequest, bundle_path: str | Path,
+                     record: Mapping[str, Any], vk: bytes, *, batch: bool = True) -> tuple[VerificationReport,
+                                                                                            Acceptance]:
+    """Steps 1-5 against the client's registry ``record``: a pure function, touching no registry.
+
+    Returns the report (``model_version`` None) and what accepting it writes. Raises
+    :class:`VerificationFailed`.
+    """
     try:
         bundle = read_bundle(bundle_path)
     except ArtifactError as err:
         raise VerificationFailed("bundle", f"malformed proof bundle: {err}") from err
-    try:
-        record = registry.get(bundle.client_id)
-    except RegistryError as err:
-        raise VerificationFailed("registry", str(err)) from err
+    if bundle.client_id != record["client_id"]:
+        raise VerificationFailed("registry", f"bundle is from {bundle.client_id!r}, the record {record['client_id']!r}'s")
     config = ProofConfig.from_dict(record["config"])
     check_bundle(bundle, record, request, srs)
     expected = required_chunks(config, request)
     check_chunk_set(bundle, expected)
     statements = chunk_statements(bundle, record, config, expected, srs)
-    try:
-        vk = ch.verifying_key(config, srs, registry.path.with_name(registry.path.name + ".vk")
-                              if key_cache is None else key_cache)
-    except (ValueError, backend.BackendError) as err:
-        raise VerificationFailed("srs", str(err)) from err
     t0 = time.perf_counter()
     per_chunk = verify_statements(srs, vk, config, statements, batch=batch)
     verify_s = time.perf_counter() - t0
     new_commitments: dict[str, dict[int, str]] = {}
     for s in statements:
         new_commitments.setdefault(s.layer, {})[s.chunk] = s.new_theta
-    version = None
-    if update_registry:
+    report = VerificationReport(client_id=bundle.client_id, request_id=request.request_id,
+                                chunks_verified=len(statements), verify_s=verify_s, per_chunk=per_chunk,
+                                model_version=None, new_commitments=new_commitments,
+                                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    acceptance = Acceptance(base_version=bundle.base_version, bundle_hash=bundle.artifact.hash(),
+                            updates={(s.layer, s.chunk): (s.old_theta, s.new_theta) for s in statements})
+    return report, acceptance
+
+
+def _bundle_client(bundle_path: str | Path) -> str:
+    try:
+        return read_bundle(bundle_path).client_id
+    except ArtifactError as err:
+        raise VerificationFailed("bundle", f"malformed proof bundle: {err}") from err
+
+
+def _registered(registry: Registry, client_id: str) -> dict[str, Any]:
+    try:
+        return registry.get(client_id)
+    except RegistryError as err:
+        raise VerificationFailed("registry", str(err)) from err
+
+
+def _verifying_key(record: Mapping[str, Any], srs: backend.Srs, registry: Registry,
+                   key_cache: str | Path | None) -> bytes:
+    config = ProofConfig.from_dict(record["config"])
+    try:
+        return ch.verifying_key(config, srs, registry.path.with_name(registry.path.name + ".vk")
+                                if key_cache is None else key_cache)
+    except (ValueError, backend.BackendError) as err:
+        raise VerificationFailed("srs", str(err)) from err
+
+
+def _accept(registry: Registry, client_id: str, request: UnlearningRequest, acceptance: Acceptance) -> int:
+    try:
+        return registry.accept(client_id, request_id=request.request_id, base_version=acceptance.base_version,
+                               updates=acceptance.updates, bundle_hash=acceptance.bundle_hash)
+    except RegistryConflict as err:
+        raise VerificationFailed(err.check, str(err)) from err
+
+
+# ------------------------------------------------------------------------------- many bundles at once
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchOutcome:
+    """One bundle of a batch: its report when accepted, else the failure (``check`` names it)."""
+
+    bundle: str
+    client_id: str | None
+    report: VerificationReport | None = None
+    failure: VerificationFailed | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.report is not None
+
+
+def verify_many(registry: Registry, submissions: Sequence[tuple[UnlearningRequest, str | Path]], *,
+                srs: backend.Srs, executor: str = "process", workers: int | None = None, progress: bool = True,
+                ray_address: str | None = None, key_cache: str | Path | None = None,
+                batch: bool = True) -> list[BatchOutcome]:
+    """Verify many bundles (``(request, bundle path)`` pairs, any clients); accept each that passes.
+
+    The checks (:func:`check_submission`) fan out over ``workers`` (``executor`` ``"process"``, ``"ray"``
+    or ``"serial"``, as :func:`circuit_compiler.executors.map_on_workers`); workers open the SRS and the
+    bundles by path, so on a Ray cluster every node must read those paths. Only this process writes the
+    registry, through the same compare-and-swap as :func:`verify`. A client's bundles are checked in
+    submission order, one per round (its n-th bundle against the record its first n - 1 left), so the
+    outcomes, in submission order, are those of :func:`verify` called on each bundle in turn.
+    """
+    from circuit_compiler.executors import file_backed_srs_path, map_on_workers
+
+    outcomes: list[BatchOutcome | None] = [None] * len(submissions)
+    rounds: list[list[tuple[int, str]]] = []
+    seen: dict[str, int] = {}
+    for n, (_, bundle) in enumerate(submissions):
         try:
-            version = registry.accept(bundle.client_id, request_id=request.request_id,
-                                      base_version=bundle.base_version,
-                                      updates={(s.layer, s.chunk): (s.old_theta, s.new_theta) for s in statements},
-                                      bundle_hash=bundle.artifact.hash())
-        except RegistryConflict as err:
-            raise VerificationFailed(err.check, str(err)) from err
-    return VerificationReport(client_id=bundle.client_id, request_id=request.request_id,
-                              chunks_verified=len(statements), verify_s=verify_s, per_chunk=per_chunk,
-                              model_version=version, new_commitments=new_commitments,
-                              peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            client_id = _bundle_client(bundle)
+        except VerificationFailed as err:
+            outcomes[n] = BatchOutcome(str(bundle), None, failure=err)
+            continue
+        position = seen[client_id] = seen.get(client_id, -1) + 1
+        if position == len(rounds):
+            rounds.append([])
+        rounds[position].append((n, client_id))
+    init_args = (srs,) if executor == "serial" else (file_backed_srs_path(srs, executor), srs.sha256)
+    for round_ in rounds:
+        calls, owners = [], []
+        for n, client_id in round_:
+            request, bundle = submissions[n]
+            try:
+                record = _registered(registry, client_id)
+                calls.append((request, str(bundle), record, _verifying_key(record, srs, registry, key_cache), batch))
+                owners.append((n, client_id))
+            except VerificationFailed as err:
+                outcomes[n] = BatchOutcome(str(bundle), client_id, failure=err)
+        results = map_on_workers(_check_or_failure, calls, init=_open_srs, init_args=init_args, executor=executor,
+                                 workers=workers, progress=progress, desc="verifying bundles", unit="bundle",
+                                 ray_address=ray_address)
+        for (n, client_id), result in zip(owners, results):
+            request, bundle = submissions[n]
+            try:
+                if isinstance(result, VerificationFailed):
+                    raise result
+                report, acceptance = result
+                report.model_version = _accept(registry, client_id, request, acceptance)
+                outcomes[n] = BatchOutcome(str(bundle), client_id, report=report)
+            except VerificationFailed as err:
+                outcomes[n] = BatchOutcome(str(bundle), client_id, failure=err)
+    return outcomes  # type: ignore[return-value]
+
+
+def _open_srs(srs_or_path: backend.Srs | str, sha256: str | None = None) -> backend.Srs:
+    if isinstance(srs_or_path, backend.Srs):
+        return srs_or_path
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", backend.InsecureSrsWarning)  # the caller was warned already
+        return backend.Srs.load(srs_or_path, expected_sha256=sha256)
+
+
+def _check_or_failure(srs: backend.Srs, request: UnlearningRequest, bundle: str, record: Mapping[str, Any],
+                      vk: bytes, batch: bool) -> tuple[VerificationReport, Acceptance] | VerificationFailed:
+    try:
+        return check_submission(srs, request, bundle, record, vk, batch=batch)
+    except VerificationFailed as err:  # returned, not raised: the other bundles of the batch go on
+        return err

@@ -103,7 +103,7 @@ def check_client_id(client_id: Any) -> str:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 class Registry:
@@ -239,7 +239,7 @@ class Registry:
 
     def add(self, record: Mapping[str, Any]) -> None:
         """Insert a newly registered client (``record`` as :meth:`get` returns it, without history)."""
-        client_id = check_client_id(record["client_id"])
+        check_client_id(record["client_id"])
         with self._connect() as db, self._write(db):
             self._insert(db, record)
 
@@ -323,7 +323,7 @@ def migrate_json_registry(source: str | os.PathLike, registry: Registry) -> list
             raise RegistryError(f"{path}: not a readable registry record ({err})") from err
         records.append((path, _legacy_record(path, record)))
     with registry._connect() as db, registry._write(db):
-        for path, record in records:
+        for _, record in records:
             registry._insert(db, record, history=record["history"])
     return [record["client_id"] for _, record in records]
 

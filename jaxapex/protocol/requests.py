@@ -17,6 +17,7 @@ import numpy as np
 
 from .artifacts import REQUEST, ArtifactError, npz_bytes, read_artifact, write_artifact
 from .config import LayerShape
+
 MASKS_BLOB = "masks.npz"
 
 
@@ -67,7 +68,7 @@ class UnlearningRequest:
         return write_artifact(path, REQUEST, fields, {MASKS_BLOB: npz_bytes(keyed)})
 
     @classmethod
-    def load(cls, path: str | Path) -> "UnlearningRequest":
+    def load(cls, path: str | Path) -> UnlearningRequest:
         art = read_artifact(path, REQUEST)
         layers = art.field("layers", dict)
         for name, shape in layers.items():
