@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import add_json_option, write_json
+
 DEFAULT_SRS_DIR = Path("runs/bench")
 
 
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="prover threads (RAYON_NUM_THREADS)")
     p.add_argument("--srs", type=Path, default=None, help="SRS file (created as a development SRS if missing)")
-    p.add_argument("--json", type=Path, default=None, help="write the rows and target checks here")
+    add_json_option(p)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--k", type=int, help=argparse.SUPPRESS)
     p.add_argument("--srs-sha256", help=argparse.SUPPRESS)
@@ -264,13 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     if "verify_k16_s" in checks:
         print(f"k=16 verification: {checks['verify_k16_s'] * 1e3:.0f} ms (target < 1 s: "
               f"{'met' if checks['verify_k16_ok'] else 'NOT met'})")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "benchmark": "prove_scaling", "srs_sha256": sha, "cpu_count": os.cpu_count(),
-            "threads": args.threads or os.cpu_count(), "rows": rows, "targets": checks,
-        }, indent=1) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, {"benchmark": "prove_scaling", "srs_sha256": sha, "cpu_count": os.cpu_count(),
+                           "threads": args.threads or os.cpu_count(), "rows": rows, "targets": checks})
     return 0
 
 
