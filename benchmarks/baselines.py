@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.report import add_json_option, write_json
 from jaxapex import tasks
 from jaxapex.baselines import (
     METHODS,
@@ -278,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the quick recipes (short training)")
     parser.add_argument("--tasks", default="vision,code", help="comma-separated: vision, code")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
+    add_json_option(parser)
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.tasks.split(",") if k.strip()]
@@ -296,22 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     print(format_scale(scale), flush=True)
     total = time.perf_counter() - start
     print(f"\ntotal wall time {total:.0f} s")
-    if args.json:
-        payload = {"quick": args.quick, "seed": args.seed, "total_wall_s": round(total, 1), **results, "scale": scale}
-        args.json.write_text(json.dumps(payload, indent=2, default=_json_default))
+    write_json(args.json, {"quick": args.quick, "seed": args.seed, "total_wall_s": round(total, 1), **results,
+                           "scale": scale})
     return 0
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -54,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.report import add_json_option, write_json
 from circuit_compiler.fixedpoint import FieldOverflowError, FixedPointSpec, spec_for_block_size
 from circuit_compiler.lowering import blocks_to_fill, build_chunk_circuit, chunk_shape_key
 from jaxapex import evaluate, tasks
@@ -673,10 +673,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_json(result: Mapping[str, Any], path: str | Path) -> None:
-    Path(path).write_text(json.dumps(_jsonable(result), indent=2))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the recipes' quick training")
@@ -690,7 +686,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=PROOF_K, help="domain the proof chunks are sized to fill (2^k)")
     parser.add_argument("--tolerance", type=float, default=RECOVERY_TOLERANCE,
                         help="recovery below the best still accepted by the recommendation")
-    parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    add_json_option(parser)
     parser.add_argument("--plot", metavar="PATH.png", help="write the recovery / cost plot")
     args = parser.parse_args(argv)
 
@@ -712,7 +708,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{result['settings']['wall_s']:.0f} s)")
     print(format_table(result))
     if args.json:
-        write_json(result, args.json)
+        write_json(args.json, _jsonable(result))
     if args.plot:
         plot_study(result, args.plot)
     return 0

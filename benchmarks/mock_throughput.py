@@ -19,14 +19,13 @@ cells cost), and the full check (gates, lookups, copies, values) from scratch.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
+from benchmarks.report import add_json_option, write_json
 from circuit_compiler.demo import obs_circuit
 from circuit_compiler.ir import ColumnKind, Expression
 from circuit_compiler.mock_prover import MockProver, check
@@ -54,12 +53,12 @@ def exact_tier_gates(prover: MockProver) -> int:
 
 def python_values(prover: MockProver) -> dict:
     """Column -> list of canonical Python ints over the 2^k domain (what a per-row checker reads)."""
-    p, n = prover.modulus, prover.n
+    n = prover.n
     out = {}
     for column in prover.cs.columns:
         if column.kind in (ColumnKind.SELECTOR, ColumnKind.TABLE):
             continue
-        out[column] = [int(v) for v in prover.store[column].exact(np.arange(n), p)]
+        out[column] = [int(v) for v in prover.values(column, np.arange(n))]
     return out
 
 
@@ -182,15 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop-rows", type=int, default=512, help="enabled rows per gate for the loop (default 512)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     result = run(blocks=args.blocks, block_size=args.block_size, lanes=args.lanes, level=args.level,
                  loop_rows=args.loop_rows, repeats=args.repeats, seed=args.seed)
     print_table(result)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, result)
     return 0
 
 

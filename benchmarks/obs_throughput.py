@@ -18,7 +18,6 @@ references: the NumPy loop on its blocks, and on all blocks a float64 Woodbury e
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
 
@@ -26,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.report import add_json_option, write_json
 from jaxapex.layers import get_matrix, to_blocks
 from jaxapex.obs import unlearn
 
@@ -109,7 +109,7 @@ def rel_err(delta, reference) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    add_json_option(parser)
     parser.add_argument("--quick", action="store_true", help="fewer NumPy blocks, lowrank JAX route only")
     parser.add_argument("--numpy-blocks", type=int, default=None, help="blocks the NumPy loop times (default 256)")
     parser.add_argument("--examples", type=int, default=64)
@@ -166,9 +166,7 @@ def main(argv=None) -> int:
     print(f"float64 references (NumPy loop vs Woodbury) differ by {reference_gap:.1e}; "
           f"peak RSS {figures['peak_rss_gb_jax']:.2f} GB after JAX, {figures['peak_rss_gb']:.2f} GB overall "
           f"(inputs: {grads.nbytes / 2**30:.2f} GB of synthetic gradients)")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(figures, handle, indent=2)
+    write_json(args.json, figures)
     return 0
 
 

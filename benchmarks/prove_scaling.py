@@ -27,6 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import Column, add_json_option, write_json
+from benchmarks.report import print_table as report_table
+
 DEFAULT_SRS_DIR = Path("runs/bench")
 
 
@@ -194,20 +197,25 @@ def run_child(k: int, args: argparse.Namespace, srs: Path, sha: str) -> dict[str
     return row
 
 
+COLUMNS = [
+    Column("k", "k"), Column("blocks", "blocks"), Column("weights", "weights"), Column("rows", "rows"),
+    Column("n_columns", "cols"), Column("keygen_s", "keygen s", ".2f"), Column("prove_s", "prove s", ".2f"),
+    Column("ratio", "ratio", ".2f"), Column("model", "model", ".2f"), Column("verify_s", "verify s", ".3f"),
+    Column("proof_bytes", "proof B"), Column("peak_rss_mb", "RSS MB", ".0f"),
+    Column("cells_per_s", "Mcells/s", lambda v: f"{v / 1e6:.3f}"),
+]
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = (f"{'k':>3} {'blocks':>6} {'weights':>8} {'rows':>8} {'cols':>5} {'keygen s':>9} {'prove s':>8} "
-            f"{'ratio':>6} {'model':>6} {'verify s':>9} {'proof B':>8} {'RSS MB':>8} {'Mcells/s':>9}")
-    print(head)
-    print("-" * len(head))
-    prev = None
+    """One row per k; ``ratio`` is prove time over the previous k's, ``model`` the n log n expectation."""
+    shown, prev = [], None
     for r in rows:
-        ratio = f"{r['prove_s'] / prev['prove_s']:.2f}" if prev and prev["k"] == r["k"] - 1 else "-"
-        model = f"{2 * r['k'] / (r['k'] - 1):.2f}" if prev and prev["k"] == r["k"] - 1 else "-"
-        cols = sum(r["columns"].values())
-        print(f"{r['k']:>3} {r['blocks']:>6} {r['weights']:>8} {r['rows']:>8} {cols:>5} {r['keygen_s']:>9.2f} "
-              f"{r['prove_s']:>8.2f} {ratio:>6} {model:>6} {r['verify_s']:>9.3f} {r['proof_bytes']:>8} "
-              f"{r['peak_rss_mb']:>8.0f} {r['cells_per_s'] / 1e6:>9.3f}")
+        step = prev is not None and prev["k"] == r["k"] - 1
+        shown.append({**r, "n_columns": sum(r["columns"].values()),
+                      "ratio": r["prove_s"] / prev["prove_s"] if step else None,
+                      "model": 2 * r["k"] / (r["k"] - 1) if step else None})
         prev = r
+    report_table(shown, COLUMNS)
 
 
 def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -234,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="prover threads (RAYON_NUM_THREADS)")
     p.add_argument("--srs", type=Path, default=None, help="SRS file (created as a development SRS if missing)")
-    p.add_argument("--json", type=Path, default=None, help="write the rows and target checks here")
+    add_json_option(p)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--k", type=int, help=argparse.SUPPRESS)
     p.add_argument("--srs-sha256", help=argparse.SUPPRESS)
@@ -264,13 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     if "verify_k16_s" in checks:
         print(f"k=16 verification: {checks['verify_k16_s'] * 1e3:.0f} ms (target < 1 s: "
               f"{'met' if checks['verify_k16_ok'] else 'NOT met'})")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "benchmark": "prove_scaling", "srs_sha256": sha, "cpu_count": os.cpu_count(),
-            "threads": args.threads or os.cpu_count(), "rows": rows, "targets": checks,
-        }, indent=1) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, {"benchmark": "prove_scaling", "srs_sha256": sha, "cpu_count": os.cpu_count(),
+                           "threads": args.threads or os.cpu_count(), "rows": rows, "targets": checks})
     return 0
 
 

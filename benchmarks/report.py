@@ -65,10 +65,10 @@ def machine() -> dict[str, Any]:
 def _plain(value: Any) -> Any:
     import numpy as np
 
-    if isinstance(value, np.ndarray):
-        return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, np.ndarray) or hasattr(value, "__array__"):  # NumPy and JAX arrays
+        return np.asarray(value).tolist()
     if isinstance(value, Path):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -1,7 +1,7 @@
 """Table I in shape, vision: personalized → masked → Group OBS on a ViT (digits; sketch-domain client).
 
     python -m benchmarks.table1 [--quick] [--json PATH] [--seed N] [--extra-seeds N,...] [--block-size B]
-                                [--mask-fraction F] [--scorer activation|second_order]
+                                [--mask-fraction F] [--scorer activation|second-order]
 
 Prints the three rows (forget / personal / test accuracy, membership-inference AUCs), the recovery of
 personal accuracy, and the poster's Table I next to it; ``--json`` writes the same figures.
@@ -13,13 +13,13 @@ test sets.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from benchmarks.report import add_json_option, write_json
 
 # The poster's Table I (ViT-B/16, forget "birds", personal "fish" in ImageNet-Sketch), in percent.
 PAPER_TABLE1 = {
@@ -94,24 +94,14 @@ def print_comparison(label: str, result: dict[str, Any], *, keys: list[tuple[str
     out(f"  recovery {result['recovery']:.3f}   masked weight fraction {100 * result['masked_weight_fraction']:.2f} %")
 
 
-def write_json(path: str, payload: dict[str, Any]) -> None:
-    """Atomic JSON write (temp file + rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, default=float)
-    os.replace(tmp, path)
-
-
 def build_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="shorter training (the CI setting)")
-    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    add_json_option(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--block-size", type=int, default=None, help="OBS block size B (default: the recipe's)")
     parser.add_argument("--mask-fraction", type=float, default=None, help="mask fraction (default: the recipe's)")
-    parser.add_argument("--scorer", choices=("activation", "second_order"), default=None)
+    parser.add_argument("--scorer", choices=("activation", "second-order"), default=None)
     parser.add_argument("--extra-seeds", type=parse_seeds, default=(), metavar="N,...",
                         help="further seeds to rerun the recipe with; each seed's line and the recovery's "
                              "spread are printed and written under 'seeds'")

@@ -1,7 +1,7 @@
 """Table I in shape, code: personalized → masked → Group OBS on a byte-level OPT-style LM.
 
     python -m benchmarks.table_code [--quick] [--json PATH] [--seed N] [--extra-seeds N,...] [--block-size B]
-                                    [--mask-fraction F] [--scorer activation|second_order]
+                                    [--mask-fraction F] [--scorer activation|second-order]
 
 Rows: next-token top-1 accuracy on held-out files of the forgotten language, the client's language and the
 other languages (and perplexities, membership-inference AUCs); recovery of the client's accuracy.
@@ -12,7 +12,8 @@ from __future__ import annotations
 import sys
 import time
 
-from benchmarks.table1 import build_parser, print_seed_spread, print_table, run_table, write_json
+from benchmarks.report import write_json
+from benchmarks.table1 import build_parser, print_seed_spread, print_table, run_table
 
 # ZK-APEX abstract: ~70 % recovery of personal accuracy on OPT-125M with code data.
 PAPER_CODE_RECOVERY = 0.70

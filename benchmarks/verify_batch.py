@@ -108,6 +108,8 @@ def run(*, clients: int, out_features: int, in_features: int, block_size: int, b
         seed: int) -> dict:
     import ray
 
+    from circuit_compiler.executors import ensure_ray
+
     with tempfile.TemporaryDirectory(prefix="verify_batch_") as tmp:
         names = [f"client{n:03d}" for n in range(clients)]
         t0 = time.perf_counter()
@@ -119,7 +121,7 @@ def run(*, clients: int, out_features: int, in_features: int, block_size: int, b
         setup_s = time.perf_counter() - t0
         rows = [_timed_batch(world, bundles, "serial", 1)]
         t0 = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ensure_ray(num_cpus=os.cpu_count())
         ray_start_s = time.perf_counter() - t0
         try:
             for workers in (1, 2):

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.report import add_json_option, write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 
 _PK_SCRIPT = """
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 chunks instead of 4")
     parser.add_argument("--blocks-per-chunk", type=int, default=2048, help="2048 blocks of 16: k = 16")
     parser.add_argument("--block-size", type=int, default=16)
-    parser.add_argument("--json", type=Path, default=None)
+    add_json_option(parser)
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="jaxapex-verify-keys-"))
     try:
@@ -184,9 +186,7 @@ def main(argv: list[str] | None = None) -> int:
               / by["vk-cached"]["verify_s_per_chunk"]}
     for name, value in ratios.items():
         print(f"{name}: {value:.2f}x")
-    if args.json:
-        args.json.write_text(json.dumps({**info, "runs": rows, "ratios": ratios,
-                                         "load_average": os.getloadavg()}, indent=1))
+    write_json(args.json, {**info, "runs": rows, "ratios": ratios, "load_average": os.getloadavg()})
     return 0
 
 

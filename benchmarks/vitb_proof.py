@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import json
 import math
 import multiprocessing
 import os
@@ -55,6 +54,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.report import add_json_option, write_json
 
 LAYERS = 12
 OUT_FEATURES, IN_FEATURES = 3072, 768
@@ -439,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                              "many workers as CPUs; measured faster than threads, benchmarks/NOTES.md)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--srs-dir", default=str(DEFAULT_SRS_DIR))
-    parser.add_argument("--json", type=Path, default=None)
+    add_json_option(parser)
     args = parser.parse_args(argv)
     if args.sample != "all" and (not args.sample.isdigit() or int(args.sample) < 1):
         parser.error(f"--sample must be a positive integer or 'all', got {args.sample!r}")
@@ -449,9 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         args.pin = args.workers >= len(os.sched_getaffinity(0))
     result = run(args)
     print_table(result)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.json, result)
     return 0
 
 

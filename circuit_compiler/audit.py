@@ -237,7 +237,7 @@ class AuditReport:
 def touched_cells(prover: MockProver) -> dict[Column, np.ndarray]:
     """Per advice column, a bool array over its assigned span: is the cell read by an enabled constraint?"""
     cs, n = prover.cs, prover.n
-    touched = {c: np.zeros(prover.store[c].span, dtype=bool) for c in cs.columns_of(ColumnKind.ADVICE)}
+    touched = {c: np.zeros(prover.assigned_span(c), dtype=bool) for c in cs.columns_of(ColumnKind.ADVICE)}
 
     def mark(column: Column, rows: np.ndarray) -> None:
         if column in touched:
@@ -275,16 +275,14 @@ def assigned_cells(
     """
     out = {}
     for column in prover.cs.columns_of(ColumnKind.ADVICE):
-        values = prover.store[column]
-        span = min(values.span, prover.cs.rows)
-        mask = np.zeros(values.span, dtype=bool)
+        full_span = prover.assigned_span(column)
+        span = min(full_span, prover.cs.rows)
+        mask = np.zeros(full_span, dtype=bool)
         if assigned is not None and column.name in assigned:
             given = np.asarray(assigned[column.name], dtype=bool)[:span]
             mask[: len(given)] = given
         else:
-            nonzero = values.small[:span] != 0
-            if values.is_big is not None:
-                nonzero |= values.is_big[:span]
+            nonzero = prover.nonzero_cells(column)[:span]
             used = np.flatnonzero(nonzero | touched[column][:span])
             if len(used):
                 mask[used[0]: used[-1] + 1] = True
@@ -387,7 +385,7 @@ class _Repairer:
         self.moves: list[Move] = []
 
     def settable(self, column: Column, row: int) -> bool:
-        return column in self.free and row < self.prover.store[column].span and (column, row) not in self.original
+        return column in self.free and row < self.prover.assigned_span(column) and (column, row) not in self.original
 
     def register(self, cell: tuple[Column, int]) -> None:
         if cell not in self.original:
@@ -473,12 +471,10 @@ class _Repairer:
 
 def prover_chosen_columns(cs: ConstraintSystem) -> tuple[str, ...]:
     """Committed columns whose values the prover picks at proving time and the statement should
-    *determine*: for an OBS chunk at level F that is θ' (a function of θ, G and the mask). At level R θ' is
-    an input of the statement (any in-range Δ is allowed), so nothing committed is free there."""
-    shape = cs.metadata.get("shape") or {}
-    if cs.metadata.get("circuit") == "obs_chunk" and shape.get("level") == "F":
-        return ("theta_new",)
-    return ()
+    *determine*, as the circuit's builder declares them (``cs.metadata["prover_chosen_columns"]``): for an
+    OBS chunk at level F that is θ' (a function of θ, G and the mask); at level R θ' is an input of the
+    statement (any in-range Δ is allowed), so nothing committed is free there."""
+    return tuple(cs.metadata.get("prover_chosen_columns", ()))
 
 
 def compensated_mutation_check(
@@ -585,11 +581,7 @@ def selector_audit(prover: MockProver, *, seed: int = 0) -> list[SelectorFinding
         (f"lookup {lk.name!r}", lk.name, lk.selector) for lk in cs.lookups
     ]
     for what, name, selector in switched:
-        values = prover.store[selector]
-        on = values.small[: values.span] != 0
-        if values.is_big is not None:
-            on |= values.is_big[: values.span]
-        rows_on = np.flatnonzero(on)
+        rows_on = np.flatnonzero(prover.nonzero_cells(selector))
         if len(rows_on) == 0:
             findings.append(SelectorFinding("dead", name, "warning",
                                             f"{what}: selector {selector.name!r} is never on; it constrains nothing"))
@@ -615,9 +607,7 @@ def selector_audit(prover: MockProver, *, seed: int = 0) -> list[SelectorFinding
                 "always_on", name, "info",
                 f"{what}: selector {selector.name!r} is on in all {cs.rows} rows while other selectors are not",
             ))
-        nonbool = np.flatnonzero((values.small[: values.span] != 0) & (values.small[: values.span] != 1))
-        if values.is_big is not None:
-            nonbool = np.union1d(nonbool, np.flatnonzero(values.is_big[: values.span]))
+        nonbool = rows_on[prover.values(selector, rows_on) != 1]
         if len(nonbool):
             r = int(nonbool[0])
             findings.append(SelectorFinding(
@@ -646,14 +636,8 @@ def selector_audit(prover: MockProver, *, seed: int = 0) -> list[SelectorFinding
 
 
 def _on_everywhere(prover: MockProver, selector: Column) -> bool:
-    values = prover.store[selector]
     rows = prover.cs.rows
-    if values.span < rows:
-        return False
-    on = values.small[:rows] != 0
-    if values.is_big is not None:
-        on |= values.is_big[:rows]
-    return bool(on.all())
+    return prover.assigned_span(selector) >= rows and bool(prover.nonzero_cells(selector)[:rows].all())
 
 
 def _identically_zero(poly: Expression, modulus: int, rng: random.Random, trials: int = 2) -> bool:

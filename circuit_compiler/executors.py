@@ -267,6 +267,24 @@ def _import_ray() -> Any:
     return ray
 
 
+def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, attempts: int = 3) -> Any:
+    """The ``ray`` module with a runtime connected: the running one, the cluster at ``address`` (or
+    ``RAY_ADDRESS``), else a new local one of ``num_cpus`` CPUs (default: all). A local start is retried:
+    Ray gives its raylet a fixed 30 s to register, which a loaded machine can miss."""
+    ray = _import_ray()
+    for attempt in range(1, attempts + 1):
+        if ray.is_initialized():
+            return ray
+        try:
+            ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
+        except Exception as err:
+            if attempt == attempts or "timed out during startup" not in str(err):
+                raise
+            ray.shutdown()
+    return ray
+
+
 class _StatefulActor:
     """The body of a Ray actor: one worker's state, serving calls."""
 
@@ -278,9 +296,7 @@ class _StatefulActor:
 
 
 def _run_ray(fn, calls, init, init_args, workers, threads, progress, desc, unit, address) -> list[Any]:
-    ray = _import_ray()
-    if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    ray = ensure_ray(address)
     actor_class = ray.remote(num_cpus=threads)(_StatefulActor)
     args_ref = ray.put(init_args)
     actors = [actor_class.remote(init, args_ref, threads) for _ in range(workers)]

@@ -25,6 +25,7 @@ Entry points: :func:`committed_rotations`, :func:`openings_per_proof`, :func:`sa
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -96,6 +97,17 @@ def rows_read(cs: ConstraintSystem, column: str) -> set[int]:
         for col, row in ((0, 1), (2, 3)):
             out.update(cs.copies[cs.copies[:, col] == cid, row].tolist())
     return out
+
+
+def draw_salt_seed(modulus: int, rng: np.random.Generator | None = None) -> int:
+    """A uniformly random field element to seed a column's salts (:func:`expand_salts`).
+
+    ``rng=None`` uses the OS CSPRNG (:mod:`secrets`) -- what a real client must do; a NumPy Generator
+    makes tests reproducible (48 bytes reduced mod p: statistically uniform for a 255-bit p).
+    """
+    if rng is None:
+        return secrets.randbelow(modulus)
+    return int.from_bytes(rng.bytes(48), "little") % modulus
 
 
 def expand_salts(seed: int | Sequence[int], name: str, count: int, modulus: int) -> list[int]:

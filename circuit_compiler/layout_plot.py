@@ -37,8 +37,7 @@ def region_ids(prover: MockProver) -> tuple[np.ndarray, list[str]]:
     rows = np.arange(n, dtype=np.int64)
     signature = np.zeros((n, max(1, len(selectors))), dtype=bool)
     for j, s in enumerate(selectors):
-        small, big = prover.store[s].gather(rows)
-        signature[:, j] = (small != 0) | (big if big is not None else False)
+        signature[:, j] = prover.nonzero_cells(s, rows)
     unique, inverse = np.unique(signature, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     labels = []
@@ -60,11 +59,8 @@ def used_cells(prover: MockProver, column: Column) -> np.ndarray:
     """Bool over the 2^k domain: the cell holds a nonzero value or an enabled constraint reads it."""
     n = prover.n
     used = np.zeros(n, dtype=bool)
-    values = prover.store[column]
-    span = min(values.span, n)
-    used[:span] = values.small[:span] != 0
-    if values.is_big is not None:
-        used[:span] |= values.is_big[:span]
+    span = min(prover.assigned_span(column), n)
+    used[:span] = prover.nonzero_cells(column)[:span]
     return used
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import secrets
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -61,8 +60,9 @@ from .fixedpoint import (
     check_bounds,
     check_fits,
 )
-from .hiding import expand_salts, salts_needed
+from .hiding import draw_salt_seed, expand_salts, salts_needed
 from .ir import Assignment, Column, ConstraintSystem, usable_rows
+from .masks import as_bool_mask
 
 if TYPE_CHECKING:
     from .witness import LayerWitness
@@ -352,6 +352,9 @@ def build_chunk_circuit(shape: ChunkShape) -> ChunkCircuit:
     builder.metadata.update(
         circuit="obs_chunk",
         shape=shape.to_dict(),
+        # what the statement must determine (the audit's compensated mutations try to move it): at level F
+        # θ' is a function of θ, G and the mask; at level R any in-range Δ is allowed
+        prover_chosen_columns=["theta_new"] if shape.level == "F" else [],
         layout={
             "name": shape.layout,
             "finalization_rows": [shape.first_row, shape.first_row + shape.weights],
@@ -454,10 +457,7 @@ def draw_salts(shape: ChunkShape, *, rng: np.random.Generator | None = None) -> 
     θ (and G) with its model: the proof must use the salts of the registered commitments (or of their
     re-randomization, :mod:`.rerandomize`), and θ' 's salt becomes θ's at the next request.
     """
-    p = shape.field.modulus
-    if rng is None:
-        return {name: secrets.randbelow(p) for name in shape.committed_names()}
-    return {name: int.from_bytes(rng.bytes(48), "little") % p for name in shape.committed_names()}
+    return {name: draw_salt_seed(shape.field.modulus, rng) for name in shape.committed_names()}
 
 
 def _column(rows: int, values: np.ndarray, *, start: int = 0) -> np.ndarray:
@@ -700,29 +700,28 @@ def chunk_layer(witness: LayerWitness, *, blocks_per_chunk: int) -> list[ChunkWi
 
     Padding blocks have mask 0, θ = θ' = Δ = ỹ = rem = 0 and G = 0: an honest witness of the OBS relation.
     """
+    n_blocks = witness.theta_q.shape[0]
+    names = ("theta_q", "theta_new_q", "G_q", "mask", "y_q", "delta_q", "rem", "U_q", "mu_q")
+    parts = {name: split_blocks(a, blocks_per_chunk) for name in names
+             if (a := getattr(witness, name, None)) is not None}
+    return [ChunkWitness(index=index, first_block=first, valid_blocks=min(blocks_per_chunk, n_blocks - first),
+                         **{name: parts[name][index] if name in parts else None for name in names})
+            for index, first in enumerate(range(0, n_blocks, blocks_per_chunk))]
+
+
+def split_blocks(blocked: np.ndarray, blocks_per_chunk: int) -> list[np.ndarray]:
+    """A blocked array (n_blocks, ...) cut into chunks of ``blocks_per_chunk`` blocks, the last zero-padded
+    (a zero block is an honest, fully unmasked block: every chunk then has the one shape its keys fit)."""
     if blocks_per_chunk < 1:
         raise ValueError(f"blocks_per_chunk must be >= 1, got {blocks_per_chunk}")
-    n_blocks = witness.theta_q.shape[0]
-    chunks = []
-    for index, first in enumerate(range(0, n_blocks, blocks_per_chunk)):
-        stop = min(first + blocks_per_chunk, n_blocks)
-
-        def cut(a: np.ndarray | None) -> np.ndarray | None:
-            if a is None:
-                return None
-            part = a[first:stop]  # noqa: B023 (cut is applied within this iteration)
-            pad = blocks_per_chunk - part.shape[0]
-            if pad:
-                part = np.concatenate([part, np.zeros((pad,) + part.shape[1:], dtype=part.dtype)])
-            return np.ascontiguousarray(part)
-
-        chunks.append(ChunkWitness(
-            index=index, first_block=first, valid_blocks=stop - first,
-            theta_q=cut(witness.theta_q), theta_new_q=cut(witness.theta_new_q), G_q=cut(witness.G_q),
-            mask=cut(witness.mask), y_q=cut(witness.y_q), delta_q=cut(witness.delta_q), rem=cut(witness.rem),
-            U_q=cut(getattr(witness, "U_q", None)), mu_q=cut(getattr(witness, "mu_q", None)),
-        ))
-    return chunks
+    out = []
+    for first in range(0, blocked.shape[0], blocks_per_chunk):
+        part = blocked[first : first + blocks_per_chunk]
+        if part.shape[0] < blocks_per_chunk:
+            pad = np.zeros((blocks_per_chunk - part.shape[0],) + part.shape[1:], dtype=part.dtype)
+            part = np.concatenate([part, pad])
+        out.append(np.ascontiguousarray(part))
+    return out
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -762,11 +761,7 @@ def _check_mask(mask: np.ndarray, shape: ChunkShape) -> np.ndarray:
     expected = (shape.blocks, shape.block_size)
     if mask.shape != expected:
         raise ValueError(f"mask has shape {mask.shape}, but the chunk's weights are (blocks, B) = {expected}")
-    if mask.dtype != bool:
-        if not np.issubdtype(mask.dtype, np.integer) or not np.isin(mask, (0, 1)).all():
-            raise ValueError(f"mask must be boolean or 0/1, got dtype {mask.dtype} with values {np.unique(mask)[:5]}")
-        mask = mask.astype(bool)
-    return mask
+    return as_bool_mask(mask)
 
 
 def _check_magnitude(values: np.ndarray, bound: int, name: str) -> None:

@@ -361,7 +361,7 @@ class MockProver:
         self.n = 1 << cs.k
         self.usable = usable_rows(cs.k, cs.max_advice_queries())
         self.value_failures: list[Failure] = []
-        self.store: dict[Column, ColumnValues] = {}
+        self._store: dict[Column, ColumnValues] = {}
         self._load(assignment)
         self._enabled: dict[Column, np.ndarray] = {}
         self._tables: dict[int, _Table] = {}
@@ -408,18 +408,33 @@ class MockProver:
                     column.name, None,
                     f"{column.kind.value} column has {values.span} values but the circuit has {limit} {limit_name}",
                 )
-            self.store[column] = values
+            self._store[column] = values
 
     def _value_failure(self, name: str, row: int | None, detail: str) -> None:
         self.value_failures.append(Failure(kind="value", name=name, row=row, detail=detail))
 
-    # --- cells
+    # --- cells (the public view of the store, which the audit and the layout plot read)
     def value(self, column: Column, row: int) -> int:
-        return self.store[column].value_at(row % self.n, self.modulus)
+        return self._store[column].value_at(row % self.n, self.modulus)
+
+    def values(self, column: Column, rows: np.ndarray) -> np.ndarray:
+        """Canonical values (Python ints, object array) of ``column`` at ``rows``."""
+        return self._store[column].exact(np.asarray(rows, dtype=np.int64) % self.n, self.modulus)
+
+    def assigned_span(self, column: Column) -> int:
+        """How many leading rows of ``column`` hold assigned values (the rest read as 0)."""
+        return self._store[column].span
+
+    def nonzero_cells(self, column: Column, rows: np.ndarray | None = None) -> np.ndarray:
+        """Bool per row of ``rows`` (default: the assigned span): does the cell hold a nonzero value?"""
+        values = self._store[column]
+        rows = np.arange(values.span) if rows is None else np.asarray(rows, dtype=np.int64) % self.n
+        small, big = values.gather(rows)
+        return (small != 0) | (big if big is not None else False)
 
     def set_cell(self, column: Column, row: int, value: int) -> None:
         """Overwrite a witness cell inside its column's values (``row < span``)."""
-        values = self.store[column]
+        values = self._store[column]
         if not 0 <= row < values.span:
             raise IndexError(f"{column!r}: row {row} is outside its {values.span} assigned values")
         values.set(row, value % self.modulus, self.modulus)
@@ -427,7 +442,7 @@ class MockProver:
     def enabled_rows(self, selector: Column) -> np.ndarray:
         """Rows of [0, usable_rows) where ``selector`` is nonzero (int64, ascending)."""
         if selector not in self._enabled:
-            values = self.store[selector]
+            values = self._store[selector]
             top = min(values.span, self.usable)
             on = values.small[:top] != 0
             if values.is_big is not None:
@@ -436,7 +451,7 @@ class MockProver:
         return self._enabled[selector]
 
     def _selector_on(self, selector: Column, rows: np.ndarray) -> np.ndarray:
-        small, is_big = self.store[selector].gather(rows)
+        small, is_big = self._store[selector].gather(rows)
         on = small != 0
         if is_big is not None:
             on |= is_big
@@ -468,14 +483,14 @@ class MockProver:
         big_rows = np.zeros(len(rows), dtype=bool)
         for q in queries:
             target = (rows + q.rotation) % self.n
-            vals, is_big = self.store[q.column].gather(target)
+            vals, is_big = self._store[q.column].gather(target)
             small[q] = vals
             if is_big is not None:
                 big_rows |= is_big
         return small, big_rows
 
     def _exact_values(self, queries: Iterable[Query], rows: np.ndarray) -> dict[Query, np.ndarray]:
-        return {q: self.store[q.column].exact((rows + q.rotation) % self.n, self.modulus) for q in queries}
+        return {q: self._store[q.column].exact((rows + q.rotation) % self.n, self.modulus) for q in queries}
 
     def nonzero(self, expr: Expression, rows: np.ndarray) -> np.ndarray:
         """Boolean array: is ``expr`` nonzero mod p at each of ``rows``? Exact (see the module docstring)."""
@@ -561,7 +576,7 @@ class MockProver:
     # --- lookups
     def _table(self, index: int, lookup: Lookup) -> _Table:
         if index not in self._tables:
-            self._tables[index] = _Table.build([self.store[c] for c in lookup.table], self.usable, self.modulus)
+            self._tables[index] = _Table.build([self._store[c] for c in lookup.table], self.usable, self.modulus)
         return self._tables[index]
 
     def lookup_inputs(self, lookup: Lookup, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -654,7 +669,7 @@ class MockProver:
             ids = copies[ok, col_index]
             for cid in np.unique(ids):
                 sel = ids == cid
-                vals, big = self.store[columns[cid]].gather(copies[ok[sel], row_index])
+                vals, big = self._store[columns[cid]].gather(copies[ok[sel], row_index])
                 small[sel] = vals
                 if big is not None:
                     is_big[sel] = big

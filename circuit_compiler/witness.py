@@ -50,6 +50,7 @@ from .fixedpoint import (
     quantize,
     quantize_fisher_blocks,
 )
+from .masks import as_bool_mask
 
 
 class WitnessError(ValueError):
@@ -99,10 +100,7 @@ def _blocked_inputs(theta: np.ndarray, mask: np.ndarray, block_size: int) -> tup
     mask = np.asarray(mask)
     if mask.shape != theta.shape:
         raise ValueError(f"mask of shape {mask.shape} does not match θ of shape {theta.shape}")
-    if mask.dtype != bool:
-        if not np.isin(mask, (0, 1)).all():
-            raise ValueError(f"mask must be boolean or 0/1, got values {np.unique(mask)[:5]}")
-        mask = mask.astype(bool)
+    mask = as_bool_mask(mask)
     if theta.size % block_size:
         raise ValueError(f"θ has {theta.size} weights, not a multiple of the block size B={block_size}")
     n_blocks = theta.size // block_size
@@ -178,10 +176,7 @@ def quantized_obs_witness(
     if theta_q.ndim != 2 or G_q.shape != theta_q.shape + (theta_q.shape[1],) or mask_b.shape != theta_q.shape:
         raise ValueError(f"quantized OBS inputs: θ {theta_q.shape}, G {G_q.shape} and mask {mask_b.shape} must be "
                          "(n_blocks, B), (n_blocks, B, B) and (n_blocks, B)")
-    if mask_b.dtype != bool:
-        if not np.isin(mask_b, (0, 1)).all():
-            raise ValueError(f"mask must be boolean or 0/1, got values {np.unique(mask_b)[:5]}")
-        mask_b = mask_b.astype(bool)
+    mask_b = as_bool_mask(mask_b)
     for name, values in (("theta_q", theta_q), ("G_q", G_q)):
         if not np.issubdtype(values.dtype, np.integer):
             raise TypeError(f"{name} must be an integer (quantized) array, got dtype {values.dtype}")

@@ -39,6 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxapex.layers import Path, check_block_size, example_matrix_gradients, get_matrix, path_name
+from jaxapex.layers import block_label as _block_label
+from jaxapex.layers import layer_prefix as _where
 from jaxapex.parallel import batch_mesh, device_batches, on_one_device, reiterable, replicate
 
 PyTree = Any
@@ -193,14 +195,6 @@ def blockwise_fisher(
         block_indices=block_indices, blocks_per_group=n, mesh=mesh, microbatch_size=microbatch_size,
     )
     return group.F
-
-
-def _block_label(position: int, block_indices: np.ndarray | None) -> int:
-    return int(position if block_indices is None else block_indices[position])
-
-
-def _where(path: Path | None) -> str:
-    return f"layer {path_name(path)!r}: " if path is not None else ""
 
 
 def check_fisher_blocks(F, *, path: Path | None = None, block_indices: Sequence[int] | None = None,

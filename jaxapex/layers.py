@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 Path = tuple
@@ -24,6 +22,16 @@ PyTree = Any
 def path_name(path: Path) -> str:
     """Readable name of a target path for messages: ``('params', 'fc1', 'kernel')`` -> ``params/fc1/kernel``."""
     return "/".join(str(key) for key in path)
+
+
+def layer_prefix(path: Path | None) -> str:
+    """``"layer 'a/b/kernel': "`` to start an error message about ``path`` (empty without one)."""
+    return f"layer {path_name(path)!r}: " if path is not None else ""
+
+
+def block_label(position: int, block_indices: Sequence[int] | np.ndarray | None) -> int:
+    """The block an error names: its index in the layer (``block_indices[position]``) when known."""
+    return int(position if block_indices is None else block_indices[position])
 
 
 def get_leaf(params: PyTree, path: Path) -> Any:
@@ -73,6 +81,8 @@ def get_kernel(params: PyTree, path: Path):
 
 def get_matrix(params: PyTree, path: Path):
     """Target matrix ``W = kernel.T``, shape ``(out, in)``."""
+    import jax.numpy as jnp  # here, not at the top: the protocol's NumPy-only processes use this module
+
     return jnp.asarray(get_kernel(params, path)).T
 
 
@@ -84,6 +94,8 @@ def set_matrix(params: PyTree, path: Path, W) -> PyTree:
         raise ValueError(
             f"set_matrix {path_name(path)!r}: W has shape {tuple(W.shape)}, expected (out, in) = {expected}"
         )
+    import jax.numpy as jnp
+
     return replace_leaf(params, path, jnp.asarray(W, dtype=kernel.dtype).T)
 
 
@@ -136,6 +148,9 @@ def example_matrix_gradients(loss_fn, params: PyTree, target_paths: Sequence[Pat
         for path, kernel in zip(target_paths, target_kernels):
             model = replace_leaf(model, path, kernel)
         return loss_fn(model, example)
+
+    import jax
+    import jax.numpy as jnp
 
     grads = jax.vmap(jax.grad(example_loss), in_axes=(None, 0))(kernels, batch)
     return [jnp.swapaxes(g, 1, 2) for g in grads]

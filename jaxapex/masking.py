@@ -23,6 +23,9 @@ import numpy as np
 from jaxapex.layers import Path, example_matrix_gradients, get_matrix, path_name
 from jaxapex.parallel import batch_mesh, device_batches, replicate, weighted_sum
 
+#: The provider's scorers, by the one name each goes by everywhere (recipes, CLI, JSON).
+SCORERS = ("second-order", "activation")
+
 PyTree = Any
 LossFn = Callable[[PyTree, PyTree], jax.Array]
 

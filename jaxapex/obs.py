@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from circuit_compiler.masks import as_bool_mask
 from jaxapex.fisher import (
     DEFAULT_MEMORY_BUDGET,
     block_gradients_fn,
@@ -63,20 +64,14 @@ from jaxapex.layers import (
     to_blocks,
     touched_blocks,
 )
+from jaxapex.layers import block_label as _label
+from jaxapex.layers import layer_prefix as _where
 from jaxapex.parallel import batch_mesh, device_batches, on_one_device, reiterable, replicate
 
 PyTree = Any
 
 SLOT_MULTIPLE = 8  # |S| is padded up to a multiple of this, so masks of similar density share a compilation
 BLOCK_CHUNK = 64  # blocks per jitted call: bounds the float64 intermediates; larger chunks measured slower on CPU
-
-
-def _where(path: Path | None) -> str:
-    return f"layer {path_name(path)!r}: " if path is not None else ""
-
-
-def _label(position: int, block_indices: np.ndarray | None) -> int:
-    return int(position if block_indices is None else block_indices[position])
 
 
 def padded_slots(mask_blocks: np.ndarray) -> int:
@@ -214,11 +209,7 @@ def _check_theta_mask(theta_blocks, mask_blocks, *, path) -> np.ndarray:
         raise ValueError(
             f"{_where(path)}mask blocks have shape {mask.shape}, theta blocks {tuple(theta_blocks.shape)}"
         )
-    if mask.dtype != np.bool_:
-        if not np.isin(mask, (0, 1)).all():
-            raise ValueError(f"{_where(path)}mask must be boolean (or 0/1), got dtype {mask.dtype}")
-        mask = mask.astype(bool)
-    return mask
+    return as_bool_mask(mask, where=_where(path))
 
 
 def _check_directions(directions, shape, *, path) -> np.ndarray | None:
@@ -333,11 +324,7 @@ def check_mask(W, mask, *, path: Path | None = None) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.shape != tuple(W.shape):
         raise ValueError(f"{_where(path)}mask has shape {mask.shape}, the matrix W (out, in) has {tuple(W.shape)}")
-    if mask.dtype != np.bool_:
-        if not np.isin(mask, (0, 1)).all():
-            raise ValueError(f"{_where(path)}mask must be boolean (or 0/1), got dtype {mask.dtype}")
-        mask = mask.astype(bool)
-    return mask
+    return as_bool_mask(mask, where=_where(path))
 
 
 def obs_update(

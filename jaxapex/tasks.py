@@ -43,14 +43,14 @@ Path = tuple[str, ...]
 Params = dict
 Rows = dict[str, dict[str, float]]
 ROW_NAMES = ("personalized", "masked", "obs")
-SCORERS = ("activation", "second_order")
+SCORERS = masking.SCORERS
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class UnlearningConfig:
     """Provider mask + client correction.
 
-    scorer: ``"activation"`` (mean |act| forget / retain per MLP neuron, DESIGN §3) or ``"second_order"``
+    scorer: ``"activation"`` (mean |act| forget / retain per MLP neuron, DESIGN §3) or ``"second-order"``
         (per-weight ``g·w − λ_H F w²`` ratio).
     mask_fraction: share of the target weights (second-order) or of the MLP neurons (activation) masked.
     neuron_side: activation scorer only — which weights of a chosen neuron are masked: ``"in"`` its
@@ -288,9 +288,7 @@ def unlearn_with(run: TaskRun, unlearning: UnlearningConfig) -> dict[str, Any]:
     Returns ``{"rows": {"personalized", "masked", "obs"}, "recovery", "masked_weight_fraction",
     "unlearning"}``.
     """
-    from jaxapex.models import ViT
-
-    hidden_fn = make_hidden_fn(run.model, cls_only=unlearning.cls_only) if isinstance(run.model, ViT) else run.hidden_fn
+    hidden_fn = make_hidden_fn(run.model, cls_only=unlearning.cls_only)
     masks, _ = provider_mask(unlearning, params_global=run.params_global, provider_example_loss=run.provider_example_loss,
                              hidden_fn=hidden_fn, forget=run.datasets["forget_train"],
                              retain=run.datasets["retain_train"])
@@ -305,6 +303,69 @@ def unlearn_with(run: TaskRun, unlearning: UnlearningConfig) -> dict[str, Any]:
         "masked_weight_fraction": sum(int(m.sum()) for m in masks.values()) / sum(m.size for m in masks.values()),
         "unlearning": dataclasses.asdict(unlearning),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What differs between the tasks; :func:`run_recipe` does the rest (train → personalize → mask → OBS
+    → evaluate → :class:`TaskRun`).
+
+    ``datasets``: the splits as dicts of arrays, with at least ``global_train``, ``personal_train``,
+    ``forget_train`` and ``retain_train``; ``client_classes``: the classes the client's loss is restricted
+    to (None: all); ``make_evaluate(model) -> evaluate_row(params)``; ``task_settings(model,
+    params_global)``: the recipe's own entries of ``TaskRun.settings``; ``describe``: how the logs name a
+    split's size (``"natural digits"``, ``"windows"``).
+    """
+
+    name: str
+    config: Any
+    datasets: dict[str, dict[str, np.ndarray]]
+    make_evaluate: Callable[[Any], Callable[[Params], dict[str, float]]]
+    task_settings: Callable[[Any, Params], dict[str, Any]]
+    client_classes: Sequence[int] | None = None
+    describe: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+def run_recipe(recipe: Recipe, *, seed: int, quick: bool, log: Callable[[str], None],
+               timings: dict[str, float]) -> TaskRun:
+    """The one recipe skeleton shared by every task (see :class:`Recipe`)."""
+    cfg, un, data = recipe.config, recipe.config.unlearning, recipe.datasets
+    model = build_model(cfg.model)
+    provider_example_loss = example_loss_fn(model)
+    client_example_loss = (provider_example_loss if recipe.client_classes is None
+                           else example_loss_fn(model, classes=recipe.client_classes))
+
+    def size(split: str) -> str:
+        return f"{len(next(iter(data[split].values())))} {recipe.describe.get(split, 'examples')}"
+
+    log(f"global training: {cfg.global_train.steps} steps on {size('global_train')}")
+    params_global, _ = _timed(timings, "global_train", fit, batch_loss_fn(model), init_params(model, seed),
+                              data["global_train"], cfg.global_train)
+    log(f"personalization: {cfg.personalization.train.steps} steps on {size('personal_train')}")
+    params_personal, _ = _timed(timings, "personalize", personalize,
+                                batch_loss_fn(model, classes=recipe.client_classes), params_global,
+                                data["personal_train"], cfg.personalization)
+    hidden_fn = make_hidden_fn(model, cls_only=un.cls_only)
+    log(f"provider mask: {un.scorer} scorer on {un.target_layers}, fraction {un.mask_fraction}")
+    masks, target_paths = _timed(timings, "mask", provider_mask, un, params_global=params_global,
+                                 provider_example_loss=provider_example_loss, hidden_fn=hidden_fn,
+                                 forget=data["forget_train"], retain=data["retain_train"])
+    params_masked = apply_mask(params_personal, masks)
+    log(f"client OBS: B={un.block_size}, damp={un.damp}")
+    params_obs, obs_info = _timed(timings, "obs", client_unlearn, un, params_personal=params_personal, masks=masks,
+                                  client_example_loss=client_example_loss, personal_train=data["personal_train"],
+                                  seed=seed)
+    evaluate_row = recipe.make_evaluate(model)
+    rows = _timed(timings, "evaluate", _run_rows, evaluate_row, (params_personal, params_masked, params_obs))
+    return TaskRun(
+        name=recipe.name, model=model, params_global=params_global, params_personal=params_personal,
+        params_masked=params_masked, params_obs=params_obs, masks=masks, target_paths=target_paths,
+        datasets=data, client_example_loss=client_example_loss, provider_example_loss=provider_example_loss,
+        hidden_fn=hidden_fn, evaluate=evaluate_row, rows=rows, recovery=_recovery(rows, "personal_acc"),
+        unlearning=un,
+        settings={**_training_settings(cfg, seed=seed, quick=quick), **recipe.task_settings(model, params_global)},
+        obs_info=obs_info, timings=timings,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- vision
@@ -367,79 +428,43 @@ def run_vision_task(
     cfg = config or vision_config(quick=quick, seed=seed)
     cfg = _with_unlearning(cfg, dict(block_size=block_size, mask_fraction=mask_fraction, scorer=scorer),
                            unlearning_overrides)
-    un = cfg.unlearning
     timings: dict[str, float] = {}
 
     data = digits_task(seed=seed, forget_class=cfg.forget_class, personal_classes=cfg.personal_classes)
     client_classes = data.personal_classes
-    model = build_model(cfg.model)
-    provider_example_loss = example_loss_fn(model)
-    client_example_loss = example_loss_fn(model, classes=client_classes)
+    batches = {f.name: getattr(data, f.name).as_batch() for f in dataclasses.fields(data) if f.type == "ImageSet"}
+    forget_all = {k: np.concatenate([v, batches["forget_test"][k]]) for k, v in batches["forget_train"].items()}
 
-    log(f"global training: {cfg.global_train.steps} steps on {len(data.global_train)} natural digits")
-    params_global, _ = _timed(timings, "global_train", fit, batch_loss_fn(model), init_params(model, seed),
-                              data.global_train.as_batch(), cfg.global_train)
-    log(f"personalization: {cfg.personalization.train.steps} steps on {len(data.personal_train)} sketches")
-    params_personal, _ = _timed(timings, "personalize", personalize, batch_loss_fn(model, classes=client_classes),
-                                params_global, data.personal_train.as_batch(), cfg.personalization)
-    hidden_fn = make_hidden_fn(model, cls_only=un.cls_only)
-    log(f"provider mask: {un.scorer} scorer, fraction {un.mask_fraction}")
-    masks, target_paths = _timed(timings, "mask", provider_mask, un, params_global=params_global,
-                                 provider_example_loss=provider_example_loss, hidden_fn=hidden_fn,
-                                 forget=data.forget_train.as_batch(), retain=data.retain_train.as_batch())
-    params_masked = apply_mask(params_personal, masks)
-    log(f"client OBS: B={un.block_size}, damp={un.damp}")
-    params_obs, obs_info = _timed(timings, "obs", client_unlearn, un, params_personal=params_personal, masks=masks,
-                                  client_example_loss=client_example_loss,
-                                  personal_train=data.personal_train.as_batch(), seed=seed)
+    def make_evaluate(model) -> Callable[[Params], dict[str, float]]:
+        def evaluate_row(params: Params) -> dict[str, float]:
+            return {
+                "forget_acc": evaluate.accuracy(model, params, forget_all),
+                "forget_test_acc": evaluate.accuracy(model, params, batches["forget_test"]),
+                "personal_acc": evaluate.accuracy(model, params, batches["personal_test"], classes=client_classes),
+                "test_acc": evaluate.accuracy(model, params, batches["retain_test"]),
+                "mia_auc": evaluate.mia_auc(model, params, batches["personal_train"], batches["personal_test"],
+                                            classes=client_classes),
+                "forget_mia_auc": evaluate.mia_auc(model, params, batches["forget_train"], batches["forget_test"]),
+            }
 
-    forget_all = {k: np.concatenate([v, data.forget_test.as_batch()[k]]) for k, v in data.forget_train.as_batch().items()}
+        return evaluate_row
 
-    def evaluate_row(params: Params) -> dict[str, float]:
+    def task_settings(model, params_global: Params) -> dict[str, Any]:
         return {
-            "forget_acc": evaluate.accuracy(model, params, forget_all),
-            "forget_test_acc": evaluate.accuracy(model, params, data.forget_test.as_batch()),
-            "personal_acc": evaluate.accuracy(model, params, data.personal_test.as_batch(), classes=client_classes),
-            "test_acc": evaluate.accuracy(model, params, data.retain_test.as_batch()),
-            "mia_auc": evaluate.mia_auc(model, params, data.personal_train.as_batch(), data.personal_test.as_batch(),
-                                        classes=client_classes),
-            "forget_mia_auc": evaluate.mia_auc(model, params, data.forget_train.as_batch(), data.forget_test.as_batch()),
-        }
-
-    rows = _timed(timings, "evaluate", _run_rows, evaluate_row, (params_personal, params_masked, params_obs))
-    datasets = {f.name: getattr(data, f.name).as_batch() for f in dataclasses.fields(data)
-                if f.type == "ImageSet"}
-    return TaskRun(
-        name="vision",
-        model=model,
-        params_global=params_global,
-        params_personal=params_personal,
-        params_masked=params_masked,
-        params_obs=params_obs,
-        masks=masks,
-        target_paths=target_paths,
-        datasets=datasets,
-        client_example_loss=client_example_loss,
-        provider_example_loss=provider_example_loss,
-        hidden_fn=hidden_fn,
-        evaluate=evaluate_row,
-        rows=rows,
-        recovery=_recovery(rows, "personal_acc"),
-        unlearning=un,
-        settings={
-            **_training_settings(cfg, seed=seed, quick=quick),
             "forget_class": cfg.forget_class,
             "personal_classes": list(client_classes),
             "sizes": data.sizes(),
             "global_acc": {
-                "forget": evaluate.accuracy(model, params_global, data.forget_test.as_batch()),
-                "test": evaluate.accuracy(model, params_global, data.retain_test.as_batch()),
-                "personal": evaluate.accuracy(model, params_global, data.personal_test.as_batch(), classes=client_classes),
+                "forget": evaluate.accuracy(model, params_global, batches["forget_test"]),
+                "test": evaluate.accuracy(model, params_global, batches["retain_test"]),
+                "personal": evaluate.accuracy(model, params_global, batches["personal_test"], classes=client_classes),
             },
-        },
-        obs_info=obs_info,
-        timings=timings,
-    )
+        }
+
+    recipe = Recipe(name="vision", config=cfg, datasets=batches, make_evaluate=make_evaluate,
+                    task_settings=task_settings, client_classes=client_classes,
+                    describe={"global_train": "natural digits", "personal_train": "sketches"})
+    return run_recipe(recipe, seed=seed, quick=quick, log=log, timings=timings)
 
 
 # ------------------------------------------------------------------------------------------------ code
@@ -486,7 +511,7 @@ def code_config(*, quick: bool = True, seed: int = 0) -> CodeTaskConfig:
             freeze_blocks=0,
         ),
         unlearning=UnlearningConfig(
-            scorer="second_order", target_layers=("fc1", "fc2"), mask_fraction=0.1, lambda_h=0.5, c_ret=1.5,
+            scorer="second-order", target_layers=("fc1", "fc2"), mask_fraction=0.1, lambda_h=0.5, c_ret=1.5,
             block_size=128, batch_size=32,
         ),
     )
@@ -562,72 +587,44 @@ def run_code_task(
     cfg = config or code_config(quick=quick, seed=seed)
     cfg = _with_unlearning(cfg, dict(block_size=block_size, mask_fraction=mask_fraction, scorer=scorer),
                            unlearning_overrides)
-    un = cfg.unlearning
     timings: dict[str, float] = {}
 
     data = _timed(timings, "data", code_task_data, cfg, seed=seed)
-    model = build_model(cfg.model)
-    example_loss = example_loss_fn(model)
-    log(f"global training: {cfg.global_train.steps} steps on {data.sizes()['global_train']} windows")
-    params_global, _ = _timed(timings, "global_train", fit, batch_loss_fn(model), init_params(model, seed),
-                              data.global_train, cfg.global_train)
-    log(f"personalization: {cfg.personalization.train.steps} steps on {data.sizes()['personal_train']} windows")
-    params_personal, _ = _timed(timings, "personalize", personalize, batch_loss_fn(model), params_global,
-                                data.personal_train, cfg.personalization)
-    hidden_fn = make_hidden_fn(model)
-    log(f"provider mask: {un.scorer} scorer on {un.target_layers}, fraction {un.mask_fraction}")
-    masks, target_paths = _timed(timings, "mask", provider_mask, un, params_global=params_global,
-                                 provider_example_loss=example_loss, hidden_fn=hidden_fn,
-                                 forget=data.forget_train, retain=data.retain_train)
-    params_masked = apply_mask(params_personal, masks)
-    log(f"client OBS: B={un.block_size}, damp={un.damp}")
-    params_obs, obs_info = _timed(timings, "obs", client_unlearn, un, params_personal=params_personal, masks=masks,
-                                  client_example_loss=example_loss, personal_train=data.personal_train, seed=seed)
 
-    def evaluate_row(params: Params) -> dict[str, float]:
-        forget = evaluate.lm_metrics(model, params, data.forget_test)
-        personal = evaluate.lm_metrics(model, params, data.personal_test)
-        test = evaluate.lm_metrics(model, params, data.retain_test)
+    def make_evaluate(model) -> Callable[[Params], dict[str, float]]:
+        def evaluate_row(params: Params) -> dict[str, float]:
+            forget = evaluate.lm_metrics(model, params, data.forget_test)
+            personal = evaluate.lm_metrics(model, params, data.personal_test)
+            test = evaluate.lm_metrics(model, params, data.retain_test)
+            return {
+                "forget_acc": forget["accuracy"],
+                "personal_acc": personal["accuracy"],
+                "test_acc": test["accuracy"],
+                "forget_ppl": forget["perplexity"],
+                "personal_ppl": personal["perplexity"],
+                "test_ppl": test["perplexity"],
+                "mia_auc": evaluate.mia_auc(model, params, data.personal_train, data.personal_test),
+                "forget_mia_auc": evaluate.mia_auc(model, params, data.forget_train, data.forget_test),
+            }
+
+        return evaluate_row
+
+    def task_settings(model, params_global: Params) -> dict[str, Any]:
+        global_forget = evaluate.lm_metrics(model, params_global, data.forget_test)
+        global_personal = evaluate.lm_metrics(model, params_global, data.personal_test)
         return {
-            "forget_acc": forget["accuracy"],
-            "personal_acc": personal["accuracy"],
-            "test_acc": test["accuracy"],
-            "forget_ppl": forget["perplexity"],
-            "personal_ppl": personal["perplexity"],
-            "test_ppl": test["perplexity"],
-            "mia_auc": evaluate.mia_auc(model, params, data.personal_train, data.personal_test),
-            "forget_mia_auc": evaluate.mia_auc(model, params, data.forget_train, data.forget_test),
-        }
-
-    rows = _timed(timings, "evaluate", _run_rows, evaluate_row, (params_personal, params_masked, params_obs))
-    global_forget = evaluate.lm_metrics(model, params_global, data.forget_test)
-    global_personal = evaluate.lm_metrics(model, params_global, data.personal_test)
-    return TaskRun(
-        name="code",
-        model=model,
-        params_global=params_global,
-        params_personal=params_personal,
-        params_masked=params_masked,
-        params_obs=params_obs,
-        masks=masks,
-        target_paths=target_paths,
-        datasets={f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.name != "files"},
-        client_example_loss=example_loss,
-        provider_example_loss=example_loss,
-        hidden_fn=hidden_fn,
-        evaluate=evaluate_row,
-        rows=rows,
-        recovery=_recovery(rows, "personal_acc"),
-        unlearning=un,
-        settings={
-            **_training_settings(cfg, seed=seed, quick=quick),
             "forget_language": cfg.forget_language,
             "personal_language": cfg.personal_language,
             "files_per_language": dict(cfg.files_per_language),
             "window": cfg.window,
             "sizes": data.sizes(),
             "global_acc": {"forget": global_forget["accuracy"], "personal": global_personal["accuracy"]},
-        },
-        obs_info=obs_info,
-        timings=timings,
-    )
+        }
+
+    recipe = Recipe(name="code", config=cfg,
+                    datasets={f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.name != "files"},
+                    make_evaluate=make_evaluate, task_settings=task_settings,
+                    describe={"global_train": "windows", "personal_train": "windows"})
+    return run_recipe(recipe, seed=seed, quick=quick, log=log, timings=timings)
+
+

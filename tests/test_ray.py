@@ -12,6 +12,7 @@ import pytest
 ray = pytest.importorskip("ray")  # CI installs ray (.ci/run); the skip is for trimmed-down installs only
 
 from benchmarks.verify_batch import LAYER, make_world, prove_bundle  # noqa: E402
+from circuit_compiler.executors import ensure_ray  # noqa: E402
 from jaxapex.cli import main  # noqa: E402
 from jaxapex.protocol import provider  # noqa: E402
 
@@ -23,7 +24,7 @@ CLIENTS = ("alice", "bob", "carol")
 @pytest.fixture(scope="module")
 def local_ray():
     """A Ray runtime on this machine only: 2 CPUs, no dashboard, torn down after the module."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ensure_ray(num_cpus=2)
     yield ray
     ray.shutdown()
 

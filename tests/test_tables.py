@@ -171,7 +171,7 @@ def test_unlearning_config_rejects_inconsistent_settings():
     with pytest.raises(ValueError, match="neuron_side"):
         UnlearningConfig(neuron_side="both")
     with pytest.raises(ValueError, match="activation scorer only"):
-        UnlearningConfig(scorer="second_order", weights_per_neuron=4)
+        UnlearningConfig(scorer="second-order", weights_per_neuron=4)
     with pytest.raises(ValueError, match="forget language and the personal language must differ"):
         dataclasses.replace(code_config(), forget_language="c")
 

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retain", type=Path, required=True, help="retain set (.npz)")
     p.add_argument("--layers", default="fc1")
     p.add_argument("--fraction", type=float, default=0.04)
-    p.add_argument("--scorer", choices=("second-order", "activation"), default="second-order")
+    p.add_argument("--scorer", choices=("second-order", "activation"), default="second-order")  # masking.SCORERS
     p.add_argument("--request-id", default=None)
     p.add_argument("--model-id", default="model")
     p.add_argument("--out", type=Path, required=True)

@@ -21,7 +21,9 @@ from circuit_compiler.lowering import (
     chunk_instances,
     chunk_shape_key,
     committed_columns,
+    split_blocks,
 )
+from circuit_compiler.masks import as_bool_mask
 
 from .config import LayerShape, ProofConfig
 
@@ -52,15 +54,7 @@ def chunk_circuit(config: ProofConfig):
 
 def split_chunks(blocked: np.ndarray, config: ProofConfig) -> list[np.ndarray]:
     """Cut a blocked layer array (n_blocks, ...) into chunks of ``blocks_per_chunk``, zero-padding the last."""
-    nb = config.blocks_per_chunk
-    out = []
-    for first in range(0, blocked.shape[0], nb):
-        part = blocked[first : first + nb]
-        if part.shape[0] < nb:
-            pad = np.zeros((nb - part.shape[0],) + part.shape[1:], dtype=part.dtype)
-            part = np.concatenate([part, pad])
-        out.append(np.ascontiguousarray(part))
-    return out
+    return split_blocks(blocked, config.blocks_per_chunk)
 
 
 def blocked_mask(mask: np.ndarray, layer: LayerShape, config: ProofConfig) -> np.ndarray:
@@ -69,11 +63,7 @@ def blocked_mask(mask: np.ndarray, layer: LayerShape, config: ProofConfig) -> np
     expected = (layer.out_features, layer.in_features)
     if mask.shape != expected:
         raise ValueError(f"mask of layer {layer.name!r} has shape {mask.shape}, the model's matrix is {expected}")
-    if mask.dtype != bool:
-        if not np.isin(mask, (0, 1)).all():
-            raise ValueError(f"mask of layer {layer.name!r} must be boolean (0/1)")
-        mask = mask.astype(bool)
-    return mask.reshape(config.n_blocks(layer), config.block_size)
+    return as_bool_mask(mask, where=f"layer {layer.name!r}: ").reshape(config.n_blocks(layer), config.block_size)
 
 
 def touched_chunks(mask_blocks: np.ndarray, config: ProofConfig) -> list[int]:

@@ -17,7 +17,6 @@ using the state it had before ``unlearn``.
 from __future__ import annotations
 
 import dataclasses
-import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,10 @@ import numpy as np
 
 from circuit_compiler import backend
 from circuit_compiler.fixedpoint import dequantize, quantize, quantize_fisher_blocks
+from circuit_compiler.hiding import draw_salt_seed
 from circuit_compiler.lowering import lower_chunk
 from circuit_compiler.witness import quantized_obs_witness, removal_witness
+from jaxapex import layers
 from jaxapex.checkpoints import flatten_params as _flatten
 from jaxapex.checkpoints import unflatten_params as _unflatten
 
@@ -47,29 +48,17 @@ def _witness_blob(i: int) -> str:
     return f"witness-{i:03d}.npz"
 
 
-def _salt(rng: np.random.Generator | None, modulus: int) -> int:
-    if rng is None:
-        return secrets.randbelow(modulus)
-    return int.from_bytes(rng.bytes(48), "little") % modulus
-
-
 def layer_matrix(params: Mapping[str, Any], name: str) -> np.ndarray:
-    """W (out, in) of the Dense kernel at path ``name`` ('/'-joined keys); the kernel is (in, out)."""
-    node: Any = params
-    for key in name.split("/"):
-        if not isinstance(node, Mapping) or key not in node:
-            raise KeyError(f"model has no parameter {name!r} (missing {key!r})")
-        node = node[key]
-    return np.asarray(node, dtype=np.float64).T
+    """W (out, in) in float64 of the Dense kernel at path ``name`` ('/'-joined keys); the kernel is (in, out)."""
+    return np.asarray(layers.get_kernel(params, tuple(name.split("/"))), dtype=np.float64).T
 
 
 def set_layer_matrix(params: Mapping[str, Any], name: str, W: np.ndarray) -> dict[str, Any]:
-    flat = _flatten(params)
-    if name not in flat:
-        raise KeyError(f"model has no parameter {name!r}")
-    old = flat[name]
-    flat[name] = np.asarray(W, dtype=old.dtype).T.reshape(old.shape)
-    return _unflatten(flat)
+    """``params`` with that kernel set to ``W.T``, in the kernel's own NumPy dtype (the client's state is
+    NumPy: what it commits must not pass through float32)."""
+    path = tuple(name.split("/"))
+    kernel = np.asarray(layers.get_kernel(params, path))
+    return layers.replace_leaf(params, path, np.asarray(W, dtype=kernel.dtype).T.reshape(kernel.shape))
 
 
 # ------------------------------------------------------------------------------------------- the state
@@ -227,9 +216,9 @@ def commit(*, client_id: str, params: Mapping[str, Any], config: ProofConfig, sr
         theta_chunks = ch.split_chunks(theta_q[layer.name], config)
         G_chunks = ch.split_chunks(G_q[layer.name], config) if config.level == "F" else [None] * len(theta_chunks)
         for theta_c, G_c in zip(theta_chunks, G_chunks):
-            s = {"theta": _salt(rng, modulus)}
+            s = {"theta": draw_salt_seed(modulus, rng)}
             if config.level == "F":
-                s.update({f"g_{l}": _salt(rng, modulus) for l in range(config.lanes)})
+                s.update({f"g_{l}": draw_salt_seed(modulus, rng) for l in range(config.lanes)})
             per_chunk_salts.append(s)
             per_chunk_commitments.append(ch.chunk_commitments(srs, config, salts=s, theta=theta_c, G=G_c))
         salts[layer.name] = per_chunk_salts
@@ -305,7 +294,7 @@ def unlearn(state: ClientState, request: UnlearningRequest, *,
                                    "delta_q": w.delta_q}
         new_theta_q[layer.name] = w.theta_new_q
         touched = set(ch.touched_chunks(np.asarray(w.mask, dtype=bool), config))
-        new_salts[layer.name] = [{**s, "theta": _salt(rng, modulus)} if c in touched else dict(s)
+        new_salts[layer.name] = [{**s, "theta": draw_salt_seed(modulus, rng)} if c in touched else dict(s)
                                  for c, s in enumerate(state.salts[layer.name])]
         W_new = dequantize(w.theta_new_q, config.spec.f_w).reshape(layer.out_features, layer.in_features)
         params = set_layer_matrix(params, layer.name, W_new)

@@ -16,7 +16,7 @@ from jaxapex.layers import get_matrix, path_name
 from jaxapex.models import example_loss_fn, make_hidden_fn, mlp_target_paths
 
 Data = Mapping[str, np.ndarray]
-SCORERS = ("second-order", "activation")
+SCORERS = masking.SCORERS
 
 
 def batches(data: Data, batch_size: int = 64) -> Iterator[dict[str, np.ndarray]]:
