@@ -53,7 +53,9 @@ CHUNK_WEIGHTS = 1024  # weights per proven chunk (the protocol default: 64 block
 
 
 def proof_layout(block_size: int) -> dict[str, int]:
-    return dict(block_size=block_size, lanes=min(LANES, block_size), blocks_per_chunk=max(1, CHUNK_WEIGHTS // block_size))
+    return dict(
+        block_size=block_size, lanes=min(LANES, block_size), blocks_per_chunk=max(1, CHUNK_WEIGHTS // block_size)
+    )
 
 
 def method_configs(kind: str, run: Any, recipe: Any, *, quick: bool) -> dict[str, Any]:
@@ -62,24 +64,47 @@ def method_configs(kind: str, run: Any, recipe: Any, *, quick: bool) -> dict[str
     layout = proof_layout(un.block_size)
     global_steps = recipe.global_train.steps
     configs = {
-        "zk_apex_obs": ZkApexConfig(block_size=un.block_size, damp=un.damp, fisher_examples=un.fisher_examples,
-                                    seed=run.settings["seed"], batch_size=un.batch_size, level="F", lanes=layout["lanes"],
-                                    blocks_per_chunk=layout["blocks_per_chunk"]),
+        "zk_apex_obs": ZkApexConfig(
+            block_size=un.block_size,
+            damp=un.damp,
+            fisher_examples=un.fisher_examples,
+            seed=run.settings["seed"],
+            batch_size=un.batch_size,
+            level="F",
+            lanes=layout["lanes"],
+            blocks_per_chunk=layout["blocks_per_chunk"],
+        ),
         "naive_mask": NaiveMaskConfig(**layout),
-        "retrain": RetrainConfig(global_train=recipe.global_train, personalize=recipe.personalization,
-                                 init_seed=run.settings["seed"]),
-        "gradient_ascent": GradientAscentConfig(steps=30 if quick else 60, learning_rate=1e-4, forget_batch_size=32,
-                                                retain_batch_size=64, retain_source="personal"),
+        "retrain": RetrainConfig(
+            global_train=recipe.global_train, personalize=recipe.personalization, init_seed=run.settings["seed"]
+        ),
+        "gradient_ascent": GradientAscentConfig(
+            steps=30 if quick else 60,
+            learning_rate=1e-4,
+            forget_batch_size=32,
+            retain_batch_size=64,
+            retain_source="personal",
+        ),
         # the authors' MNIST noisy phase, then noiseless fine-tuning on all retained data for a share of the
         # global training's steps: half of them, or with --quick a quarter (vision) or an eighth (code)
-        "certified": CertifiedConfig(epsilon=1.0, delta=1e-5, retain_source="retain", batch_size=128,
-                                     finetune_steps=max(1, global_steps // (2 if not quick else 4 if kind == "vision" else 8)),
-                                     finetune_batch_size=32 if quick else 64),
-        "zs_pag": ZsPagConfig(energy_threshold=0.9, attack_epsilon=0.3 if kind == "vision" else 0.5,
-                              attack_steps=10 if kind == "vision" or not quick else 5,
-                              max_proxies=2048 if kind == "vision" else (256 if quick else 1024),
-                              label_candidates=None if kind == "vision" else 8,
-                              steps=60 if quick else 120, learning_rate=0.01, batch_size=32),
+        "certified": CertifiedConfig(
+            epsilon=1.0,
+            delta=1e-5,
+            retain_source="retain",
+            batch_size=128,
+            finetune_steps=max(1, global_steps // (2 if not quick else 4 if kind == "vision" else 8)),
+            finetune_batch_size=32 if quick else 64,
+        ),
+        "zs_pag": ZsPagConfig(
+            energy_threshold=0.9,
+            attack_epsilon=0.3 if kind == "vision" else 0.5,
+            attack_steps=10 if kind == "vision" or not quick else 5,
+            max_proxies=2048 if kind == "vision" else (256 if quick else 1024),
+            label_candidates=None if kind == "vision" else 8,
+            steps=60 if quick else 120,
+            learning_rate=0.01,
+            batch_size=32,
+        ),
     }
     return configs
 
@@ -108,8 +133,12 @@ def _row(metrics: dict[str, float]) -> dict[str, float]:
 def _max_abs_diff(a: Any, b: Any) -> float:
     import jax
 
-    return float(max(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))
-                     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
+    return float(
+        max(
+            np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))
+            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+        )
+    )
 
 
 def _json_info(info: dict) -> dict:
@@ -153,8 +182,11 @@ def run_task(kind: str, *, quick: bool, seed: int, log: Callable[[str], None]) -
             # --quick reuses the recipe's own OBS run (the same call on the same inputs; the full run repeats
             # it and records the difference, 0 when deterministic) and its measured time
             params = run.params_obs
-            info = {"method": name, "wall_s": float(run.timings["obs"]),
-                    "work": zk_apex.proof_work(inputs.params, inputs.masks, configs[name])}
+            info = {
+                "method": name,
+                "wall_s": float(run.timings["obs"]),
+                "work": zk_apex.proof_work(inputs.params, inputs.masks, configs[name]),
+            }
             detail["from_recipe"] = True
         else:
             params, info = METHODS[name](inputs, config=configs[name])
@@ -165,8 +197,13 @@ def run_task(kind: str, *, quick: bool, seed: int, log: Callable[[str], None]) -
             detail[f"max_abs_diff_vs_recipe_{row_name}"] = difference
             metrics = run.rows[row_name] if difference == 0.0 else None
         cost = proof_cost.proof_cost(info["work"], cost_model=cost_model, coster=coster)
-        rows[name] = {**_row(metrics or run.evaluate(params)), "wall_s": round(info["wall_s"], 3),
-                      "proof_rows": cost.rows, "proof_cells": cost.cells, "proof_measured": cost.measured}
+        rows[name] = {
+            **_row(metrics or run.evaluate(params)),
+            "wall_s": round(info["wall_s"], 3),
+            "proof_rows": cost.rows,
+            "proof_cells": cost.cells,
+            "proof_measured": cost.measured,
+        }
         detail.update(info=_json_info(info), proof_phases={phase: p._asdict() for phase, p in cost.phases.items()})
         details[name] = detail
         log(f"[{kind}] {name}: {rows[name]}")
@@ -179,8 +216,11 @@ def run_task(kind: str, *, quick: bool, seed: int, log: Callable[[str], None]) -
         "recipe_wall_s": round(recipe_s, 3),
         "recipe_rows": run.rows,
         "settings": run.settings,
-        "mask": {"fraction": run.unlearning.mask_fraction, "block_size": run.unlearning.block_size,
-                 "masked_weights": int(sum(int(m.sum()) for m in run.masks.values()))},
+        "mask": {
+            "fraction": run.unlearning.mask_fraction,
+            "block_size": run.unlearning.block_size,
+            "masked_weights": int(sum(int(m.sum()) for m in run.masks.values())),
+        },
         "proof_layout": layout,
         "cost_model": dataclasses.asdict(cost_model),
     }
@@ -207,8 +247,10 @@ def scale_estimate() -> dict:
 
     model = build_model("vit_b16")
     params = {"params": jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), model.dummy_input()))["params"]}
-    example = {"image": jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32),
-               "label": jax.ShapeDtypeStruct((1,), jnp.int32)}
+    example = {
+        "image": jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32),
+        "label": jax.ShapeDtypeStruct((1,), jnp.int32),
+    }
     layout = proof_layout(16)
     cost_model = proof_cost.cost_model_from_obs_circuit(**layout)
     coster = proof_cost.StepCoster(batch_loss_fn(model), params, example, range_limbs=cost_model.range_limbs)
@@ -229,16 +271,22 @@ def scale_estimate() -> dict:
     return {
         "forward_macs_per_image": coster.counts("forward", 1).macs,
         "proof_layout": layout,
-        "rows": {name: {"proof_rows": c.rows, "proof_cells": c.cells, "rows_vs_obs": c.rows / obs, "measured": c.measured}
-                 for name, c in rows.items()},
+        "rows": {
+            name: {"proof_rows": c.rows, "proof_cells": c.cells, "rows_vs_obs": c.rows / obs, "measured": c.measured}
+            for name, c in rows.items()
+        },
     }
 
 
 def format_scale(result: dict) -> str:
     header = ["workload (paper scale)", "proof_rows", "rows_vs_obs"]
-    lines = [[name, _fmt(r["proof_rows"], "rows"), _fmt(r["rows_vs_obs"], "ratio")] for name, r in result["rows"].items()]
+    lines = [
+        [name, _fmt(r["proof_rows"], "rows"), _fmt(r["rows_vs_obs"], "ratio")] for name, r in result["rows"].items()
+    ]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
-    render = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    render = lambda cells: "  ".join(
+        str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+    )
     rule = "-" * len(render(header))
     title = f"ViT-B/16 ({result['forward_macs_per_image'] / 1e9:.1f} GMAC per image forward)"
     return "\n".join([title, rule, render(header), rule, *map(render, lines), rule])
@@ -259,16 +307,27 @@ def _fmt(value: Any, kind: str) -> str:
 
 
 def format_table(kind: str, result: dict) -> str:
-    columns = [("forget_acc", "acc"), ("personal_acc", "acc"), ("test_acc", "acc"), ("mia", "acc"),
-               ("wall_s", "s"), ("proof_rows", "rows"), ("rows_vs_obs", "ratio")]
+    columns = [
+        ("forget_acc", "acc"),
+        ("personal_acc", "acc"),
+        ("test_acc", "acc"),
+        ("mia", "acc"),
+        ("wall_s", "s"),
+        ("proof_rows", "rows"),
+        ("rows_vs_obs", "ratio"),
+    ]
     header = ["method"] + [c for c, _ in columns]
     lines = [[name] + [_fmt(row.get(c), k) for c, k in columns] for name, row in result["rows"].items()]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
-    render = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    render = lambda cells: "  ".join(
+        str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+    )
     rule = "-" * len(render(header))
     mask = result["mask"]
-    title = (f"{kind}: mask {mask['masked_weights']} weights (fraction {mask['fraction']}), B={mask['block_size']}, "
-             f"proof chunks of {result['proof_layout']['blocks_per_chunk']} blocks")
+    title = (
+        f"{kind}: mask {mask['masked_weights']} weights (fraction {mask['fraction']}), B={mask['block_size']}, "
+        f"proof chunks of {result['proof_layout']['blocks_per_chunk']} blocks"
+    )
     return "\n".join([title, rule, render(header), rule, *map(render, lines), rule])
 
 
@@ -295,8 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     print(format_scale(scale), flush=True)
     total = time.perf_counter() - start
     print(f"\ntotal wall time {total:.0f} s")
-    write_json(args.json, {"quick": args.quick, "seed": args.seed, "total_wall_s": round(total, 1), **results,
-                           "scale": scale})
+    write_json(
+        args.json, {"quick": args.quick, "seed": args.seed, "total_wall_s": round(total, 1), **results, "scale": scale}
+    )
     return 0
 
 

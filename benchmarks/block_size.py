@@ -121,8 +121,7 @@ def proof_cost(
         weights = blocks * block_size
         layers, out_features, in_features = workload
         layer_weights = out_features * in_features
-        chunks = (layers * math.ceil(layer_weights // block_size / blocks)
-                  if layer_weights % block_size == 0 else None)
+        chunks = layers * math.ceil(layer_weights // block_size / blocks) if layer_weights % block_size == 0 else None
         return {
             "level": level,
             "k": int(stats["k"]),
@@ -196,20 +195,22 @@ def fisher_gradients(
     size = min(chunk, m)
     pieces: list[list[np.ndarray]] = [[] for _ in paths]
     for start in range(0, m, size):
-        part = {key: value[start:start + size] for key, value in data.items()}
+        part = {key: value[start : start + size] for key, value in data.items()}
         real = len(next(iter(part.values())))
         padded, _ = pad_batch(part, size)  # one compiled shape; padded rows are dropped
         for i, g in enumerate(grads_of(run.params_personal, padded)):
             pieces[i].append(np.asarray(g[:real], np.float32))
-    return FisherGradients(paths=paths, grads=tuple(np.concatenate(p) for p in pieces),
-                           batch_size=run.unlearning.batch_size)
+    return FisherGradients(
+        paths=paths, grads=tuple(np.concatenate(p) for p in pieces), batch_size=run.unlearning.batch_size
+    )
 
 
 def obs_at_block_size(run: tasks.TaskRun, block_size: int, *, gradients: FisherGradients) -> tuple[Params, dict]:
     """The personalized model after Group OBS with blocks of ``block_size`` (the recipe's mask, damp and
     Fisher examples): what :func:`tasks.client_unlearn` returns with ``block_size`` swapped in."""
-    return unlearn_from_statistics(run.params_personal, run.masks, gradients=gradients.by_path(),
-                                   block_size=block_size, damp=run.unlearning.damp)
+    return unlearn_from_statistics(
+        run.params_personal, run.masks, gradients=gradients.by_path(), block_size=block_size, damp=run.unlearning.damp
+    )
 
 
 # ------------------------------------------------------------------------------------------ the study
@@ -274,8 +275,10 @@ def study_task(
     start = time.perf_counter()
     gradients = fisher_gradients(run)
     gradient_s = time.perf_counter() - start
-    log(f"{run.name}: {gradients.n_examples} per-example Fisher gradients of {len(gradients.paths)} target "
-        f"matrices in {gradient_s:.1f} s")
+    log(
+        f"{run.name}: {gradients.n_examples} per-example Fisher gradients of {len(gradients.paths)} target "
+        f"matrices in {gradient_s:.1f} s"
+    )
 
     by_size: dict[int, dict[str, Any]] = {}
     for block_size in sizes:
@@ -291,8 +294,9 @@ def study_task(
         row = run.evaluate(params_obs)
         loss = personal_loss(params_obs)
         entry = {
-            "recovery": evaluate.recovery(personalized=personalized["personal_acc"], masked=masked["personal_acc"],
-                                          obs=row["personal_acc"]),
+            "recovery": evaluate.recovery(
+                personalized=personalized["personal_acc"], masked=masked["personal_acc"], obs=row["personal_acc"]
+            ),
             "loss_recovery": evaluate.recovery(personalized=loss_personalized, masked=loss_masked, obs=loss),
             "personal_acc": row["personal_acc"],
             "forget_acc": row["forget_acc"],
@@ -304,12 +308,17 @@ def study_task(
             **mask_block_statistics(run.masks, block_size),
         }
         by_size[block_size] = entry
-        log(f"{run.name}: B={block_size}: recovery {entry['recovery']:.3f}, loss recovery "
-            f"{entry['loss_recovery']:.3f}, forget acc {entry['forget_acc']:.3f} (OBS {obs_s:.1f} s)")
+        log(
+            f"{run.name}: B={block_size}: recovery {entry['recovery']:.3f}, loss recovery "
+            f"{entry['loss_recovery']:.3f}, forget acc {entry['forget_acc']:.3f} (OBS {obs_s:.1f} s)"
+        )
 
     own = run.unlearning.block_size
-    reference = {"block_size": own, "recipe_personal_acc": run.rows["obs"]["personal_acc"],
-                 "recipe_recovery": run.recovery}
+    reference = {
+        "block_size": own,
+        "recipe_personal_acc": run.rows["obs"]["personal_acc"],
+        "recipe_recovery": run.recovery,
+    }
     if own in by_size and "skipped" not in by_size[own]:
         reference["study_personal_acc"] = by_size[own]["personal_acc"]
         reference["abs_difference"] = abs(by_size[own]["personal_acc"] - run.rows["obs"]["personal_acc"])
@@ -331,17 +340,30 @@ def study_task(
         "masked_weights": masked_weights,
         "target_weights": target_weights,
         "target_layers": [path_name(p) for p in run.masks],
-        "unlearning": {key: (list(value) if isinstance(value, tuple) else value)
-                       for key, value in dataclasses.asdict(run.unlearning).items()},
+        "unlearning": {
+            key: (list(value) if isinstance(value, tuple) else value)
+            for key, value in dataclasses.asdict(run.unlearning).items()
+        },
         "settings": run.settings,
         "timings_s": run.timings,
     }
 
 
-TASK_FIELDS = ("recovery", "loss_recovery", "personal_acc", "forget_acc", "test_acc", "fully_masked_blocks",
-               "obs_s")
-COST_FIELDS = ("k", "blocks_per_chunk", "weights_per_chunk", "rows", "columns", "cells", "rows_per_weight",
-               "cells_per_weight", "domain_cells_per_weight", "workload_chunks", "workload_cells", "spec_s")
+TASK_FIELDS = ("recovery", "loss_recovery", "personal_acc", "forget_acc", "test_acc", "fully_masked_blocks", "obs_s")
+COST_FIELDS = (
+    "k",
+    "blocks_per_chunk",
+    "weights_per_chunk",
+    "rows",
+    "columns",
+    "cells",
+    "rows_per_weight",
+    "cells_per_weight",
+    "domain_cells_per_weight",
+    "workload_chunks",
+    "workload_cells",
+    "spec_s",
+)
 
 
 def study_rows(
@@ -373,8 +395,9 @@ def study_rows(
     return rows
 
 
-def recommend_block_size(rows: Sequence[Mapping[str, Any]], task_names: Sequence[str], *,
-                         tolerance: float = RECOVERY_TOLERANCE) -> int | None:
+def recommend_block_size(
+    rows: Sequence[Mapping[str, Any]], task_names: Sequence[str], *, tolerance: float = RECOVERY_TOLERANCE
+) -> int | None:
     """The B with the fewest proof cells per weight among those whose mean recovery over ``task_names`` is
     within ``tolerance`` of the best mean measured. Only B measured on every task counts; None if none is.
 
@@ -420,9 +443,11 @@ def proof_costs(
         start = time.perf_counter()
         costs[block_size] = proof_cost(block_size, level=level, k=k, max_k=max_k)
         reference_costs[block_size] = proof_cost(block_size, level="R", k=k, max_k=max_k)
-        log(f"proof cost B={block_size}: {costs[block_size]['cells_per_weight']:.1f} cells/weight at level "
+        log(
+            f"proof cost B={block_size}: {costs[block_size]['cells_per_weight']:.1f} cells/weight at level "
             f"{level} (k={costs[block_size]['k']}, {costs[block_size]['blocks_per_chunk']} blocks/chunk; "
-            f"{time.perf_counter() - start:.1f} s)")
+            f"{time.perf_counter() - start:.1f} s)"
+        )
     return costs, reference_costs
 
 
@@ -486,8 +511,10 @@ def parse_overrides(items: Iterable[str], task_names: Sequence[str]) -> dict[str
         if task not in out:
             raise ValueError(f"override {item!r}: task {task!r} is not among {list(task_names)}")
         if field not in fields or field == "block_size":
-            raise ValueError(f"override {item!r}: {field!r} is not an unlearning field the study can set "
-                             f"(choose from {sorted(fields - {'block_size'})})")
+            raise ValueError(
+                f"override {item!r}: {field!r} is not an unlearning field the study can set "
+                f"(choose from {sorted(fields - {'block_size'})})"
+            )
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
@@ -511,8 +538,9 @@ def train_tasks(
         if name not in TASK_RUNNERS:
             raise ValueError(f"unknown task {name!r}; known: {sorted(TASK_RUNNERS)}")
         start = time.perf_counter()
-        runs[name] = TASK_RUNNERS[name](quick=quick, seed=seed, log=lambda msg, n=name: log(f"{n}: {msg}"),
-                                        **dict(overrides.get(name, {})))
+        runs[name] = TASK_RUNNERS[name](
+            quick=quick, seed=seed, log=lambda msg, n=name: log(f"{n}: {msg}"), **dict(overrides.get(name, {}))
+        )
         log(f"{name}: recipe trained in {time.perf_counter() - start:.0f} s")
     return runs
 
@@ -537,11 +565,16 @@ def format_table(result: Mapping[str, Any]) -> str:
     for row in result["rows"]:
         line = f"{row['block_size']:>5}"
         for name in names:
-            line += (_fmt(row[f"{name}_recovery"], ".3f", 12) + _fmt(row[f"{name}_loss_recovery"], ".3f", 9)
-                     + _fmt(row[f"{name}_forget_acc"], ".3f", 8))
-        line += (f"{row['k']:>4}{row['blocks_per_chunk']:>10}{row['rows_per_weight']:>8.3f}"
-                 f"{row['cells_per_weight']:>9.1f}{row['f_over_r']:>6.1f}{row['cost_vs_smallest']:>7.1f}"
-                 + _fmt(row["vitb_fc1_chunks"], "d", 13))
+            line += (
+                _fmt(row[f"{name}_recovery"], ".3f", 12)
+                + _fmt(row[f"{name}_loss_recovery"], ".3f", 9)
+                + _fmt(row[f"{name}_forget_acc"], ".3f", 8)
+            )
+        line += (
+            f"{row['k']:>4}{row['blocks_per_chunk']:>10}{row['rows_per_weight']:>8.3f}"
+            f"{row['cells_per_weight']:>9.1f}{row['f_over_r']:>6.1f}{row['cost_vs_smallest']:>7.1f}"
+            + _fmt(row["vitb_fc1_chunks"], "d", 13)
+        )
         lines.append(line)
     for row in result["rows"]:
         for name in names:
@@ -558,16 +591,23 @@ def format_table(result: Mapping[str, Any]) -> str:
             f"({task['masked_weights']} of {task['target_weights']} target weights; {lost:.0f} of {predictions} "
             f"test predictions lost, so one prediction = {1 / lost if lost > 0 else math.nan:.3f} of recovery)"
         )
-        check = (f"; this study at B={ref['block_size']}: personal acc differs by {ref['abs_difference']:.1e}"
-                 if "abs_difference" in ref else "")
+        check = (
+            f"; this study at B={ref['block_size']}: personal acc differs by {ref['abs_difference']:.1e}"
+            if "abs_difference" in ref
+            else ""
+        )
         lines.append(f"  the recipe's own OBS at B={ref['block_size']}: recovery {ref['recipe_recovery']:.3f}{check}")
         if lost < 3:
-            lines.append(f"  warning: on {name} the mask costs fewer than 3 test predictions; accuracy recovery "
-                         "is noise there -- read loss_recovery")
+            lines.append(
+                f"  warning: on {name} the mask costs fewer than 3 test predictions; accuracy recovery "
+                "is noise there -- read loss_recovery"
+            )
     recommended = result["recommended_block_size"]
-    lines.append(f"cells/w: proof cells per model weight at level {result['settings']['level']} (chunk filling "
-                 f"2^{result['settings']['proof_k']}); F/R: over level R at the same B; xB_min: over B="
-                 f"{result['rows'][0]['block_size']}; ViT-B chunks: chunks covering 12 x 3072 x 768 fc1 weights")
+    lines.append(
+        f"cells/w: proof cells per model weight at level {result['settings']['level']} (chunk filling "
+        f"2^{result['settings']['proof_k']}); F/R: over level R at the same B; xB_min: over B="
+        f"{result['rows'][0]['block_size']}; ViT-B chunks: chunks covering 12 x 3072 x 768 fc1 weights"
+    )
     lines.append(f"recommended B: {recommended} ({result['settings']['recommendation_rule']})")
     return "\n".join(lines)
 
@@ -587,36 +627,50 @@ def plot_study(result: Mapping[str, Any], path: str | Path) -> None:
     rows = result["rows"]
     sizes = [row["block_size"] for row in rows]
     names = result["settings"]["tasks"]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 8), sharex=True,
-                                      gridspec_kw={"height_ratios": [1.15, 1.0]})
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 8), sharex=True, gridspec_kw={"height_ratios": [1.15, 1.0]})
 
     def series(key):
         return np.array([np.nan if row[key] is None else row[key] for row in rows], float)
 
-    measured = np.concatenate([100 * series(f"{name}_{key}") for name in names for key in ("recovery", "loss_recovery")])
+    measured = np.concatenate(
+        [100 * series(f"{name}_{key}") for name in names for key in ("recovery", "loss_recovery")]
+    )
     measured = measured[np.isfinite(measured)]
     low = max(RECOVERY_AXIS[0], min(0.0, *measured) - 10)  # the axis spans 0..100 and the data, within the
     high = min(RECOVERY_AXIS[1], max(100.0, *measured) + 10)  # bounds; beyond them a point sits on the edge
     for name in names:
         color = TASK_COLORS.get(name)
         resolution = result["tasks"][name].get("recovery_resolution")
-        accuracy_label = f"{name}: accuracy recovery" + (f" (1 test prediction = {100 * resolution:.1f} % of it)"
-                                                          if resolution else "")
-        for key, style, label, extra in (("recovery", "o-", accuracy_label, dict(lw=2)),
-                                         ("loss_recovery", "s--", f"{name}: loss recovery",
-                                          dict(lw=1.2, alpha=0.7, ms=4))):
+        accuracy_label = f"{name}: accuracy recovery" + (
+            f" (1 test prediction = {100 * resolution:.1f} % of it)" if resolution else ""
+        )
+        for key, style, label, extra in (
+            ("recovery", "o-", accuracy_label, dict(lw=2)),
+            ("loss_recovery", "s--", f"{name}: loss recovery", dict(lw=1.2, alpha=0.7, ms=4)),
+        ):
             values = 100 * series(f"{name}_{key}")
             top.plot(sizes, np.clip(values, low, high), style, color=color, label=label, **extra)
             for size, value in zip(sizes, values):
                 if np.isfinite(value) and not low <= value <= high:
-                    top.annotate(f"{value:.0f}%", (size, np.clip(value, low, high)), textcoords="offset points",
-                                 xytext=(6, -10 if value > high else 4), fontsize=7, color=color)
+                    top.annotate(
+                        f"{value:.0f}%",
+                        (size, np.clip(value, low, high)),
+                        textcoords="offset points",
+                        xytext=(6, -10 if value > high else 4),
+                        fontsize=7,
+                        color=color,
+                    )
     skipped = [row["block_size"] for row in rows if any(row[f"{name}_skipped"] for name in names)]
     for size in skipped:
         which = [name for name in names if next(r for r in rows if r["block_size"] == size)[f"{name}_skipped"]]
-        top.annotate(f"{' & '.join(which)}:\nB does not divide\nthe target layers", (size, 0.03),
-                     xycoords=("data", "axes fraction"), ha="right" if size == sizes[-1] else "center", fontsize=7,
-                     color="dimgray")
+        top.annotate(
+            f"{' & '.join(which)}:\nB does not divide\nthe target layers",
+            (size, 0.03),
+            xycoords=("data", "axes fraction"),
+            ha="right" if size == sizes[-1] else "center",
+            fontsize=7,
+            color="dimgray",
+        )
     top.axhline(100, color="gray", lw=0.8, ls=":")
     top.axhline(0, color="gray", lw=0.8, ls=":")
     top.set_ylim(low, high)
@@ -628,13 +682,27 @@ def plot_study(result: Mapping[str, Any], path: str | Path) -> None:
     level = result["settings"]["level"]
     cells = series("cells_per_weight")
     bottom.plot(sizes, cells, "o-", color="tab:green", lw=2, label=f"level {level} (G bound): cells / weight")
-    bottom.plot(sizes, series("domain_cells_per_weight"), "^:", color="tab:green", alpha=0.6, ms=4,
-                label=f"level {level}: 2^k x columns / weight")
-    bottom.plot(sizes, series("level_r_cells_per_weight"), "d--", color="gray", ms=4,
-                label="level R (removal only): cells / weight")
+    bottom.plot(
+        sizes,
+        series("domain_cells_per_weight"),
+        "^:",
+        color="tab:green",
+        alpha=0.6,
+        ms=4,
+        label=f"level {level}: 2^k x columns / weight",
+    )
+    bottom.plot(
+        sizes,
+        series("level_r_cells_per_weight"),
+        "d--",
+        color="gray",
+        ms=4,
+        label="level R (removal only): cells / weight",
+    )
     for size, value in zip(sizes, cells):
-        bottom.annotate(f"{value:.0f}", (size, value), textcoords="offset points", xytext=(0, 6), ha="center",
-                        fontsize=8)
+        bottom.annotate(
+            f"{value:.0f}", (size, value), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8
+        )
     bottom.set_yscale("log")
     every = np.concatenate([cells, series("level_r_cells_per_weight")])
     bottom.set_ylim(np.nanmin(every) / 1.6, np.nanmax(every) * 2.0)
@@ -651,8 +719,14 @@ def plot_study(result: Mapping[str, Any], path: str | Path) -> None:
     if recommended is not None:
         for axis in (top, bottom):
             axis.axvline(recommended, color="black", lw=0.8, ls="--", alpha=0.6)
-        bottom.annotate(f"recommended B = {recommended}", (recommended, 0.25), xycoords=("data", "axes fraction"),
-                        xytext=(4, 0), textcoords="offset points", fontsize=8)
+        bottom.annotate(
+            f"recommended B = {recommended}",
+            (recommended, 0.25),
+            xycoords=("data", "axes fraction"),
+            xytext=(4, 0),
+            textcoords="offset points",
+            fontsize=8,
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -678,14 +752,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the recipes' quick training")
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="comma-separated block sizes")
     parser.add_argument("--tasks", default=",".join(TASK_NAMES), help="comma-separated tasks (vision, code)")
-    parser.add_argument("--override", action="append", default=[], metavar="TASK.FIELD=VALUE",
-                        help="unlearning setting of one task's recipe, e.g. vision.mask_fraction=0.3 (repeatable)")
-    parser.add_argument("--recipe-masks", action="store_true",
-                        help="the recipes' own mask settings, without the study's (STUDY_OVERRIDES)")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="TASK.FIELD=VALUE",
+        help="unlearning setting of one task's recipe, e.g. vision.mask_fraction=0.3 (repeatable)",
+    )
+    parser.add_argument(
+        "--recipe-masks",
+        action="store_true",
+        help="the recipes' own mask settings, without the study's (STUDY_OVERRIDES)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--k", type=int, default=PROOF_K, help="domain the proof chunks are sized to fill (2^k)")
-    parser.add_argument("--tolerance", type=float, default=RECOVERY_TOLERANCE,
-                        help="recovery below the best still accepted by the recommendation")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=RECOVERY_TOLERANCE,
+        help="recovery below the best still accepted by the recommendation",
+    )
     add_json_option(parser)
     parser.add_argument("--plot", metavar="PATH.png", help="write the recovery / cost plot")
     args = parser.parse_args(argv)
@@ -702,10 +788,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     costs = proof_costs(sizes, k=args.k, log=log)
     runs = train_tasks(task_names, quick=args.quick, seed=args.seed, overrides=overrides, log=log)
     result = block_size_study(runs, sizes=sizes, k=args.k, tolerance=args.tolerance, costs=costs, log=log)
-    result["settings"].update(quick=args.quick, seed=args.seed, overrides=overrides,
-                              wall_s=round(time.perf_counter() - start, 1), backend=jax.default_backend())
-    print(f"Block-size study ({'quick' if args.quick else 'full'} training, seed {args.seed}, "
-          f"{result['settings']['wall_s']:.0f} s)")
+    result["settings"].update(
+        quick=args.quick,
+        seed=args.seed,
+        overrides=overrides,
+        wall_s=round(time.perf_counter() - start, 1),
+        backend=jax.default_backend(),
+    )
+    print(
+        f"Block-size study ({'quick' if args.quick else 'full'} training, seed {args.seed}, "
+        f"{result['settings']['wall_s']:.0f} s)"
+    )
     print(format_table(result))
     if args.json:
         write_json(args.json, _jsonable(result))

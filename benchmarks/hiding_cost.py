@@ -77,8 +77,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         witness = obs_witness(data["theta"].ravel(), data["G"], data["mask"].ravel(), spec=spec)
     else:  # level R proves no G rows: any in-range Δ inside touched blocks costs the same
         delta = np.zeros(data["theta"].size)
-        witness = removal_witness(data["theta"].ravel(), delta, data["mask"].ravel(), spec=spec,
-                                  block_size=args.block_size)
+        witness = removal_witness(
+            data["theta"].ravel(), delta, data["mask"].ravel(), spec=spec, block_size=args.block_size
+        )
     (cw,) = chunk_layer(witness, blocks_per_chunk=nb)
     cs = build_chunk_circuit(shape).cs
     srs = dev_srs(cs.k, Path(args.srs_dir))
@@ -87,12 +88,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     registered_salts = draw_salts(shape, rng=rng)
     fresh = {**draw_salts(shape, rng=rng), "theta_new": registered_salts["theta_new"]}
     names = registered_names(shape)
-    out: dict[str, Any] = {"level": args.level, "block_size": args.block_size, "k": k, "blocks_per_chunk": nb,
-                           "salt_cells": dict(sorted(set(shape.salt_counts.items()))), "columns_reused": len(names)}
+    out: dict[str, Any] = {
+        "level": args.level,
+        "block_size": args.block_size,
+        "k": k,
+        "blocks_per_chunk": nb,
+        "salt_cells": dict(sorted(set(shape.salt_counts.items()))),
+        "columns_reused": len(names),
+    }
 
     # the chunk proof, for reference
-    (cs, a), _, _ = _timed(lambda: lower_chunk(*cw.lowering_inputs(), spec=spec, level=args.level, lanes=lanes,
-                                               salts=fresh))
+    (cs, a), _, _ = _timed(
+        lambda: lower_chunk(*cw.lowering_inputs(), spec=spec, level=args.level, lanes=lanes, salts=fresh)
+    )
     keys, out["chunk_keygen_s"], _ = _timed(lambda: backend.keygen(srs, cs))
     proof, out["chunk_prove_s"], out["chunk_prove_cpu_s"] = _timed(lambda: backend.prove(srs, keys, cs, a))
     out["chunk_proof_bytes"] = len(proof)
@@ -100,18 +108,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # per request: re-randomized commitments and the proofs of knowledge
     def client_side():
         presented = {n: backend.commit(srs, k, a.committed[n]) for n in names}
-        shifts = {n: rr.salt_shifts(expand_salts(registered_salts[n], n, shape.salt_counts[n], p),
-                                    expand_salts(fresh[n], n, shape.salt_counts[n], p), p) for n in names}
+        shifts = {
+            n: rr.salt_shifts(
+                expand_salts(registered_salts[n], n, shape.salt_counts[n], p),
+                expand_salts(fresh[n], n, shape.salt_counts[n], p),
+                p,
+            )
+            for n in names
+        }
         rows = {n: list(shape.salt_rows(n)) for n in names}
-        registered, proofs = rr.prove_columns(srs, k, salt_rows=rows, shifts=shifts, presented=presented,
-                                              ctx=rr.context("bench", "fc1", chunk))
+        registered, proofs = rr.prove_columns(
+            srs, k, salt_rows=rows, shifts=shifts, presented=presented, ctx=rr.context("bench", "fc1", chunk)
+        )
         return presented, registered, proofs, rows
 
-    (presented, registered, proofs, rows), out["rerandomize_prove_s"], out["rerandomize_prove_cpu_s"] = \
-        _timed(client_side)
-    _, out["rerandomize_verify_s"], out["rerandomize_verify_cpu_s"] = _timed(lambda: rr.verify_columns(
-        srs, k, salt_rows=rows, registered=registered, presented=presented, proofs=proofs,
-        ctx=rr.context("bench", "fc1", chunk)))
+    (presented, registered, proofs, rows), out["rerandomize_prove_s"], out["rerandomize_prove_cpu_s"] = _timed(
+        client_side
+    )
+    _, out["rerandomize_verify_s"], out["rerandomize_verify_cpu_s"] = _timed(
+        lambda: rr.verify_columns(
+            srs,
+            k,
+            salt_rows=rows,
+            registered=registered,
+            presented=presented,
+            proofs=proofs,
+            ctx=rr.context("bench", "fc1", chunk),
+        )
+    )
     out["rerandomize_bytes"] = sum(len(json.dumps(pr.to_json())) + 96 for pr in proofs.values())
 
     # once, at registration: well-formedness
@@ -121,9 +145,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     wa = wellformed_assignment(wf, columns)
     wkeys, out["wellformed_keygen_s"], _ = _timed(lambda: backend.keygen(srs, wf.cs))
     wproof, out["wellformed_prove_s"], out["wellformed_prove_cpu_s"] = _timed(
-        lambda: backend.prove(srs, wkeys, wf.cs, wa))
-    ok, out["wellformed_verify_s"], _ = _timed(lambda: backend.verify(
-        srs, wkeys.vk, wf.cs, wproof, {}, {n: presented[n] for n in names}))
+        lambda: backend.prove(srs, wkeys, wf.cs, wa)
+    )
+    ok, out["wellformed_verify_s"], _ = _timed(
+        lambda: backend.verify(srs, wkeys.vk, wf.cs, wproof, {}, {n: presented[n] for n in names})
+    )
     assert ok, "well-formedness proof did not verify"
     out["wellformed_proof_bytes"] = len(wproof)
     out["wellformed_advice_columns"] = wf.cs.statistics()["columns"]["advice"]
@@ -135,21 +161,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_table(r: dict[str, Any]) -> None:
-    print(f"level {r['level']}, B = {r['block_size']}, k = {r['k']}, {r['blocks_per_chunk']} blocks per chunk; "
-          f"salt cells per column {r['salt_cells']}; {r['columns_reused']} reused columns; "
-          f"load average {', '.join(f'{x:.1f}' for x in r['load_average'])}")
+    print(
+        f"level {r['level']}, B = {r['block_size']}, k = {r['k']}, {r['blocks_per_chunk']} blocks per chunk; "
+        f"salt cells per column {r['salt_cells']}; {r['columns_reused']} reused columns; "
+        f"load average {', '.join(f'{x:.1f}' for x in r['load_average'])}"
+    )
     print(f"{'per chunk':44s} {'wall_s':>8s} {'cpu_s':>8s} {'bytes':>8s}")
-    print(f"{'chunk proof (reference)':44s} {r['chunk_prove_s']:8.2f} {r['chunk_prove_cpu_s']:8.2f} "
-          f"{r['chunk_proof_bytes']:8d}")
-    print(f"{'re-randomization, client (per request)':44s} {r['rerandomize_prove_s']:8.2f} "
-          f"{r['rerandomize_prove_cpu_s']:8.2f} {r['rerandomize_bytes']:8d}")
-    print(f"{'re-randomization, provider check':44s} {r['rerandomize_verify_s']:8.2f} "
-          f"{r['rerandomize_verify_cpu_s']:8.2f}")
-    print(f"{'well-formedness proof (once)':44s} {r['wellformed_prove_s']:8.2f} {r['wellformed_prove_cpu_s']:8.2f} "
-          f"{r['wellformed_proof_bytes']:8d}")
+    print(
+        f"{'chunk proof (reference)':44s} {r['chunk_prove_s']:8.2f} {r['chunk_prove_cpu_s']:8.2f} "
+        f"{r['chunk_proof_bytes']:8d}"
+    )
+    print(
+        f"{'re-randomization, client (per request)':44s} {r['rerandomize_prove_s']:8.2f} "
+        f"{r['rerandomize_prove_cpu_s']:8.2f} {r['rerandomize_bytes']:8d}"
+    )
+    print(
+        f"{'re-randomization, provider check':44s} {r['rerandomize_verify_s']:8.2f} "
+        f"{r['rerandomize_verify_cpu_s']:8.2f}"
+    )
+    print(
+        f"{'well-formedness proof (once)':44s} {r['wellformed_prove_s']:8.2f} {r['wellformed_prove_cpu_s']:8.2f} "
+        f"{r['wellformed_proof_bytes']:8d}"
+    )
     print(f"{'well-formedness verify (once)':44s} {r['wellformed_verify_s']:8.2f}")
-    print(f"ratios to the chunk proof (CPU): re-randomization {r['ratio_rerandomize_to_prove_cpu']:.3f}, "
-          f"well-formedness {r['ratio_wellformed_to_prove_cpu']:.3f}")
+    print(
+        f"ratios to the chunk proof (CPU): re-randomization {r['ratio_rerandomize_to_prove_cpu']:.3f}, "
+        f"well-formedness {r['ratio_wellformed_to_prove_cpu']:.3f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

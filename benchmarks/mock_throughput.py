@@ -63,14 +63,17 @@ def python_values(prover: MockProver) -> dict:
 
 
 def evaluate_row(expr: Expression, values: dict, row: int, n: int, p: int) -> int:
-    return expr.fold(
-        constant=lambda c: c % p,
-        query=lambda q: values[q.column][(row + q.rotation) % n],
-        negated=lambda a: -a,
-        sum=lambda a, b: a + b,
-        product=lambda a, b: a * b % p,
-        scaled=lambda a, c: a * c % p,
-    ) % p
+    return (
+        expr.fold(
+            constant=lambda c: c % p,
+            query=lambda q: values[q.column][(row + q.rotation) % n],
+            negated=lambda a: -a,
+            sum=lambda a, b: a + b,
+            product=lambda a, b: a * b % p,
+            scaled=lambda a, c: a * c % p,
+        )
+        % p
+    )
 
 
 def loop_gates(prover: MockProver, values: dict, rows_per_gate: int) -> tuple[int, int]:
@@ -121,22 +124,41 @@ def run(*, blocks: int, block_size: int, lanes: int, level: str, loop_rows: int,
     full_seconds = time.perf_counter() - full_start
 
     if vec_failures or exact_failures or loop_failures or full_failures:
-        raise SystemExit(f"the honest witness failed: {vec_failures} vectorized, {exact_failures} exact-tier, "
-                         f"{loop_failures} loop, {len(full_failures)} full-check failures")
+        raise SystemExit(
+            f"the honest witness failed: {vec_failures} vectorized, {exact_failures} exact-tier, "
+            f"{loop_failures} loop, {len(full_failures)} full-check failures"
+        )
     stats = cs.statistics()
     vec_rate = evaluations / vec_seconds
     loop_rate = loop_evaluations / loop_measured
     return {
-        "circuit": stats["name"], "k": stats["k"], "rows": stats["rows"], "gates": stats["gates"],
-        "constraints": stats["constraints"], "lookups": stats["lookups"], "copies": stats["copies"],
+        "circuit": stats["name"],
+        "k": stats["k"],
+        "rows": stats["rows"],
+        "gates": stats["gates"],
+        "constraints": stats["constraints"],
+        "lookups": stats["lookups"],
+        "copies": stats["copies"],
         "gate_row_evaluations": evaluations,
-        "vectorized": {"seconds": vec_seconds, "evals_per_second": vec_rate, "repeats": repeats,
-                       "store_build_seconds": load_seconds, "rows_by_arithmetic_tier": tiers},
-        "vectorized_exact_tier_only": {"seconds": exact_seconds, "evals_per_second": evaluations / exact_seconds,
-                                       "speedup_vs_loop": evaluations / exact_seconds / loop_rate},
-        "loop": {"evaluations_measured": loop_evaluations, "seconds_measured": loop_measured,
-                 "seconds_extrapolated_to_all_rows": loop_extrapolated, "evals_per_second": loop_rate,
-                 "rows_per_gate": loop_rows},
+        "vectorized": {
+            "seconds": vec_seconds,
+            "evals_per_second": vec_rate,
+            "repeats": repeats,
+            "store_build_seconds": load_seconds,
+            "rows_by_arithmetic_tier": tiers,
+        },
+        "vectorized_exact_tier_only": {
+            "seconds": exact_seconds,
+            "evals_per_second": evaluations / exact_seconds,
+            "speedup_vs_loop": evaluations / exact_seconds / loop_rate,
+        },
+        "loop": {
+            "evaluations_measured": loop_evaluations,
+            "seconds_measured": loop_measured,
+            "seconds_extrapolated_to_all_rows": loop_extrapolated,
+            "evals_per_second": loop_rate,
+            "rows_per_gate": loop_rows,
+        },
         "speedup_vs_loop": vec_rate / loop_rate,
         "full_check_seconds": full_seconds,
         "circuit_build_seconds": build_seconds,
@@ -148,28 +170,42 @@ def run(*, blocks: int, block_size: int, lanes: int, level: str, loop_rows: int,
 
 def print_table(r: dict) -> None:
     v, lp = r["vectorized"], r["loop"]
-    print(f"mock prover throughput on {r['circuit']}: k = {r['k']}, {r['rows']} rows, {r['gates']} gates "
-          f"({r['constraints']} constraints), {r['lookups']} lookups, {r['copies']} copies")
+    print(
+        f"mock prover throughput on {r['circuit']}: k = {r['k']}, {r['rows']} rows, {r['gates']} gates "
+        f"({r['constraints']} constraints), {r['lookups']} lookups, {r['copies']} copies"
+    )
     print(f"gate-row evaluations (constraint x enabled row): {r['gate_row_evaluations']:,}")
     print()
     print(f"{'method':<34}{'evaluations':>14}{'seconds':>12}{'evals/s':>16}{'ratio':>9}")
-    print(f"{'vectorized (numpy, best of ' + str(v['repeats']) + ')':<34}{r['gate_row_evaluations']:>14,}"
-          f"{v['seconds']:>12.4f}{v['evals_per_second']:>16,.0f}{r['speedup_vs_loop']:>8.1f}x")
+    print(
+        f"{'vectorized (numpy, best of ' + str(v['repeats']) + ')':<34}{r['gate_row_evaluations']:>14,}"
+        f"{v['seconds']:>12.4f}{v['evals_per_second']:>16,.0f}{r['speedup_vs_loop']:>8.1f}x"
+    )
     e = r["vectorized_exact_tier_only"]
-    print(f"{'vectorized, exact tier only':<34}{r['gate_row_evaluations']:>14,}{e['seconds']:>12.4f}"
-          f"{e['evals_per_second']:>16,.0f}{e['speedup_vs_loop']:>8.1f}x")
-    print(f"{'per-row Python loop (measured)':<34}{lp['evaluations_measured']:>14,}{lp['seconds_measured']:>12.4f}"
-          f"{lp['evals_per_second']:>16,.0f}{1.0:>8.1f}x")
-    print(f"{'  extrapolated to all rows':<34}{r['gate_row_evaluations']:>14,}"
-          f"{lp['seconds_extrapolated_to_all_rows']:>12.4f}")
+    print(
+        f"{'vectorized, exact tier only':<34}{r['gate_row_evaluations']:>14,}{e['seconds']:>12.4f}"
+        f"{e['evals_per_second']:>16,.0f}{e['speedup_vs_loop']:>8.1f}x"
+    )
+    print(
+        f"{'per-row Python loop (measured)':<34}{lp['evaluations_measured']:>14,}{lp['seconds_measured']:>12.4f}"
+        f"{lp['evals_per_second']:>16,.0f}{1.0:>8.1f}x"
+    )
+    print(
+        f"{'  extrapolated to all rows':<34}{r['gate_row_evaluations']:>14,}"
+        f"{lp['seconds_extrapolated_to_all_rows']:>12.4f}"
+    )
     tiers = ", ".join(f"{k} {n:,}" for k, n in v["rows_by_arithmetic_tier"].items())
     print(f"vectorized evaluations by exact-arithmetic tier: {tiers}")
     print()
-    print(f"full check from scratch (values, gates, lookups, copies): {r['full_check_seconds']:.4f} s; "
-          f"store build {v['store_build_seconds']:.4f} s")
+    print(
+        f"full check from scratch (values, gates, lookups, copies): {r['full_check_seconds']:.4f} s; "
+        f"store build {v['store_build_seconds']:.4f} s"
+    )
     t = r["targets"]
-    print(f"targets: >= {t['evals_per_second']:,} evals/s and >= {t['speedup_vs_loop']}x the loop -> "
-          f"{'met' if r['meets_targets'] else 'NOT met'}")
+    print(
+        f"targets: >= {t['evals_per_second']:,} evals/s and >= {t['speedup_vs_loop']}x the loop -> "
+        f"{'met' if r['meets_targets'] else 'NOT met'}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,8 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     add_json_option(parser)
     args = parser.parse_args(argv)
-    result = run(blocks=args.blocks, block_size=args.block_size, lanes=args.lanes, level=args.level,
-                 loop_rows=args.loop_rows, repeats=args.repeats, seed=args.seed)
+    result = run(
+        blocks=args.blocks,
+        block_size=args.block_size,
+        lanes=args.lanes,
+        level=args.level,
+        loop_rows=args.loop_rows,
+        repeats=args.repeats,
+        seed=args.seed,
+    )
     print_table(result)
     write_json(args.json, result)
     return 0

@@ -53,10 +53,11 @@ def linear_probe_loss(params, example):
 def run_jax(W, grads, mask, *, block_size, damp, method, microbatch):
     params = {"params": {"fc1": {"kernel": jnp.asarray(W.T)}}}
     kernel_grads = np.ascontiguousarray(np.swapaxes(grads, 1, 2))  # (m, in, out): the kernel orientation
-    batches = [{"g": kernel_grads[i:i + microbatch]} for i in range(0, len(grads), microbatch)]
+    batches = [{"g": kernel_grads[i : i + microbatch]} for i in range(0, len(grads), microbatch)]
     start = time.perf_counter()
-    new_params, info = unlearn(params, {PATH: mask}, linear_probe_loss, batches, block_size=block_size,
-                               damp=damp, method=method)
+    new_params, info = unlearn(
+        params, {PATH: mask}, linear_probe_loss, batches, block_size=block_size, damp=damp, method=method
+    )
     W_new = np.asarray(get_matrix(new_params, PATH))
     return time.perf_counter() - start, W_new - W, info[PATH]
 
@@ -87,7 +88,7 @@ def woodbury_reference(W, grads, mask, *, block_size, damp, chunk=256):
     m = grads.shape[0]
     delta = np.zeros_like(theta)
     for start in range(0, theta.shape[0], chunk):
-        V = np.swapaxes(grads.reshape(m, -1, block_size)[:, start:start + chunk], 0, 1).astype(np.float64)
+        V = np.swapaxes(grads.reshape(m, -1, block_size)[:, start : start + chunk], 0, 1).astype(np.float64)
         V /= np.sqrt(m)
         K_inv = np.linalg.inv(damp * np.eye(m) + V @ np.swapaxes(V, 1, 2))
         for row in range(V.shape[0]):
@@ -124,8 +125,7 @@ def main(argv=None) -> int:
     results = {}
     for method in routes:
         first_s, _, _ = run_jax(W, grads, mask, block_size=block_size, damp=damp, method=method, microbatch=16)
-        seconds, delta, info = run_jax(W, grads, mask, block_size=block_size, damp=damp, method=method,
-                                       microbatch=16)
+        seconds, delta, info = run_jax(W, grads, mask, block_size=block_size, damp=damp, method=method, microbatch=16)
         results[method] = dict(seconds=seconds, first_call_s=first_s, delta=delta, info=info)
     jax_peak = peak_rss_gb()
 
@@ -138,34 +138,58 @@ def main(argv=None) -> int:
     # the two float64 references agree with each other to ~1e-10; both are reported
     reference_gap = rel_err(reference[blocks], numpy_delta)
 
-    figures = dict(shape=[out, inp], block_size=block_size, n_blocks=n_blocks, mask_fraction=mask_fraction,
-                   n_examples=args.examples, damp=damp, backend=jax.default_backend(),
-                   device=str(jax.devices()[0].device_kind), n_devices=len(jax.devices()),
-                   numpy_blocks_timed=int(len(blocks)), numpy_subset_s=numpy_subset_s,
-                   numpy_s=numpy_s, numpy_extrapolated=len(blocks) < n_blocks,
-                   reference_gap=reference_gap, peak_rss_gb_jax=jax_peak, peak_rss_gb=peak_rss_gb())
+    figures = dict(
+        shape=[out, inp],
+        block_size=block_size,
+        n_blocks=n_blocks,
+        mask_fraction=mask_fraction,
+        n_examples=args.examples,
+        damp=damp,
+        backend=jax.default_backend(),
+        device=str(jax.devices()[0].device_kind),
+        n_devices=len(jax.devices()),
+        numpy_blocks_timed=int(len(blocks)),
+        numpy_subset_s=numpy_subset_s,
+        numpy_s=numpy_s,
+        numpy_extrapolated=len(blocks) < n_blocks,
+        reference_gap=reference_gap,
+        peak_rss_gb_jax=jax_peak,
+        peak_rss_gb=peak_rss_gb(),
+    )
     for method, r in results.items():
         delta_blocks = to_blocks(r["delta"], block_size)
         err = max(rel_err(delta_blocks[blocks], numpy_delta), rel_err(delta_blocks, reference))
         prefix = "" if method == routes[0] else f"{method}_"
-        figures.update({f"{prefix}jax_s": r["seconds"], f"{prefix}jax_first_call_s": r["first_call_s"],
-                        f"{prefix}speedup": numpy_s / r["seconds"], f"{prefix}rel_err": err,
-                        f"{prefix}jax_passes": r["info"]["passes"]})
+        figures.update(
+            {
+                f"{prefix}jax_s": r["seconds"],
+                f"{prefix}jax_first_call_s": r["first_call_s"],
+                f"{prefix}speedup": numpy_s / r["seconds"],
+                f"{prefix}rel_err": err,
+                f"{prefix}jax_passes": r["info"]["passes"],
+            }
+        )
     figures["jax_route"] = routes[0]
 
-    print(f"Fisher + Group OBS, W {out}x{inp}, B={block_size} ({n_blocks} blocks), {mask_fraction:.0%} mask, "
-          f"m={args.examples} examples, damp={damp:g}; JAX on {figures['n_devices']} x {figures['device']}")
+    print(
+        f"Fisher + Group OBS, W {out}x{inp}, B={block_size} ({n_blocks} blocks), {mask_fraction:.0%} mask, "
+        f"m={args.examples} examples, damp={damp:g}; JAX on {figures['n_devices']} x {figures['device']}"
+    )
     print(f"{'route':<28}{'seconds':>10}{'first call':>12}{'speedup':>10}{'rel_err':>11}")
     print(f"{'NumPy per-block loop (f64)':<28}{numpy_s:>10.2f}{'':>12}{1.0:>10.1f}{'(ref)':>11}")
     for method in routes:
         prefix = "" if method == routes[0] else f"{method}_"
-        print(f"{'JAX unlearn ' + method:<28}{figures[prefix + 'jax_s']:>10.2f}{figures[prefix + 'jax_first_call_s']:>12.2f}"
-              f"{figures[prefix + 'speedup']:>10.1f}{figures[prefix + 'rel_err']:>11.2e}")
+        print(
+            f"{'JAX unlearn ' + method:<28}{figures[prefix + 'jax_s']:>10.2f}{figures[prefix + 'jax_first_call_s']:>12.2f}"
+            f"{figures[prefix + 'speedup']:>10.1f}{figures[prefix + 'rel_err']:>11.2e}"
+        )
     if figures["numpy_extrapolated"]:
         print(f"NumPy timed on {len(blocks)} of {n_blocks} blocks ({numpy_subset_s:.2f} s), extrapolated linearly.")
-    print(f"float64 references (NumPy loop vs Woodbury) differ by {reference_gap:.1e}; "
-          f"peak RSS {figures['peak_rss_gb_jax']:.2f} GB after JAX, {figures['peak_rss_gb']:.2f} GB overall "
-          f"(inputs: {grads.nbytes / 2**30:.2f} GB of synthetic gradients)")
+    print(
+        f"float64 references (NumPy loop vs Woodbury) differ by {reference_gap:.1e}; "
+        f"peak RSS {figures['peak_rss_gb_jax']:.2f} GB after JAX, {figures['peak_rss_gb']:.2f} GB overall "
+        f"(inputs: {grads.nbytes / 2**30:.2f} GB of synthetic gradients)"
+    )
     write_json(args.json, figures)
     return 0
 

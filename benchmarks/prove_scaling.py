@@ -44,8 +44,9 @@ def chunk_shape_for_k(k: int, *, level: str, block_size: int, lanes: int | None,
     spec = FixedPointSpec(limb_bits=limb_bits)
 
     def shape(blocks: int) -> ChunkShape:
-        return ChunkShape(blocks=blocks, block_size=block_size, level=level, spec=spec,
-                          lanes=lanes if level == "F" else None)
+        return ChunkShape(
+            blocks=blocks, block_size=block_size, level=level, spec=spec, lanes=lanes if level == "F" else None
+        )
 
     # rows grow affinely in the block count (beyond the range table): measure the slope, then step down.
     rows1, rows2 = (build_chunk_circuit(shape(b)).cs.rows for b in (64, 128))  # past the range table
@@ -74,8 +75,9 @@ def honest_chunk(shape, *, seed: int, masked_fraction: float = 0.02):
     witness = obs_witness(theta, np.linalg.inv(fisher), mask, spec=shape.spec)
     (chunk,) = chunk_layer(witness, blocks_per_chunk=nb)
     salts = draw_salts(shape, rng=rng)
-    return lower_chunk(*chunk.lowering_inputs(), spec=shape.spec, level=shape.level, lanes=shape.lanes,
-                       salts=salts, k=None)
+    return lower_chunk(
+        *chunk.lowering_inputs(), spec=shape.spec, level=shape.level, lanes=shape.lanes, salts=salts, k=None
+    )
 
 
 # ---------------------------------------------------------------------------------------- one k (child)
@@ -91,8 +93,9 @@ def measure_one(args: argparse.Namespace) -> dict[str, Any]:
     from circuit_compiler.serialize import structure_to_json
 
     t = time.perf_counter()
-    shape = chunk_shape_for_k(args.k, level=args.level, block_size=args.block_size, lanes=args.lanes,
-                              limb_bits=args.limb_bits)
+    shape = chunk_shape_for_k(
+        args.k, level=args.level, block_size=args.block_size, lanes=args.lanes, limb_bits=args.limb_bits
+    )
     cs, assignment = honest_chunk(shape, seed=args.seed)
     lower_s = time.perf_counter() - t
     rss_lowered = _max_rss_mb()
@@ -177,9 +180,28 @@ def ensure_srs(path: Path, k: int) -> tuple[Path, str, float]:
 
 
 def run_child(k: int, args: argparse.Namespace, srs: Path, sha: str) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "benchmarks.prove_scaling", "--child", "--k", str(k), "--level", args.level,
-           "--block-size", str(args.block_size), "--lanes", str(args.lanes), "--limb-bits", str(args.limb_bits),
-           "--seed", str(args.seed), "--srs", str(srs), "--srs-sha256", sha]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.prove_scaling",
+        "--child",
+        "--k",
+        str(k),
+        "--level",
+        args.level,
+        "--block-size",
+        str(args.block_size),
+        "--lanes",
+        str(args.lanes),
+        "--limb-bits",
+        str(args.limb_bits),
+        "--seed",
+        str(args.seed),
+        "--srs",
+        str(srs),
+        "--srs-sha256",
+        sha,
+    ]
     env = dict(os.environ)
     if args.threads:
         env["RAYON_NUM_THREADS"] = str(args.threads)
@@ -198,10 +220,18 @@ def run_child(k: int, args: argparse.Namespace, srs: Path, sha: str) -> dict[str
 
 
 COLUMNS = [
-    Column("k", "k"), Column("blocks", "blocks"), Column("weights", "weights"), Column("rows", "rows"),
-    Column("n_columns", "cols"), Column("keygen_s", "keygen s", ".2f"), Column("prove_s", "prove s", ".2f"),
-    Column("ratio", "ratio", ".2f"), Column("model", "model", ".2f"), Column("verify_s", "verify s", ".3f"),
-    Column("proof_bytes", "proof B"), Column("peak_rss_mb", "RSS MB", ".0f"),
+    Column("k", "k"),
+    Column("blocks", "blocks"),
+    Column("weights", "weights"),
+    Column("rows", "rows"),
+    Column("n_columns", "cols"),
+    Column("keygen_s", "keygen s", ".2f"),
+    Column("prove_s", "prove s", ".2f"),
+    Column("ratio", "ratio", ".2f"),
+    Column("model", "model", ".2f"),
+    Column("verify_s", "verify s", ".3f"),
+    Column("proof_bytes", "proof B"),
+    Column("peak_rss_mb", "RSS MB", ".0f"),
     Column("cells_per_s", "Mcells/s", lambda v: f"{v / 1e6:.3f}"),
 ]
 
@@ -211,9 +241,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     shown, prev = [], None
     for r in rows:
         step = prev is not None and prev["k"] == r["k"] - 1
-        shown.append({**r, "n_columns": sum(r["columns"].values()),
-                      "ratio": r["prove_s"] / prev["prove_s"] if step else None,
-                      "model": 2 * r["k"] / (r["k"] - 1) if step else None})
+        shown.append(
+            {
+                **r,
+                "n_columns": sum(r["columns"].values()),
+                "ratio": r["prove_s"] / prev["prove_s"] if step else None,
+                "model": 2 * r["k"] / (r["k"] - 1) if step else None,
+            }
+        )
         prev = r
     report_table(shown, COLUMNS)
 
@@ -256,8 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     srs_path.parent.mkdir(parents=True, exist_ok=True)
     srs_path, sha, setup_s = ensure_srs(srs_path, args.kmax)
     print(f"SRS {srs_path} (k={args.kmax}, sha256 {sha[:16]}...){f', generated in {setup_s:.1f} s' if setup_s else ''}")
-    print(f"OBS chunk level {args.level}, B={args.block_size}" + (f", L={args.lanes}" if args.level == "F" else "")
-          + f", limb bits {args.limb_bits}, threads {args.threads or os.cpu_count()}\n")
+    print(
+        f"OBS chunk level {args.level}, B={args.block_size}"
+        + (f", L={args.lanes}" if args.level == "F" else "")
+        + f", limb bits {args.limb_bits}, threads {args.threads or os.cpu_count()}\n"
+    )
     rows = []
     for k in range(args.kmin, args.kmax + 1):
         rows.append(run_child(k, args, srs_path, sha))
@@ -267,13 +305,26 @@ def main(argv: list[str] | None = None) -> int:
     checks = targets(rows)
     print()
     if "max_prove_ratio_k14_18" in checks:
-        print(f"max prove-time ratio per +1 k over k=14..18: {checks['max_prove_ratio_k14_18']:.2f} "
-              f"(target <= 2.3: {'met' if checks['prove_ratio_ok'] else 'NOT met'})")
+        print(
+            f"max prove-time ratio per +1 k over k=14..18: {checks['max_prove_ratio_k14_18']:.2f} "
+            f"(target <= 2.3: {'met' if checks['prove_ratio_ok'] else 'NOT met'})"
+        )
     if "verify_k16_s" in checks:
-        print(f"k=16 verification: {checks['verify_k16_s'] * 1e3:.0f} ms (target < 1 s: "
-              f"{'met' if checks['verify_k16_ok'] else 'NOT met'})")
-    write_json(args.json, {"benchmark": "prove_scaling", "srs_sha256": sha, "cpu_count": os.cpu_count(),
-                           "threads": args.threads or os.cpu_count(), "rows": rows, "targets": checks})
+        print(
+            f"k=16 verification: {checks['verify_k16_s'] * 1e3:.0f} ms (target < 1 s: "
+            f"{'met' if checks['verify_k16_ok'] else 'NOT met'})"
+        )
+    write_json(
+        args.json,
+        {
+            "benchmark": "prove_scaling",
+            "srs_sha256": sha,
+            "cpu_count": os.cpu_count(),
+            "threads": args.threads or os.cpu_count(),
+            "rows": rows,
+            "targets": checks,
+        },
+    )
     return 0
 
 

@@ -58,8 +58,13 @@ def machine() -> dict[str, Any]:
     """What a reader needs to compare runs from different machines."""
     import numpy as np
 
-    return {"python": sys.version.split()[0], "numpy": np.__version__, "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    return {
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
 
 
 def _plain(value: Any) -> Any:

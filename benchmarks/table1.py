@@ -49,8 +49,14 @@ def _fmt(value: float, percent: bool) -> str:
     return f"{100 * value:6.1f}" if percent else f"{value:6.3f}"
 
 
-def print_table(summary: dict[str, Any], *, columns: list[tuple[str, str, bool]], title: str,
-                paper: dict | None = None, out: Callable[[str], None] = print) -> None:
+def print_table(
+    summary: dict[str, Any],
+    *,
+    columns: list[tuple[str, str, bool]],
+    title: str,
+    paper: dict | None = None,
+    out: Callable[[str], None] = print,
+) -> None:
     """Plain-text table: one line per row; ``columns`` = (key, header, shown as percent)."""
     width = 20
     out(title)
@@ -63,28 +69,35 @@ def print_table(summary: dict[str, Any], *, columns: list[tuple[str, str, bool]]
     out("")
     h = headline(summary)
     out(f"recovery of personal accuracy  (obs − mask) / (personalized − mask) = {summary['recovery']:.3f}")
-    out(f"forget accuracy drop by the mask: {h['forget_drop_points']:.1f} points; "
+    out(
+        f"forget accuracy drop by the mask: {h['forget_drop_points']:.1f} points; "
         f"personal accuracy cost of the mask: {h['personal_cost_points']:.1f} points; "
-        f"forget accuracy change by OBS: {h['obs_forget_rebound_points']:+.1f} points")
-    out(f"mask: scorer={summary['scorer']}  mask_fraction={summary['mask_fraction']}  "
+        f"forget accuracy change by OBS: {h['obs_forget_rebound_points']:+.1f} points"
+    )
+    out(
+        f"mask: scorer={summary['scorer']}  mask_fraction={summary['mask_fraction']}  "
         f"(= {100 * summary['masked_weight_fraction']:.2f} % of {summary['target_weights']} target weights, "
         f"{summary['masked_weights']} masked)  block_size B={summary['block_size']}  "
-        f"damp={summary['unlearning']['damp']}  fisher_examples={summary['unlearning']['fisher_examples']}")
+        f"damp={summary['unlearning']['damp']}  fisher_examples={summary['unlearning']['fisher_examples']}"
+    )
     if paper:
         out("")
         out("poster Table I (ViT-B/16, ImageNet → ImageNet-Sketch), percent:")
         for name, label in ROW_LABELS.items():
             r = paper[name]
             out(f"  {label:{width}} forget {r['forget_acc']:5.1f}   personal {r['personal_acc']:5.1f}")
-        out(f"  recovery {paper['recovery']:.3f}   → this run / poster recovery = "
-            f"{summary['recovery'] / paper['recovery']:.2f}")
+        out(
+            f"  recovery {paper['recovery']:.3f}   → this run / poster recovery = "
+            f"{summary['recovery'] / paper['recovery']:.2f}"
+        )
     timings = summary.get("timings_s", {})
     if timings:
         out("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 
 
-def print_comparison(label: str, result: dict[str, Any], *, keys: list[tuple[str, str]],
-                     out: Callable[[str], None] = print) -> None:
+def print_comparison(
+    label: str, result: dict[str, Any], *, keys: list[tuple[str, str]], out: Callable[[str], None] = print
+) -> None:
     """Rows of a second setting run on the same models (see :func:`jaxapex.tasks.unlearn_with`)."""
     out("")
     out(label)
@@ -102,11 +115,17 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--block-size", type=int, default=None, help="OBS block size B (default: the recipe's)")
     parser.add_argument("--mask-fraction", type=float, default=None, help="mask fraction (default: the recipe's)")
     parser.add_argument("--scorer", choices=("activation", "second-order"), default=None)
-    parser.add_argument("--extra-seeds", type=parse_seeds, default=(), metavar="N,...",
-                        help="further seeds to rerun the recipe with; each seed's line and the recovery's "
-                             "spread are printed and written under 'seeds'")
-    parser.add_argument("--no-compare", action="store_true",
-                        help="skip the second setting run on the same models for comparison")
+    parser.add_argument(
+        "--extra-seeds",
+        type=parse_seeds,
+        default=(),
+        metavar="N,...",
+        help="further seeds to rerun the recipe with; each seed's line and the recovery's "
+        "spread are printed and written under 'seeds'",
+    )
+    parser.add_argument(
+        "--no-compare", action="store_true", help="skip the second setting run on the same models for comparison"
+    )
     return parser
 
 
@@ -121,10 +140,16 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 def seed_spread(first: dict[str, Any], runner: Callable[[int], Any], seeds: tuple[int, ...]) -> dict[str, Any]:
     """Rows, recovery and headline points of ``first`` (a summary) and of ``runner(seed)`` for each seed,
     with the recovery's mean and sample standard deviation over all of them."""
+
     def line(summary: dict[str, Any]) -> dict[str, Any]:
-        return {"rows": {name: {k: row[k] for k in ("forget_acc", "personal_acc", "test_acc")}
-                         for name, row in summary["rows"].items()},
-                "recovery": summary["recovery"], **headline(summary)}
+        return {
+            "rows": {
+                name: {k: row[k] for k in ("forget_acc", "personal_acc", "test_acc")}
+                for name, row in summary["rows"].items()
+            },
+            "recovery": summary["recovery"],
+            **headline(summary),
+        }
 
     per_seed = {str(first["settings"]["seed"]): line(first)}
     for seed in seeds:
@@ -143,18 +168,29 @@ def print_seed_spread(spread: dict[str, Any], out: Callable[[str], None] = print
     for seed, entry in spread["per_seed"].items():
         rows = entry["rows"]
         path = lambda key: " → ".join(f"{100 * rows[name][key]:5.1f}" for name in ROW_LABELS)  # noqa: B023 (used at once)
-        out(f"  seed {seed:>3}  forget {path('forget_acc')}   personal {path('personal_acc')}   "
-            f"recovery {entry['recovery']:6.2f}")
-    out(f"  recovery over {len(spread['per_seed'])} seeds: {spread['recovery_mean']:.2f} ± {spread['recovery_std']:.2f}")
+        out(
+            f"  seed {seed:>3}  forget {path('forget_acc')}   personal {path('personal_acc')}   "
+            f"recovery {entry['recovery']:6.2f}"
+        )
+    out(
+        f"  recovery over {len(spread['per_seed'])} seeds: {spread['recovery_mean']:.2f} ± {spread['recovery_std']:.2f}"
+    )
 
 
 def run_table(runner: Callable[..., Any], args: argparse.Namespace, tag: str) -> tuple[Any, dict[str, Any]]:
     """The recipe ``runner`` (``run_vision_task`` / ``run_code_task``) with the command line's settings:
     the run of ``--seed``, and its summary with the headline points and, for ``--extra-seeds``, the spread."""
+
     def run_seed(seed: int) -> Any:
         label = tag if seed == args.seed else f"{tag} seed {seed}"
-        return runner(quick=args.quick, seed=seed, block_size=args.block_size, mask_fraction=args.mask_fraction,
-                      scorer=args.scorer, log=lambda m: print(f"[{label}] {m}", file=sys.stderr))
+        return runner(
+            quick=args.quick,
+            seed=seed,
+            block_size=args.block_size,
+            mask_fraction=args.mask_fraction,
+            scorer=args.scorer,
+            log=lambda m: print(f"[{label}] {m}", file=sys.stderr),
+        )
 
     run = run_seed(args.seed)
     summary = run.summary()
@@ -177,17 +213,23 @@ def main(argv: list[str] | None = None) -> int:
     summary["wall_s"] = round(time.perf_counter() - start, 2)
     print_table(
         summary,
-        columns=[("forget_acc", "forget %", True), ("personal_acc", "personal %", True), ("test_acc", "test %", True),
-                 ("mia_auc", "MIA AUC", False), ("forget_mia_auc", "forget MIA", False)],
+        columns=[
+            ("forget_acc", "forget %", True),
+            ("personal_acc", "personal %", True),
+            ("test_acc", "test %", True),
+            ("mia_auc", "MIA AUC", False),
+            ("forget_mia_auc", "forget MIA", False),
+        ],
         title=f"Table I (vision) — ViT on digits, forget class {summary['settings']['forget_class']}, "
-              f"client: sketches of classes {summary['settings']['personal_classes']}",
+        f"client: sketches of classes {summary['settings']['personal_classes']}",
         paper=PAPER_TABLE1,
     )
     if "comparison" in summary:
         print_comparison(
             "same models, mask on the chosen neurons' OUTGOING weights (fc2 columns), B=64, damp=1e-6, all client "
             "examples — OBS can rebuild a removed neuron's write from the others':",
-            summary["comparison"], keys=[("forget_acc", "forget"), ("personal_acc", "personal"), ("test_acc", "test")],
+            summary["comparison"],
+            keys=[("forget_acc", "forget"), ("personal_acc", "personal"), ("test_acc", "test")],
         )
     if "seeds" in summary:
         print_seed_spread(summary["seeds"])
@@ -204,8 +246,9 @@ def compare_outgoing(run) -> dict[str, Any]:
 
     from jaxapex.tasks import unlearn_with
 
-    alternative = dataclasses.replace(run.unlearning, neuron_side="out", block_size=64, damp=1e-6,
-                                      fisher_examples=None, weights_per_neuron=None)
+    alternative = dataclasses.replace(
+        run.unlearning, neuron_side="out", block_size=64, damp=1e-6, fisher_examples=None, weights_per_neuron=None
+    )
     return unlearn_with(run, alternative)
 
 

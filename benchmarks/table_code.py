@@ -31,11 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     s = summary["settings"]
     print_table(
         summary,
-        columns=[("forget_acc", "forget %", True), ("personal_acc", "personal %", True), ("test_acc", "other %", True),
-                 ("forget_ppl", "forget ppl", False), ("personal_ppl", "personal ppl", False),
-                 ("mia_auc", "MIA AUC", False), ("forget_mia_auc", "forget MIA", False)],
+        columns=[
+            ("forget_acc", "forget %", True),
+            ("personal_acc", "personal %", True),
+            ("test_acc", "other %", True),
+            ("forget_ppl", "forget ppl", False),
+            ("personal_ppl", "personal ppl", False),
+            ("mia_auc", "MIA AUC", False),
+            ("forget_mia_auc", "forget MIA", False),
+        ],
         title=f"Table (code) — byte-level OPT, forget {s['forget_language']!r}, client personalizes on "
-              f"{s['personal_language']!r}",
+        f"{s['personal_language']!r}",
     )
     print(f"recovery / ZK-APEX's ~{PAPER_CODE_RECOVERY:.2f} on OPT-125M = {summary['recovery_vs_paper']:.2f}")
     if "seeds" in summary:

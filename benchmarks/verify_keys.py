@@ -66,8 +66,11 @@ print(json.dumps({"verify_s": t2 - t1, "chunks": len(statements),
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-            "PYTHONWARNINGS": "ignore"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "PYTHONWARNINGS": "ignore",
+    }
 
 
 def _timed(cmd: list[str]) -> tuple[float, float, str]:
@@ -105,8 +108,14 @@ def setup(root: Path, *, chunks: int, blocks_per_chunk: int, block_size: int) ->
     inputs = 64
     outputs = chunks * blocks_per_chunk * block_size // inputs
     name = "params/mlp/fc1/kernel"
-    config = ProofConfig(layers=(LayerShape(name, outputs, inputs),), level="F", block_size=block_size,
-                         lanes=block_size, blocks_per_chunk=blocks_per_chunk, spec=spec_for_block_size(block_size))
+    config = ProofConfig(
+        layers=(LayerShape(name, outputs, inputs),),
+        level="F",
+        block_size=block_size,
+        lanes=block_size,
+        blocks_per_chunk=blocks_per_chunk,
+        spec=spec_for_block_size(block_size),
+    )
     k = ch.circuit_k(config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -115,8 +124,9 @@ def setup(root: Path, *, chunks: int, blocks_per_chunk: int, block_size: int) ->
     n_blocks = outputs * inputs // block_size
     A = rng.normal(size=(n_blocks, block_size, block_size))
     G = np.linalg.inv(A @ A.transpose(0, 2, 1) / block_size + np.eye(block_size))
-    state, registration = client.commit(client_id="bench", params=params, config=config, srs=srs,
-                                        inverse_fisher={name: G}, rng=rng)
+    state, registration = client.commit(
+        client_id="bench", params=params, config=config, srs=srs, inverse_fisher={name: G}, rng=rng
+    )
     client.write_registration(root / "registration", registration)
     provider.register(Registry(root / "registry.db"), root / "registration", srs=srs)
     mask = np.zeros((outputs, inputs), dtype=bool)
@@ -136,14 +146,40 @@ def setup(root: Path, *, chunks: int, blocks_per_chunk: int, block_size: int) ->
 def measure(root: Path) -> list[dict]:
     rows = []
     registry = root / "registry.db"
-    verify = [sys.executable, "-m", "jaxapex", "verify", "--request", root / "request", "--bundle", root / "bundle",
-              "--srs", root / "srs.bin"]
+    verify = [
+        sys.executable,
+        "-m",
+        "jaxapex",
+        "verify",
+        "--request",
+        root / "request",
+        "--bundle",
+        root / "bundle",
+        "--srs",
+        root / "srs.bin",
+    ]
 
-    wall, cpu, out = _timed([sys.executable, "-c", _PK_SCRIPT, _fresh_registry(registry, root / "pk" / "r.db", False),
-                             root / "request", root / "bundle", root / "srs.bin"])
+    wall, cpu, out = _timed(
+        [
+            sys.executable,
+            "-c",
+            _PK_SCRIPT,
+            _fresh_registry(registry, root / "pk" / "r.db", False),
+            root / "request",
+            root / "bundle",
+            root / "srs.bin",
+        ]
+    )
     r = json.loads(out.strip().splitlines()[-1])
-    rows.append({"run": "pk", "wall_s": wall, "cpu_s": cpu, "verify_s_per_chunk": r["verify_s"] / r["chunks"],
-                 "peak_rss_mb": r["peak_rss_mb"]})
+    rows.append(
+        {
+            "run": "pk",
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "verify_s_per_chunk": r["verify_s"] / r["chunks"],
+            "peak_rss_mb": r["peak_rss_mb"],
+        }
+    )
     keyed = root / "vk" / "registry.db"
     for run, extra, keep in (("vk-first", [], False), ("vk-cached", [], True), ("no-batch", ["--no-batch"], True)):
         db = _fresh_registry(registry, root / run / "registry.db", False)
@@ -151,8 +187,15 @@ def measure(root: Path) -> list[dict]:
             shutil.copytree(keyed.with_name(keyed.name + ".vk"), db.with_name(db.name + ".vk"), dirs_exist_ok=True)
         wall, cpu, _ = _timed([*map(str, verify), "--registry", str(db), "--json", str(root / run / "v.json"), *extra])
         v = json.loads((root / run / "v.json").read_text())
-        rows.append({"run": run, "wall_s": wall, "cpu_s": cpu,
-                     "verify_s_per_chunk": v["verify_s"] / v["chunks"], "peak_rss_mb": v["peak_rss_mb"]})
+        rows.append(
+            {
+                "run": run,
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "verify_s_per_chunk": v["verify_s"] / v["chunks"],
+                "peak_rss_mb": v["peak_rss_mb"],
+            }
+        )
         if run == "vk-first":
             keyed.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(db.with_name(db.name + ".vk"), keyed.with_name(keyed.name + ".vk"), dirs_exist_ok=True)
@@ -168,22 +211,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="jaxapex-verify-keys-"))
     try:
-        info = setup(root, chunks=2 if args.quick else 4, blocks_per_chunk=args.blocks_per_chunk,
-                     block_size=args.block_size)
+        info = setup(
+            root, chunks=2 if args.quick else 4, blocks_per_chunk=args.blocks_per_chunk, block_size=args.block_size
+        )
         rows = measure(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"\nverify a bundle of {info['chunks']} level-F chunks, k = {info['k']} "
-          f"(proved in {info['prove_s']:.1f} s, {info['proof_bytes'] / 1024:.0f} KiB); one fresh process per run")
+    print(
+        f"\nverify a bundle of {info['chunks']} level-F chunks, k = {info['k']} "
+        f"(proved in {info['prove_s']:.1f} s, {info['proof_bytes'] / 1024:.0f} KiB); one fresh process per run"
+    )
     print(f"{'run':<10} {'wall s':>8} {'CPU s':>8} {'verify ms/chunk':>16} {'peak RSS MB':>12}")
     for r in rows:
-        print(f"{r['run']:<10} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} {r['verify_s_per_chunk'] * 1e3:>16.0f} "
-              f"{r['peak_rss_mb']:>12.0f}")
+        print(
+            f"{r['run']:<10} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} {r['verify_s_per_chunk'] * 1e3:>16.0f} "
+            f"{r['peak_rss_mb']:>12.0f}"
+        )
     by = {r["run"]: r for r in rows}
-    ratios = {"wall pk / vk-cached": by["pk"]["wall_s"] / by["vk-cached"]["wall_s"],
-              "peak RSS pk / vk-cached": by["pk"]["peak_rss_mb"] / by["vk-cached"]["peak_rss_mb"],
-              "verify per chunk no-batch / batch": by["no-batch"]["verify_s_per_chunk"]
-              / by["vk-cached"]["verify_s_per_chunk"]}
+    ratios = {
+        "wall pk / vk-cached": by["pk"]["wall_s"] / by["vk-cached"]["wall_s"],
+        "peak RSS pk / vk-cached": by["pk"]["peak_rss_mb"] / by["vk-cached"]["peak_rss_mb"],
+        "verify per chunk no-batch / batch": by["no-batch"]["verify_s_per_chunk"]
+        / by["vk-cached"]["verify_s_per_chunk"],
+    }
     for name, value in ratios.items():
         print(f"{name}: {value:.2f}x")
     write_json(args.json, {**info, "runs": rows, "ratios": ratios, "load_average": os.getloadavg()})

@@ -139,8 +139,8 @@ def chunk_data(workload: Workload, layer: int, chunk: int, mask: np.ndarray) -> 
     """θ (nb, B), G (nb, B, B) and the mask (nb, B) of one chunk, zero-padded past the layer's end."""
     nb, B = workload.blocks_per_chunk, workload.block_size
     first = chunk * nb
-    theta = layer_weights(layer, workload.seed).reshape(-1, B)[first: first + nb]
-    mask_blocks = mask.reshape(-1, B)[first: first + nb]
+    theta = layer_weights(layer, workload.seed).reshape(-1, B)[first : first + nb]
+    mask_blocks = mask.reshape(-1, B)[first : first + nb]
     valid = theta.shape[0]
     G = inverse_fisher_blocks(np.random.default_rng([workload.seed, layer, 3, chunk]), nb, B)
     pad = nb - valid
@@ -187,8 +187,14 @@ def _shape(config: ProverConfig):
     from circuit_compiler.fixedpoint import FixedPointSpec
     from circuit_compiler.lowering import chunk_shape_key
 
-    return chunk_shape_key(blocks=config.blocks_per_chunk, block_size=config.block_size, level=config.level,
-                           spec=FixedPointSpec.from_dict(config.spec), lanes=config.lanes, layout=config.layout)
+    return chunk_shape_key(
+        blocks=config.blocks_per_chunk,
+        block_size=config.block_size,
+        level=config.level,
+        spec=FixedPointSpec.from_dict(config.spec),
+        lanes=config.lanes,
+        layout=config.layout,
+    )
 
 
 def prove_chunk(job: tuple[ProverConfig, Workload, int, int, np.ndarray]) -> dict[str, Any]:
@@ -206,12 +212,19 @@ def prove_chunk(job: tuple[ProverConfig, Workload, int, int, np.ndarray]) -> dic
     if config.level == "F":
         witness = obs_witness(data["theta"], data["G"], data["mask"], spec=shape.spec)
     else:  # level R proves removal and locality only: plain masking, Δ = 0
-        witness = removal_witness(data["theta"], np.zeros_like(data["theta"]), data["mask"], spec=shape.spec,
-                                  block_size=config.block_size)
+        witness = removal_witness(
+            data["theta"], np.zeros_like(data["theta"]), data["mask"], spec=shape.spec, block_size=config.block_size
+        )
     part = chunk_layer(witness, blocks_per_chunk=config.blocks_per_chunk)[0]
     salts = draw_salts(shape, rng=np.random.default_rng([workload.seed, layer, 4, chunk]))
-    cs, assignment = lower_chunk(*part.lowering_inputs(), spec=shape.spec, level=config.level, lanes=shape.lanes,
-                                 salts=salts, layout=shape.layout)
+    cs, assignment = lower_chunk(
+        *part.lowering_inputs(),
+        spec=shape.spec,
+        level=config.level,
+        lanes=shape.lanes,
+        salts=salts,
+        layout=shape.layout,
+    )
     masked, valid = int(data["mask"].sum()), int(data["valid_blocks"])
     del data, witness, part  # only the circuit and its assignment go on to the prover
     gc.collect()
@@ -227,12 +240,25 @@ def prove_chunk(job: tuple[ProverConfig, Workload, int, int, np.ndarray]) -> dic
     commitments = {name: backend.commit(srs, cs.k, values).hex() for name, values in assignment.committed.items()}
     t4 = time.perf_counter()
     return {
-        "layer": layer, "chunk": chunk, "k": cs.k, "rows": cs.rows, "masked": masked, "valid_blocks": valid,
-        "lower_s": t1 - t0, "keygen_s": t2 - t1 if first_keygen else 0.0, "prove_s": t3 - t2, "prove_cpu_s": prove_cpu_s,
+        "layer": layer,
+        "chunk": chunk,
+        "k": cs.k,
+        "rows": cs.rows,
+        "masked": masked,
+        "valid_blocks": valid,
+        "lower_s": t1 - t0,
+        "keygen_s": t2 - t1 if first_keygen else 0.0,
+        "prove_s": t3 - t2,
+        "prove_cpu_s": prove_cpu_s,
         "commit_s": t4 - t3,
-        "proof": proof, "proof_bytes": len(proof), "vk": keys.vk, "commitments": commitments,
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "pid": os.getpid(),
-        "started": started, "finished": time.time() - (t4 - t3),  # commitments are the client's, not proving
+        "proof": proof,
+        "proof_bytes": len(proof),
+        "vk": keys.vk,
+        "commitments": commitments,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "pid": os.getpid(),
+        "started": started,
+        "finished": time.time() - (t4 - t3),  # commitments are the client's, not proving
     }
 
 
@@ -276,16 +302,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # the shift (and ỹ's width) grow with log2 B, as the block-size study and the protocol do
     spec = parse_spec(args.spec).for_block_size(args.block_size)
     lanes = (args.lanes or args.block_size) if args.level == "F" else None
-    nb = args.blocks_per_chunk or blocks_to_fill(args.k, block_size=args.block_size, level=args.level, spec=spec,
-                                                  lanes=lanes, layout=args.layout)
+    nb = args.blocks_per_chunk or blocks_to_fill(
+        args.k, block_size=args.block_size, level=args.level, spec=spec, lanes=lanes, layout=args.layout
+    )
     workload = Workload(block_size=args.block_size, blocks_per_chunk=nb, mask_kind=args.mask, seed=args.seed)
     masks = layer_masks(workload)
     todo = touched_chunks(masks, workload)
     rng = np.random.default_rng([args.seed, 99])
-    sample = todo if args.sample == "all" else [todo[i] for i in
-                                                 sorted(rng.choice(len(todo), min(int(args.sample), len(todo)), replace=False))]
-    probe = ProverConfig(level=args.level, block_size=args.block_size, lanes=lanes, blocks_per_chunk=nb,
-                         layout=args.layout, spec=spec.to_dict(), srs_path="", srs_sha256="")
+    sample = (
+        todo
+        if args.sample == "all"
+        else [todo[i] for i in sorted(rng.choice(len(todo), min(int(args.sample), len(todo)), replace=False))]
+    )
+    probe = ProverConfig(
+        level=args.level,
+        block_size=args.block_size,
+        lanes=lanes,
+        blocks_per_chunk=nb,
+        layout=args.layout,
+        spec=spec.to_dict(),
+        srs_path="",
+        srs_sha256="",
+    )
     shape = _shape(probe)
     cs = build_chunk_circuit(shape).cs
     srs = dev_srs(cs.k, Path(args.srs_dir))
@@ -303,7 +341,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     per_chunk = []
     for (layer, chunk), r in zip(sample, results):
-        part = masks[layer].reshape(-1, args.block_size)[chunk * nb: (chunk + 1) * nb]
+        part = masks[layer].reshape(-1, args.block_size)[chunk * nb : (chunk + 1) * nb]
         part = np.concatenate([part, np.zeros((nb - part.shape[0], args.block_size), dtype=bool)])
         instances = chunk_instances(shape, part)
         commitments = {name: bytes.fromhex(c) for name, c in r["commitments"].items()}
@@ -312,9 +350,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         verify_s = time.perf_counter() - t
         if not ok:
             raise RuntimeError(f"the proof of layer {layer} chunk {chunk} does not verify")
-        per_chunk.append({key: (round(v, 4) if isinstance(v, float) else v) for key, v in r.items()
-                          if key not in ("proof", "vk", "commitments", "started", "finished")}
-                         | {"verify_s": round(verify_s, 4)})
+        per_chunk.append(
+            {
+                key: (round(v, 4) if isinstance(v, float) else v)
+                for key, v in r.items()
+                if key not in ("proof", "vk", "commitments", "started", "finished")
+            }
+            | {"verify_s": round(verify_s, 4)}
+        )
 
     n = len(per_chunk)
     total = len(todo)
@@ -360,17 +403,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "proof_bytes_total": int(proof_bytes_total),
         "verify_s_total": round(verify_s_total, 2),
         "per_chunk": per_chunk,
-        "extrapolation": (f"prove_s_total = one-time (worker start-up + keygen) + chunks_total × steady-state wall "
-                          f"per chunk ({one_time_s:.1f} + {total} × {wall_per_chunk:.3f} s); verify and proof bytes: "
-                          f"chunks_total × the sampled mean ({n} of {total} touched chunks proved)"),
+        "extrapolation": (
+            f"prove_s_total = one-time (worker start-up + keygen) + chunks_total × steady-state wall "
+            f"per chunk ({one_time_s:.1f} + {total} × {wall_per_chunk:.3f} s); verify and proof bytes: "
+            f"chunks_total × the sampled mean ({n} of {total} touched chunks proved)"
+        ),
         "paper": PAPER,
         "ratio_to_paper": {
             "prove_s": round(prove_s_total / PAPER["prove_s"], 4),
             "peak_rss_mb": round(peak_rss / PAPER["peak_rss_mb"], 4),
             "proof_bytes": round(proof_bytes_total / PAPER["proof_bytes"], 5),
         },
-        "machine": {"cpus": os.cpu_count(), "load_before": [round(x, 2) for x in load_before],
-                    "load_after": [round(x, 2) for x in load_after], "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_before": [round(x, 2) for x in load_before],
+            "load_after": [round(x, 2) for x in load_after],
+            "python": platform.python_version(),
+        },
         "srs": {"path": str(srs.path), "sha256": srs.sha256, "k": srs.k, "development": srs.development},
     }
     return result
@@ -394,50 +443,84 @@ def parse_spec(text: str | None):
 
 def print_table(result: dict[str, Any]) -> None:
     threads = "1 pinned CPU each" if result["pinned"] else f"{result['threads'] or 'all'} thread(s)"
-    print(f"ViT-B fc1 × 12 (3072 × 768), level {result['level']}, B = {result['block_size']}, layout "
-          f"{result['layout']}, {result['blocks_per_chunk']} blocks per chunk (k = {result['k']}, limbs of "
-          f"{result['limb_bits']} bits), mask {result['mask']} 4 %, {result['workers']} worker(s) × {threads}")
-    print(f"load average before/after: {result['machine']['load_before']} / {result['machine']['load_after']} "
-          f"on {result['machine']['cpus']} cpus")
-    header = f"{'layer':>5} {'chunk':>5} {'masked':>7} {'lower_s':>8} {'keygen_s':>8} {'prove_s':>8} {'cpu_s':>7} " \
-             f"{'verify_s':>8} {'proof_B':>8} {'rss_MB':>7}"
+    print(
+        f"ViT-B fc1 × 12 (3072 × 768), level {result['level']}, B = {result['block_size']}, layout "
+        f"{result['layout']}, {result['blocks_per_chunk']} blocks per chunk (k = {result['k']}, limbs of "
+        f"{result['limb_bits']} bits), mask {result['mask']} 4 %, {result['workers']} worker(s) × {threads}"
+    )
+    print(
+        f"load average before/after: {result['machine']['load_before']} / {result['machine']['load_after']} "
+        f"on {result['machine']['cpus']} cpus"
+    )
+    header = (
+        f"{'layer':>5} {'chunk':>5} {'masked':>7} {'lower_s':>8} {'keygen_s':>8} {'prove_s':>8} {'cpu_s':>7} "
+        f"{'verify_s':>8} {'proof_B':>8} {'rss_MB':>7}"
+    )
     print(header)
     for c in result["per_chunk"]:
-        print(f"{c['layer']:>5} {c['chunk']:>5} {c['masked']:>7} {c['lower_s']:>8.2f} {c['keygen_s']:>8.2f} "
-              f"{c['prove_s']:>8.2f} {c['prove_cpu_s']:>7.2f} {c['verify_s']:>8.3f} {c['proof_bytes']:>8} "
-              f"{c['rss_mb']:>7.0f}")
+        print(
+            f"{c['layer']:>5} {c['chunk']:>5} {c['masked']:>7} {c['lower_s']:>8.2f} {c['keygen_s']:>8.2f} "
+            f"{c['prove_s']:>8.2f} {c['prove_cpu_s']:>7.2f} {c['verify_s']:>8.3f} {c['proof_bytes']:>8} "
+            f"{c['rss_mb']:>7.0f}"
+        )
     print(f"extrapolation: {result['extrapolation']}")
-    rows = [("prove time (s)", result["prove_s_total"], result["paper"]["prove_s"], result["ratio_to_paper"]["prove_s"]),
-            ("peak RSS per prover (MB)", result["peak_rss_mb"], result["paper"]["peak_rss_mb"],
-             result["ratio_to_paper"]["peak_rss_mb"]),
-            ("proofs (bytes)", result["proof_bytes_total"], result["paper"]["proof_bytes"],
-             result["ratio_to_paper"]["proof_bytes"])]
+    rows = [
+        ("prove time (s)", result["prove_s_total"], result["paper"]["prove_s"], result["ratio_to_paper"]["prove_s"]),
+        (
+            "peak RSS per prover (MB)",
+            result["peak_rss_mb"],
+            result["paper"]["peak_rss_mb"],
+            result["ratio_to_paper"]["peak_rss_mb"],
+        ),
+        (
+            "proofs (bytes)",
+            result["proof_bytes_total"],
+            result["paper"]["proof_bytes"],
+            result["ratio_to_paper"]["proof_bytes"],
+        ),
+    ]
     print(f"{'whole workload':<26} {'this run':>14} {'paper':>14} {'ratio':>8}")
     for name, ours, paper, ratio in rows:
         print(f"{name:<26} {ours:>14,.1f} {paper:>14,.0f} {ratio:>8.4f}")
-    print(f"chunks: {result['chunks_total']} touched of {result['chunks_all']} ({result['chunks_proved']} proved); "
-          f"verify total {result['verify_s_total']:.1f} s; {result['prove_us_per_weight']:.3f} µs per weight; "
-          f"prover CPU time, all chunks: {result['prove_cpu_s_total']:,.0f} s")
+    print(
+        f"chunks: {result['chunks_total']} touched of {result['chunks_all']} ({result['chunks_proved']} proved); "
+        f"verify total {result['verify_s_total']:.1f} s; {result['prove_us_per_weight']:.3f} µs per weight; "
+        f"prover CPU time, all chunks: {result['prove_cpu_s_total']:,.0f} s"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sample", default="8", help="chunks to prove (sampled uniformly among the touched ones), or 'all'")
+    parser.add_argument(
+        "--sample", default="8", help="chunks to prove (sampled uniformly among the touched ones), or 'all'"
+    )
     parser.add_argument("--level", choices=("R", "F"), default="F")
     parser.add_argument("--block-size", type=int, default=16)
-    parser.add_argument("--lanes", type=int, default=None, help="level F: committed G columns (default B: compact layout)")
+    parser.add_argument(
+        "--lanes", type=int, default=None, help="level F: committed G columns (default B: compact layout)"
+    )
     parser.add_argument("--layout", choices=("compact", "classic"), default=None)
     parser.add_argument("--blocks-per-chunk", type=int, default=None, help="default: the most that fill 2^k rows")
-    parser.add_argument("--k", type=int, default=16, help="domain size 2^k the chunks fill (without --blocks-per-chunk)")
-    parser.add_argument("--spec", default=None,
-                        help="fixed-point formats overriding the defaults: name=value,... (e.g. f_g=11,s=15,limb_bits=12)")
+    parser.add_argument(
+        "--k", type=int, default=16, help="domain size 2^k the chunks fill (without --blocks-per-chunk)"
+    )
+    parser.add_argument(
+        "--spec",
+        default=None,
+        help="fixed-point formats overriding the defaults: name=value,... (e.g. f_g=11,s=15,limb_bits=12)",
+    )
     parser.add_argument("--mask", choices=("random", "second-order"), default="random")
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
-                        help="prover processes (default: one per CPU)")
+    parser.add_argument(
+        "--workers", type=int, default=len(os.sched_getaffinity(0)), help="prover processes (default: one per CPU)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="rayon threads per prover process")
-    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
-                        help="pin each prover process to one CPU, single-threaded (default: when there are as "
-                             "many workers as CPUs; measured faster than threads, benchmarks/NOTES.md)")
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="pin each prover process to one CPU, single-threaded (default: when there are as "
+        "many workers as CPUs; measured faster than threads, benchmarks/NOTES.md)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--srs-dir", default=str(DEFAULT_SRS_DIR))
     add_json_option(parser)

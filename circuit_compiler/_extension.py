@@ -32,9 +32,13 @@ def missing_extension_message(package_dir: Path, installed: Path | None) -> str:
     package_dir = package_dir.resolve()
     if installed is not None and installed.parent != package_dir:
         root = package_dir.parent
-        return (f"the Halo2 extension is missing from {package_dir}: Python imported the source tree in {root} "
-                f"(the current directory comes first on sys.path), which shadows the installed jaxapex in "
-                f"{installed.parent.parent}, where the extension is. Either run from another directory, or "
-                f"install editable so the source tree gets the extension: `pip install -e .` in {root}")
-    return (f"the Halo2 extension circuit_compiler._halo2 is not built for {package_dir}: run `pip install -e .` "
-            f"from the repository root (it needs a Rust toolchain; `maturin develop --release` also works)")
+        return (
+            f"the Halo2 extension is missing from {package_dir}: Python imported the source tree in {root} "
+            f"(the current directory comes first on sys.path), which shadows the installed jaxapex in "
+            f"{installed.parent.parent}, where the extension is. Either run from another directory, or "
+            f"install editable so the source tree gets the extension: `pip install -e .` in {root}"
+        )
+    return (
+        f"the Halo2 extension circuit_compiler._halo2 is not built for {package_dir}: run `pip install -e .` "
+        f"from the repository root (it needs a Rust toolchain; `maturin develop --release` also works)"
+    )

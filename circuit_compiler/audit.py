@@ -108,7 +108,7 @@ class CompensatedMutation:
         names = [f"{self.gate}/{self.constraint}"]
         for m in self.moves:
             if m.reason.startswith("solve "):
-                name = m.reason[len("solve "):].rsplit("@", 1)[0]
+                name = m.reason[len("solve ") :].rsplit("@", 1)[0]
                 if name not in names:
                     names.append(name)
         return tuple(names)
@@ -168,9 +168,13 @@ class AuditReport:
     @property
     def ok(self) -> bool:
         """Honest witness accepted, nothing unconstrained, every mutation caught, no error finding."""
-        return (not self.honest_failures and not self.unconstrained and not self.errors
-                and self.mutations_caught == len(self.mutations)
-                and self.compensated_caught == len(self.compensated))
+        return (
+            not self.honest_failures
+            and not self.unconstrained
+            and not self.errors
+            and self.mutations_caught == len(self.mutations)
+            and self.compensated_caught == len(self.compensated)
+        )
 
     def to_json(self, *, sample: int = 20) -> dict[str, Any]:
         tried = len(self.mutations)
@@ -184,8 +188,10 @@ class AuditReport:
             "mutations_caught": self.mutations_caught,
             "detection_rate": (self.mutations_caught / tried) if tried else None,
             "mutations_by_delta": {
-                kind: [sum(1 for m in self.mutations if m.delta_kind == kind),
-                       sum(1 for m in self.mutations if m.delta_kind == kind and m.caught)]
+                kind: [
+                    sum(1 for m in self.mutations if m.delta_kind == kind),
+                    sum(1 for m in self.mutations if m.delta_kind == kind and m.caught),
+                ]
                 for kind in DELTA_KINDS
             },
             "compensated_tried": len(self.compensated),
@@ -196,7 +202,8 @@ class AuditReport:
             "unconstrained_sample": [str(c) for c in self.unconstrained[:sample]],
             "uncaught_mutations": [
                 {"cell": str(m.cell), "delta": str(m.delta), "kind": m.delta_kind}
-                for m in self.mutations if not m.caught
+                for m in self.mutations
+                if not m.caught
             ][:sample],
             "uncaught_compensated": [str(m) for m in self.compensated if not m.caught][:sample],
             "honest_failure_sample": [str(f) for f in self.honest_failures[:sample]],
@@ -221,8 +228,10 @@ class AuditReport:
         for m in [m for m in self.mutations if not m.caught][:10]:
             lines.append(f"    uncaught mutation: {m.cell} += {_short(m.delta)} ({m.delta_kind})")
         if self.not_unique:
-            lines.append(f"    the witness is not unique at {', '.join(self.not_unique)}: a cell can move with another "
-                         f"and every check still passes (a missing range check lets a value wrap around p)")
+            lines.append(
+                f"    the witness is not unique at {', '.join(self.not_unique)}: a cell can move with another "
+                f"and every check still passes (a missing range check lets a value wrap around p)"
+            )
         for m in [m for m in self.compensated if not m.caught][:5]:
             lines.append(f"    uncaught compensated mutation: {m}")
         for f in self.selector_findings:
@@ -285,7 +294,7 @@ def assigned_cells(
             nonzero = prover.nonzero_cells(column)[:span]
             used = np.flatnonzero(nonzero | touched[column][:span])
             if len(used):
-                mask[used[0]: used[-1] + 1] = True
+                mask[used[0] : used[-1] + 1] = True
             mask[:span] |= nonzero
         out[column] = mask
     return out
@@ -354,9 +363,7 @@ def _round_robin_sample(
     return out
 
 
-def mutation_check(
-    prover: MockProver, cells: Sequence[tuple[Column, int]], *, seed: int = 0
-) -> list[Mutation]:
+def mutation_check(prover: MockProver, cells: Sequence[tuple[Column, int]], *, seed: int = 0) -> list[Mutation]:
     """Mutate each cell in turn (restoring it afterwards) and record which new failures appear."""
     rng = random.Random(seed)
     out = []
@@ -562,8 +569,11 @@ def compensated_mutation_check(
                 left = repairer.new_failures()
         finally:
             repairer.restore()
-        out.append(CompensatedMutation(gate.name, poly_name, row, tuple(repairer.moves),
-                                       tuple(sorted({_failure_key(f) for f in left}))))
+        out.append(
+            CompensatedMutation(
+                gate.name, poly_name, row, tuple(repairer.moves), tuple(sorted({_failure_key(f) for f in left}))
+            )
+        )
     return out, skipped
 
 
@@ -574,64 +584,92 @@ def selector_audit(prover: MockProver, *, seed: int = 0) -> list[SelectorFinding
     """Structural findings about selectors and constraint bodies (see the module docstring)."""
     cs, usable = prover.cs, prover.usable
     findings: list[SelectorFinding] = []
-    n_selectors_partial = sum(
-        1 for c in cs.columns_of(ColumnKind.SELECTOR) if not _on_everywhere(prover, c)
-    )
+    n_selectors_partial = sum(1 for c in cs.columns_of(ColumnKind.SELECTOR) if not _on_everywhere(prover, c))
     switched = [(f"gate {g.name!r}", g.name, g.selector) for g in cs.gates] + [
         (f"lookup {lk.name!r}", lk.name, lk.selector) for lk in cs.lookups
     ]
     for what, name, selector in switched:
         rows_on = np.flatnonzero(prover.nonzero_cells(selector))
         if len(rows_on) == 0:
-            findings.append(SelectorFinding("dead", name, "warning",
-                                            f"{what}: selector {selector.name!r} is never on; it constrains nothing"))
+            findings.append(
+                SelectorFinding(
+                    "dead", name, "warning", f"{what}: selector {selector.name!r} is never on; it constrains nothing"
+                )
+            )
             continue
         blinding = rows_on[rows_on >= usable]
         if len(blinding):
-            findings.append(SelectorFinding(
-                "blinding_rows", name, "error",
-                f"{what}: selector {selector.name!r} is on in {len(blinding)} row(s) at or beyond the usable rows "
-                f"({usable}), where Halo2 does not enforce constraints -- a constant selector is a constraint "
-                f"without a selector",
-            ))
+            findings.append(
+                SelectorFinding(
+                    "blinding_rows",
+                    name,
+                    "error",
+                    f"{what}: selector {selector.name!r} is on in {len(blinding)} row(s) at or beyond the usable rows "
+                    f"({usable}), where Halo2 does not enforce constraints -- a constant selector is a constraint "
+                    f"without a selector",
+                )
+            )
         padding = rows_on[(rows_on >= cs.rows) & (rows_on < usable)]
         if len(padding):
-            findings.append(SelectorFinding(
-                "outside_rows", name, "error",
-                f"{what}: selector {selector.name!r} is on in {len(padding)} row(s) beyond the circuit's "
-                f"{cs.rows} rows (first {int(padding[0])}); a selector on every usable row is a constraint "
-                f"written without a selector",
-            ))
+            findings.append(
+                SelectorFinding(
+                    "outside_rows",
+                    name,
+                    "error",
+                    f"{what}: selector {selector.name!r} is on in {len(padding)} row(s) beyond the circuit's "
+                    f"{cs.rows} rows (first {int(padding[0])}); a selector on every usable row is a constraint "
+                    f"written without a selector",
+                )
+            )
         if cs.rows > 1 and n_selectors_partial and _on_everywhere(prover, selector):
-            findings.append(SelectorFinding(
-                "always_on", name, "info",
-                f"{what}: selector {selector.name!r} is on in all {cs.rows} rows while other selectors are not",
-            ))
+            findings.append(
+                SelectorFinding(
+                    "always_on",
+                    name,
+                    "info",
+                    f"{what}: selector {selector.name!r} is on in all {cs.rows} rows while other selectors are not",
+                )
+            )
         nonbool = rows_on[prover.values(selector, rows_on) != 1]
         if len(nonbool):
             r = int(nonbool[0])
-            findings.append(SelectorFinding(
-                "non_boolean", name, "error",
-                f"{what}: selector {selector.name!r} has {len(nonbool)} value(s) other than 0/1 "
-                f"(row {r}: {signed(prover.value(selector, r), prover.modulus)})",
-            ))
+            findings.append(
+                SelectorFinding(
+                    "non_boolean",
+                    name,
+                    "error",
+                    f"{what}: selector {selector.name!r} has {len(nonbool)} value(s) other than 0/1 "
+                    f"(row {r}: {signed(prover.value(selector, r), prover.modulus)})",
+                )
+            )
     rng = random.Random(seed)
     for gate in cs.gates:
         for poly_name, poly in gate.polys:
             label = f"{gate.name}/{poly_name}"
-            witness = [q for q in poly.queries() if q.column.kind in (ColumnKind.ADVICE, ColumnKind.INSTANCE,
-                                                                      ColumnKind.COMMITTED)]
+            witness = [
+                q
+                for q in poly.queries()
+                if q.column.kind in (ColumnKind.ADVICE, ColumnKind.INSTANCE, ColumnKind.COMMITTED)
+            ]
             if not witness:
-                findings.append(SelectorFinding(
-                    "no_witness", label, "warning",
-                    "the constraint reads no advice, instance or committed column: it is a statement about "
-                    "fixed values only",
-                ))
+                findings.append(
+                    SelectorFinding(
+                        "no_witness",
+                        label,
+                        "warning",
+                        "the constraint reads no advice, instance or committed column: it is a statement about "
+                        "fixed values only",
+                    )
+                )
             if _identically_zero(poly, prover.modulus, rng):
-                findings.append(SelectorFinding(
-                    "vacuous", label, "error",
-                    f"the constraint {poly.pretty()} is the zero polynomial: it holds for every witness",
-                ))
+                findings.append(
+                    SelectorFinding(
+                        "vacuous",
+                        label,
+                        "error",
+                        f"the constraint {poly.pretty()} is the zero polynomial: it holds for every witness",
+                    )
+                )
     return findings
 
 
@@ -644,14 +682,17 @@ def _identically_zero(poly: Expression, modulus: int, rng: random.Random, trials
     """Schwartz-Zippel: a nonzero polynomial of degree d vanishes at a random point with probability <= d/p."""
     for _ in range(trials):
         point = {q: rng.randrange(modulus) for q in poly.queries()}
-        value = poly.fold(
-            constant=lambda c: c % modulus,
-            query=lambda q: point[q],  # noqa: B023 (folded at once)
-            negated=lambda a: -a,
-            sum=lambda a, b: a + b,
-            product=lambda a, b: a * b % modulus,
-            scaled=lambda a, c: a * c % modulus,
-        ) % modulus
+        value = (
+            poly.fold(
+                constant=lambda c: c % modulus,
+                query=lambda q: point[q],  # noqa: B023 (folded at once)
+                negated=lambda a: -a,
+                sum=lambda a, b: a + b,
+                product=lambda a, b: a * b % modulus,
+                scaled=lambda a, c: a * c % modulus,
+            )
+            % modulus
+        )
         if value:
             return False
     return True
@@ -693,10 +734,13 @@ def audit(
     chosen = prover_chosen_columns(cs) if prover_chosen is None else tuple(prover_chosen)
     for name in chosen:
         if cs.column(name).kind not in (ColumnKind.ADVICE, ColumnKind.COMMITTED):
-            raise ValueError(f"prover-chosen column {name!r} is a {cs.column(name).kind.value} column; "
-                             "only committed (or advice) columns can be chosen by the prover")
-    pairs, skipped = compensated_mutation_check(prover, samples=compensated, depth=depth, prover_chosen=chosen,
-                                                focus=focus, seed=seed + 2)
+            raise ValueError(
+                f"prover-chosen column {name!r} is a {cs.column(name).kind.value} column; "
+                "only committed (or advice) columns can be chosen by the prover"
+            )
+    pairs, skipped = compensated_mutation_check(
+        prover, samples=compensated, depth=depth, prover_chosen=chosen, focus=focus, seed=seed + 2
+    )
     return AuditReport(
         circuit=cs.name,
         honest_failures=honest,

@@ -69,9 +69,13 @@ def _column_bytes(values: Any, modulus: int, what: str) -> tuple[str, bytes]:
     if values.dtype.kind == "u" and values.size and int(values.max()) > np.iinfo(np.int64).max:
         values = values.astype(object)
     if values.dtype == object:
-        bad = next((i for i, v in enumerate(values) if not (isinstance(v, (int, np.integer)) and 0 <= v < modulus)), None)
+        bad = next(
+            (i for i, v in enumerate(values) if not (isinstance(v, (int, np.integer)) and 0 <= v < modulus)), None
+        )
         if bad is not None:
-            raise BackendError(f"{what}: value at row {bad} is not a canonical field element in [0, p): {values[bad]!r}")
+            raise BackendError(
+                f"{what}: value at row {bad} is not a canonical field element in [0, p): {values[bad]!r}"
+            )
     return encode_values(values, modulus)
 
 
@@ -129,10 +133,17 @@ def circuit_digest(cs: ConstraintSystem, modulus: int = BLS12_381_SCALAR_MODULUS
 
 def _assignment_bytes(cs: ConstraintSystem, assignment: Assignment, modulus: int) -> tuple[dict, dict, dict]:
     out = []
-    for kind, table in ((ColumnKind.ADVICE, assignment.advice), (ColumnKind.INSTANCE, assignment.instance),
-                        (ColumnKind.COMMITTED, assignment.committed)):
-        out.append({name: _column_bytes(values, modulus, f"{kind.value} column {name!r} of {cs.name!r}")
-                    for name, values in table.items()})
+    for kind, table in (
+        (ColumnKind.ADVICE, assignment.advice),
+        (ColumnKind.INSTANCE, assignment.instance),
+        (ColumnKind.COMMITTED, assignment.committed),
+    ):
+        out.append(
+            {
+                name: _column_bytes(values, modulus, f"{kind.value} column {name!r} of {cs.name!r}")
+                for name, values in table.items()
+            }
+        )
     return out[0], out[1], out[2]
 
 
@@ -187,8 +198,14 @@ def keygen(srs: Srs, cs: ConstraintSystem, modulus: int = BLS12_381_SCALAR_MODUL
     if cs.k > srs.k:
         raise BackendError(f"circuit {cs.name!r} needs k = {cs.k}, the SRS only has k = {srs.k}")
     handle = _halo2.keygen(srs.handle, compiled.handle)
-    keys = Keys(vk=handle.vk_bytes(), circuit_digest=compiled.circuit_digest,
-                structure_digest=compiled.structure_digest, srs_sha256=srs.sha256, k=cs.k, handle=handle)
+    keys = Keys(
+        vk=handle.vk_bytes(),
+        circuit_digest=compiled.circuit_digest,
+        structure_digest=compiled.structure_digest,
+        srs_sha256=srs.sha256,
+        k=cs.k,
+        handle=handle,
+    )
     with _key_lock:
         _key_cache[key] = keys
         while len(_key_cache) > _key_cache_size:
@@ -213,8 +230,15 @@ def clear_key_cache() -> None:
 # ---------------------------------------------------------------------------------------- prove/verify
 
 
-def prove(srs: Srs, keys: Keys, cs: ConstraintSystem, assignment: Assignment,
-          modulus: int = BLS12_381_SCALAR_MODULUS, *, rng_seed: int | None = None) -> bytes:
+def prove(
+    srs: Srs,
+    keys: Keys,
+    cs: ConstraintSystem,
+    assignment: Assignment,
+    modulus: int = BLS12_381_SCALAR_MODULUS,
+    *,
+    rng_seed: int | None = None,
+) -> bytes:
     """A proof that ``assignment`` satisfies ``cs``, binding its committed columns to their commitments.
 
     The prover does not re-check the witness: an unsatisfying assignment yields a proof that fails
@@ -306,10 +330,14 @@ def verify_batch_or_raise(
     if isinstance(vk, Keys) and vk.srs_sha256 != srs.sha256:
         raise VerificationError(f"keys were generated with SRS {vk.srs_sha256[:12]}..., not {srs.sha256[:12]}...")
     handle = _verifying_key(vk, structure, modulus)
-    encoded = [(bytes(proof),
-                {name: _column_bytes(values, modulus, f"instance column {name!r}") for name, values in instances.items()},
-                {name: bytes(c) for name, c in commitments.items()})
-               for proof, instances, commitments in items]
+    encoded = [
+        (
+            bytes(proof),
+            {name: _column_bytes(values, modulus, f"instance column {name!r}") for name, values in instances.items()},
+            {name: bytes(c) for name, c in commitments.items()},
+        )
+        for proof, instances, commitments in items
+    ]
     _halo2.verify_batch(srs.handle, handle, encoded)
 
 

@@ -87,7 +87,9 @@ class CircuitBuilder:
         return tuple(self._columns)
 
     # ------------------------------------------------------------------------------------ gates, lookups
-    def gate(self, name: str, selector: Column, polys: Sequence[tuple[str, Expression]] | Mapping[str, Expression]) -> Gate:
+    def gate(
+        self, name: str, selector: Column, polys: Sequence[tuple[str, Expression]] | Mapping[str, Expression]
+    ) -> Gate:
         """Register ``selector * poly == 0`` for each named poly (the IR refuses non-selector switches)."""
         if any(g.name == name for g in self._gates):
             raise ValueError(f"circuit {self.name!r}: gate {name!r} is already defined")
@@ -127,7 +129,9 @@ class CircuitBuilder:
     def assign_fixed(self, column: Column, rows: np.ndarray | slice | Iterable[int], values: np.ndarray | int) -> None:
         """Set fixed/selector/table values at ``rows`` (later writes to the same row win)."""
         if column not in self._fixed:
-            raise ValueError(f"circuit {self.name!r}: {column!r} is not a fixed, selector or table column of this builder")
+            raise ValueError(
+                f"circuit {self.name!r}: {column!r} is not a fixed, selector or table column of this builder"
+            )
         rows = self._rows_array(rows)
         values = np.broadcast_to(np.asarray(values), rows.shape)
         if values.dtype != object:
@@ -140,12 +144,16 @@ class CircuitBuilder:
     def copy(self, a: Cell, b: Cell) -> None:
         self.copies(a.column, [a.row], b.column, [b.row])
 
-    def copies(self, column_a: Column, rows_a: np.ndarray | Sequence[int], column_b: Column, rows_b: np.ndarray | Sequence[int]) -> None:
+    def copies(
+        self, column_a: Column, rows_a: np.ndarray | Sequence[int], column_b: Column, rows_b: np.ndarray | Sequence[int]
+    ) -> None:
         """Equality constraints ``column_a[rows_a[i]] == column_b[rows_b[i]]`` for every i (vectorized)."""
         rows_a = np.asarray(rows_a, dtype=np.int64).ravel()
         rows_b = np.asarray(rows_b, dtype=np.int64).ravel()
         if rows_a.shape != rows_b.shape:
-            raise ValueError(f"circuit {self.name!r}: copies {column_a.name}->{column_b.name}: {rows_a.shape} vs {rows_b.shape} rows")
+            raise ValueError(
+                f"circuit {self.name!r}: copies {column_a.name}->{column_b.name}: {rows_a.shape} vs {rows_b.shape} rows"
+            )
         for c in (column_a, column_b):
             self._check_known(c, "copy")
             if c.kind in (ColumnKind.SELECTOR, ColumnKind.TABLE):
@@ -189,8 +197,15 @@ class CircuitBuilder:
         copies = np.concatenate(self._copies) if self._copies else np.zeros((0, 4), dtype=np.int64)
         copies.setflags(write=False)
         probe = ConstraintSystem(
-            name=self.name, k=MAX_K, rows=rows, columns=tuple(self._columns), gates=tuple(self._gates),
-            lookups=tuple(self._lookups), copies=copies, fixed=fixed, metadata=dict(self.metadata),
+            name=self.name,
+            k=MAX_K,
+            rows=rows,
+            columns=tuple(self._columns),
+            gates=tuple(self._gates),
+            lookups=tuple(self._lookups),
+            copies=copies,
+            fixed=fixed,
+            metadata=dict(self.metadata),
         )
         queries = probe.max_advice_queries()
         needed = next((kk for kk in range(1, MAX_K + 1) if usable_rows(kk, queries) >= rows), None)

@@ -164,8 +164,11 @@ def read_transcript(path: str | os.PathLike, k: int) -> tuple[list[Any], Any, An
     usable = []
     for i, t in enumerate(transcripts):
         powers = t.get("powersOfTau") if isinstance(t, dict) else None
-        if not isinstance(powers, dict) or not isinstance(powers.get("G1Powers"), list) \
-                or not isinstance(powers.get("G2Powers"), list):
+        if (
+            not isinstance(powers, dict)
+            or not isinstance(powers.get("G1Powers"), list)
+            or not isinstance(powers.get("G2Powers"), list)
+        ):
             raise CeremonyError(f"{path}: field 'transcripts'[{i}].powersOfTau must hold lists G1Powers, G2Powers")
         if len(powers["G1Powers"]) >= n and len(powers["G2Powers"]) >= 2:
             usable.append((len(powers["G1Powers"]), i, powers))
@@ -180,8 +183,9 @@ def read_transcript(path: str | os.PathLike, k: int) -> tuple[list[Any], Any, An
     return g1, g2[0], g2[1], {"transcript": index, "g1_powers": size}
 
 
-def import_ceremony(transcript: str | os.PathLike, k: int, out: str | os.PathLike, *,
-                    progress: Callable[[str], None] | None = None) -> Srs:
+def import_ceremony(
+    transcript: str | os.PathLike, k: int, out: str | os.PathLike, *, progress: Callable[[str], None] | None = None
+) -> Srs:
     """Convert ``transcript`` into a ``jaxapex-srs/1`` file of size 2^k at ``out`` and open it validated."""
     if not 1 <= k <= 15:
         raise CeremonyError(f"k = {k}: the Ethereum ceremony transcripts hold at most 2^15 G1 powers")
@@ -204,10 +208,23 @@ def import_ceremony(transcript: str | os.PathLike, k: int, out: str | os.PathLik
     finally:
         tmp.unlink(missing_ok=True)
     sha = file_sha256(out)
-    sidecar_path(out).write_text(json.dumps({
-        "format": FORMAT, "k": int(k), "sha256": sha, "development": False,
-        "source": {"kind": "ethereum-kzg-ceremony transcript.json", "file": str(Path(transcript).resolve()),
-                   "sha256": file_sha256(transcript), **described},
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }, indent=1) + "\n")
+    sidecar_path(out).write_text(
+        json.dumps(
+            {
+                "format": FORMAT,
+                "k": int(k),
+                "sha256": sha,
+                "development": False,
+                "source": {
+                    "kind": "ethereum-kzg-ceremony transcript.json",
+                    "file": str(Path(transcript).resolve()),
+                    "sha256": file_sha256(transcript),
+                    **described,
+                },
+                "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     return Srs.load(out)

@@ -35,7 +35,13 @@ class DemoCircuit(NamedTuple):
 
 
 def obs_layer_inputs(
-    *, rows: int, cols: int, block_size: int, mask_fraction: float, seed: int, samples: int = 64,
+    *,
+    rows: int,
+    cols: int,
+    block_size: int,
+    mask_fraction: float,
+    seed: int,
+    samples: int = 64,
     damp: float = 1e-2,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A small synthetic layer: float θ (rows, cols), Fisher-inverse blocks G (n_blocks, B, B) of
@@ -78,15 +84,23 @@ def obs_circuit(
     spec = spec if spec is not None else DEMO_SPEC
     weights = 2 * blocks * block_size
     cols = block_size
-    theta, G, mask = obs_layer_inputs(rows=weights // cols, cols=cols, block_size=block_size,
-                                      mask_fraction=mask_fraction, seed=seed)
+    theta, G, mask = obs_layer_inputs(
+        rows=weights // cols, cols=cols, block_size=block_size, mask_fraction=mask_fraction, seed=seed
+    )
     witness = obs_witness(theta, G, mask, spec=spec)
     chunk = chunk_layer(witness, blocks_per_chunk=blocks)[0]
-    shape = ChunkShape(blocks=blocks, block_size=block_size, level=level, spec=spec,
-                       lanes=lanes if level == "F" else None, field=field)
+    shape = ChunkShape(
+        blocks=blocks, block_size=block_size, level=level, spec=spec, lanes=lanes if level == "F" else None, field=field
+    )
     salts = draw_salts(shape, rng=np.random.default_rng(seed + 1))
-    cs, assignment = lower_chunk(*chunk.lowering_inputs(), spec=spec, level=level,
-                                 lanes=lanes if level == "F" else None, salts=salts, field=field)
+    cs, assignment = lower_chunk(
+        *chunk.lowering_inputs(),
+        spec=spec,
+        level=level,
+        lanes=lanes if level == "F" else None,
+        salts=salts,
+        field=field,
+    )
     return DemoCircuit(cs, assignment, field.modulus)
 
 
@@ -125,11 +139,18 @@ def rescale_circuit(
         remainder_range = None
     else:
         remainder_range = rescale.configure(
-            b, name="rescale", numerator=numerator.cur(), quotient=quotient, remainder=remainder,
-            shift=shift, limb_bits=limb_bits, selector=q_div,
+            b,
+            name="rescale",
+            numerator=numerator.cur(),
+            quotient=quotient,
+            remainder=remainder,
+            shift=shift,
+            limb_bits=limb_bits,
+            selector=q_div,
         ).remainder_range
-    quotient_range = range_check.configure(b, name="d", value=quotient.cur(), bits=quotient_bits,
-                                           limb_bits=limb_bits, signed=True, selector=q_div)
+    quotient_range = range_check.configure(
+        b, name="d", value=quotient.cur(), bits=quotient_bits, limb_bits=limb_bits, signed=True, selector=q_div
+    )
     b.enable(q_div, np.arange(rows))
     b.metadata.update({"demo": "rescale", "shift": shift, "limb_bits": limb_bits, "broken": broken})
     cs = b.build()
@@ -139,8 +160,9 @@ def rescale_circuit(
         q_always = Column(ColumnKind.SELECTOR, len(cs.columns_of(ColumnKind.SELECTOR)), "q_always")
         always_on = np.ones(usable_rows(cs.k, cs.max_advice_queries()), dtype=np.int64)
         gates = tuple(dataclasses.replace(g, selector=q_always) if g.name == "rescale" else g for g in cs.gates)
-        cs = dataclasses.replace(cs, columns=cs.columns + (q_always,), gates=gates,
-                                 fixed={**cs.fixed, q_always.name: always_on})
+        cs = dataclasses.replace(
+            cs, columns=cs.columns + (q_always,), gates=gates, fixed={**cs.fixed, q_always.name: always_on}
+        )
 
     rng = np.random.default_rng(seed)
     bound = 1 << (quotient_bits - 1 + shift)

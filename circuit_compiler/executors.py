@@ -78,8 +78,15 @@ class _Worker:
             t2 = time.perf_counter()
         except Exception as err:
             raise ProvingError(f"proving job {name!r} (circuit {cs.name!r}) failed: {err}") from None
-        return ProveResult(name=name, proof=proof, vk=keys.vk, circuit_digest=keys.circuit_digest,
-                           keygen_s=t1 - t0, prove_s=t2 - t1, worker=f"pid:{os.getpid()}")
+        return ProveResult(
+            name=name,
+            proof=proof,
+            vk=keys.vk,
+            circuit_digest=keys.circuit_digest,
+            keygen_s=t1 - t0,
+            prove_s=t2 - t1,
+            worker=f"pid:{os.getpid()}",
+        )
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -144,10 +151,18 @@ def prove_many(
                 results.append(worker.prove(*call))
                 bar.update()
         return results
-    return map_on_workers(_prove_call, calls, init=_open_worker,
-                          init_args=(file_backed_srs_path(srs, executor), srs.sha256, circuits, modulus),
-                          executor=executor, workers=workers, progress=progress, desc="proving chunks",
-                          unit="proof", ray_address=ray_address)
+    return map_on_workers(
+        _prove_call,
+        calls,
+        init=_open_worker,
+        init_args=(file_backed_srs_path(srs, executor), srs.sha256, circuits, modulus),
+        executor=executor,
+        workers=workers,
+        progress=progress,
+        desc="proving chunks",
+        unit="proof",
+        ray_address=ray_address,
+    )
 
 
 def _open_worker(srs_path: str, srs_sha256: str, circuits: list[ConstraintSystem], modulus: int) -> _Worker:
@@ -161,8 +176,9 @@ def _open_worker(srs_path: str, srs_sha256: str, circuits: list[ConstraintSystem
     return _Worker(srs=srs, circuits=circuits, modulus=modulus)
 
 
-def _prove_call(worker: _Worker, circuit_index: int, assignment: Assignment, rng_seed: int | None,
-                name: str) -> ProveResult:
+def _prove_call(
+    worker: _Worker, circuit_index: int, assignment: Assignment, rng_seed: int | None, name: str
+) -> ProveResult:
     return worker.prove(circuit_index, assignment, rng_seed, name)
 
 
@@ -242,9 +258,15 @@ def _run_process_pool(fn, calls, init, init_args, workers, threads, progress, de
     # "spawn": forking a process whose rayon pool is already running would leave the child without threads.
     context = multiprocessing.get_context("spawn")
     results: list[Any] = [None] * len(calls)
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_state, initargs=(init, init_args, threads),
-    ) as pool, _progress(len(calls), progress, desc, unit) as bar:
+    with (
+        concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=_init_state,
+            initargs=(init, init_args, threads),
+        ) as pool,
+        _progress(len(calls), progress, desc, unit) as bar,
+    ):
         futures = {pool.submit(_call_with_state, fn, call): n for n, call in enumerate(calls)}
         try:
             for future in concurrent.futures.as_completed(futures):
@@ -261,9 +283,7 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ImportError(
-            "executor='ray' needs Ray, which is not installed: pip install 'jaxapex[ray]'"
-        ) from None
+        raise ImportError("executor='ray' needs Ray, which is not installed: pip install 'jaxapex[ray]'") from None
     return ray
 
 
@@ -276,8 +296,14 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, attem
         if ray.is_initialized():
             return ray
         try:
-            ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False, ignore_reinit_error=True)
+            ray.init(
+                address=address,
+                num_cpus=None if address else num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                ignore_reinit_error=True,
+            )
         except Exception as err:
             if attempt == attempts or "timed out during startup" not in str(err):
                 raise

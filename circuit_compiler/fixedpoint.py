@@ -87,8 +87,10 @@ class FixedPointSpec:
             if getattr(self, name) < 0:
                 raise ValueError(f"FixedPointSpec.{name} must be >= 0, got {getattr(self, name)}")
         if self.limb_bits is not None and not 1 <= self.limb_bits <= 24:
-            raise ValueError(f"FixedPointSpec.limb_bits must be None (automatic) or in [1, 24] (table of 2^t rows), "
-                             f"got {self.limb_bits}")
+            raise ValueError(
+                f"FixedPointSpec.limb_bits must be None (automatic) or in [1, 24] (table of 2^t rows), "
+                f"got {self.limb_bits}"
+            )
         if self.s < 1:
             raise ValueError(f"FixedPointSpec.s must be >= 1, got {self.s}")
         for name in ("w_w", "w_delta", "w_y"):
@@ -132,8 +134,9 @@ class FixedPointSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, int | None]) -> FixedPointSpec:
-        return cls(**{f.name: None if d[f.name] is None else int(d[f.name])
-                      for f in dataclasses.fields(cls) if f.name in d})
+        return cls(
+            **{f.name: None if d[f.name] is None else int(d[f.name]) for f in dataclasses.fields(cls) if f.name in d}
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,8 +193,13 @@ class ForgetSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, int | None]) -> ForgetSpec:
-        return cls(**{f.name: None if d.get(f.name) is None else int(d[f.name])
-                      for f in dataclasses.fields(cls) if f.name in d})
+        return cls(
+            **{
+                f.name: None if d.get(f.name) is None else int(d[f.name])
+                for f in dataclasses.fields(cls)
+                if f.name in d
+            }
+        )
 
 
 # ------------------------------------------------------------------------------------------- quantization
@@ -232,7 +240,9 @@ def quantize(x: np.ndarray, frac_bits: int, width: int, *, name: str = "tensor")
         finite = np.isfinite(x)
         if not finite.all():
             idx = _first_index(~finite)
-            raise QuantizationError(f"{name}{list(idx)} = {float(x[idx])!r} is not finite ({int((~finite).sum())} such values)")
+            raise QuantizationError(
+                f"{name}{list(idx)} = {float(x[idx])!r} is not finite ({int((~finite).sum())} such values)"
+            )
         idx = _first_index(bad)
         scale = 2.0**frac_bits
         raise QuantizationError(

@@ -64,17 +64,19 @@ def statistics(cs: ConstraintSystem, modulus: int) -> dict[str, Any]:
         field_name = "custom"
     empty = Assignment(advice={}, instance={}, committed={})
     prover = MockProver(cs, empty, modulus)
-    stats.update({
-        "field": field_name,
-        "modulus": str(modulus),
-        "domain_rows": 1 << cs.k,
-        "fill": round(cs.rows / (1 << cs.k), 4),
-        "selector_rows": {s.name: int(len(prover.enabled_rows(s))) for s in cs.columns_of(ColumnKind.SELECTOR)},
-        "gate_degrees": {g.name: g.degree() for g in cs.gates},
-        "lookup_degrees": {lk.name: lk.degree() for lk in cs.lookups},
-        "copies_by_columns": copies_by_columns(cs),
-        "max_rotation": max([abs(q.rotation) for e in cs.all_expressions() for q in e.queries()] + [0]),
-    })
+    stats.update(
+        {
+            "field": field_name,
+            "modulus": str(modulus),
+            "domain_rows": 1 << cs.k,
+            "fill": round(cs.rows / (1 << cs.k), 4),
+            "selector_rows": {s.name: int(len(prover.enabled_rows(s))) for s in cs.columns_of(ColumnKind.SELECTOR)},
+            "gate_degrees": {g.name: g.degree() for g in cs.gates},
+            "lookup_degrees": {lk.name: lk.degree() for lk in cs.lookups},
+            "copies_by_columns": copies_by_columns(cs),
+            "max_rotation": max([abs(q.rotation) for e in cs.all_expressions() for q in e.queries()] + [0]),
+        }
+    )
     return stats
 
 
@@ -166,8 +168,11 @@ def rows_table(
         writer.writerow(header)
         writer.writerows(body)
         return out.getvalue()
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
-             "| " + " | ".join(f"*{k}*" if k else "" for k in kinds) + " |"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        "| " + " | ".join(f"*{k}*" if k else "" for k in kinds) + " |",
+    ]
     lines += ["| " + " | ".join(r) + " |" for r in body]
     return "\n".join(lines) + "\n"
 
@@ -175,15 +180,22 @@ def rows_table(
 # ------------------------------------------------------------------------------------------- report
 
 
-def markdown_report(cs: ConstraintSystem, assignment: Assignment | None, modulus: int, *, rows: int = 16,
-                    start: int = 0) -> str:
+def markdown_report(
+    cs: ConstraintSystem, assignment: Assignment | None, modulus: int, *, rows: int = 16, start: int = 0
+) -> str:
     stats = statistics(cs, modulus)
-    return "\n\n".join([
-        f"# Circuit `{cs.name}`",
-        "```\n" + format_summary(stats) + "\n```",
-        "## Constraints\n\n```\n" + format_constraints(cs) + "\n```",
-        f"## Rows {start}..{start + rows - 1}\n\n" + rows_table(cs, assignment, modulus, start=start, count=rows),
-    ]) + "\n"
+    return (
+        "\n\n".join(
+            [
+                f"# Circuit `{cs.name}`",
+                "```\n" + format_summary(stats) + "\n```",
+                "## Constraints\n\n```\n" + format_constraints(cs) + "\n```",
+                f"## Rows {start}..{start + rows - 1}\n\n"
+                + rows_table(cs, assignment, modulus, start=start, count=rows),
+            ]
+        )
+        + "\n"
+    )
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -207,8 +219,14 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     from .demo import DEMOS
 
     parser.add_argument("circuit", nargs="?", type=Path, help="a saved circuit directory (structure.json + values.npz)")
-    parser.add_argument("--demo", nargs="?", const="obs", choices=sorted(DEMOS), metavar="NAME",
-                        help=f"use a demo circuit instead (default obs; one of {', '.join(sorted(DEMOS))})")
+    parser.add_argument(
+        "--demo",
+        nargs="?",
+        const="obs",
+        choices=sorted(DEMOS),
+        metavar="NAME",
+        help=f"use a demo circuit instead (default obs; one of {', '.join(sorted(DEMOS))})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the demo's random witness")
 
 
@@ -234,8 +252,9 @@ def run_inspect(args: argparse.Namespace) -> int:
         args.markdown.write_text(markdown_report(cs, assignment, modulus, rows=args.rows, start=args.start))
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
-        args.csv.write_text(rows_table(cs, assignment, modulus, start=args.start, count=args.rows,
-                                       columns=args.columns, fmt="csv"))
+        args.csv.write_text(
+            rows_table(cs, assignment, modulus, start=args.start, count=args.rows, columns=args.columns, fmt="csv")
+        )
     if args.png:
         from .layout_plot import plot_layout
 

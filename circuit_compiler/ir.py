@@ -327,9 +327,7 @@ class ConstraintSystem:
             raise ValueError(f"circuit {self.name!r}: duplicate column names")
         limit = usable_rows(self.k, self.max_advice_queries())
         if self.rows > limit:
-            raise ValueError(
-                f"circuit {self.name!r}: {self.rows} rows do not fit k={self.k} ({limit} usable rows)"
-            )
+            raise ValueError(f"circuit {self.name!r}: {self.rows} rows do not fit k={self.k} ({limit} usable rows)")
         for c in self.columns:
             if c.kind in (ColumnKind.FIXED, ColumnKind.SELECTOR, ColumnKind.TABLE):
                 if c.name not in self.fixed:

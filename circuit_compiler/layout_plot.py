@@ -19,8 +19,14 @@ import numpy as np
 from .ir import Assignment, Column, ColumnKind, ConstraintSystem, usable_rows
 from .mock_prover import MockProver
 
-KIND_ORDER = (ColumnKind.INSTANCE, ColumnKind.COMMITTED, ColumnKind.ADVICE,
-              ColumnKind.FIXED, ColumnKind.SELECTOR, ColumnKind.TABLE)
+KIND_ORDER = (
+    ColumnKind.INSTANCE,
+    ColumnKind.COMMITTED,
+    ColumnKind.ADVICE,
+    ColumnKind.FIXED,
+    ColumnKind.SELECTOR,
+    ColumnKind.TABLE,
+)
 _FIXED_SHADE = np.array([0.35, 0.35, 0.35])
 _MAX_LEGEND = 12
 
@@ -83,8 +89,14 @@ def read_cells(prover: MockProver) -> dict[Column, np.ndarray]:
 
 
 def _layout_image(
-    prover: MockProver, columns: list[Column], region: np.ndarray, colours: np.ndarray,
-    read: dict[Column, np.ndarray], lo: int, hi: int, max_bins: int,
+    prover: MockProver,
+    columns: list[Column],
+    region: np.ndarray,
+    colours: np.ndarray,
+    read: dict[Column, np.ndarray],
+    lo: int,
+    hi: int,
+    max_bins: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """RGB image (bins, columns, 3) of rows [lo, hi), each bin's region id, and the rows per bin."""
     bin_size = max(1, -(-(hi - lo) // max_bins))
@@ -111,8 +123,9 @@ def _layout_image(
     return image, region_of_bin, bin_size
 
 
-def _draw_panel(ax, cs: ConstraintSystem, columns: list[Column], image: np.ndarray, lo: int, hi: int,
-                usable: int, *, labels: bool) -> None:
+def _draw_panel(
+    ax, cs: ConstraintSystem, columns: list[Column], image: np.ndarray, lo: int, hi: int, usable: int, *, labels: bool
+) -> None:
     from matplotlib.patches import Rectangle
 
     ncol = len(columns)
@@ -120,11 +133,28 @@ def _draw_panel(ax, cs: ConstraintSystem, columns: list[Column], image: np.ndarr
     if usable < hi:
         top = max(usable, lo)
         top = min(top, hi - 0.008 * (hi - lo))  # a few blinding rows among 2^k must stay visible
-        ax.add_patch(Rectangle((-0.5, top), ncol, hi - top, facecolor=(1, 0.8, 0.8),
-                               edgecolor="red", hatch="///", alpha=0.6, linewidth=0.8))
+        ax.add_patch(
+            Rectangle(
+                (-0.5, top),
+                ncol,
+                hi - top,
+                facecolor=(1, 0.8, 0.8),
+                edgecolor="red",
+                hatch="///",
+                alpha=0.6,
+                linewidth=0.8,
+            )
+        )
         if labels:
-            ax.text(ncol - 0.5, usable, f" blinding rows from {usable}", va="bottom", ha="right", fontsize=8,
-                    color="darkred")
+            ax.text(
+                ncol - 0.5,
+                usable,
+                f" blinding rows from {usable}",
+                va="bottom",
+                ha="right",
+                fontsize=8,
+                color="darkred",
+            )
     if lo < cs.rows < hi:
         ax.axhline(cs.rows, color="black", linewidth=0.8, linestyle="--")
         if labels:
@@ -137,8 +167,15 @@ def _draw_panel(ax, cs: ConstraintSystem, columns: list[Column], image: np.ndarr
         if start:
             ax.axvline(start - 0.5, color="black", linewidth=1.2)
         if labels:
-            ax.text(start + count / 2 - 0.5, lo - 0.01 * (hi - lo), kind.value if count > 1 else kind.value[:5],
-                    ha="center", va="bottom", fontsize=8, fontweight="bold")
+            ax.text(
+                start + count / 2 - 0.5,
+                lo - 0.01 * (hi - lo),
+                kind.value if count > 1 else kind.value[:5],
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                fontweight="bold",
+            )
         start += count
     ax.set_ylim(hi, lo)
     if labels and ncol <= 90:
@@ -196,8 +233,9 @@ def plot_layout(
         fig, (ax, ax_all) = plt.subplots(1, 2, figsize=(width, 9.0), gridspec_kw={"width_ratios": [4, 1]})
     else:
         fig, ax = plt.subplots(figsize=(width, 9.0))
-    image, region_of_bin, bin_size = _layout_image(prover, columns, region, colours, read, 0,
-                                                   zoom_to if zoom else n, max_bins)
+    image, region_of_bin, bin_size = _layout_image(
+        prover, columns, region, colours, read, 0, zoom_to if zoom else n, max_bins
+    )
     _draw_panel(ax, cs, columns, image, 0, zoom_to if zoom else n, usable, labels=True)
     per_pixel = f"; {bin_size} rows per pixel row" if bin_size > 1 else ""
     ax.set_ylabel(f"row ({'rows 0..' + str(zoom_to - 1) + ' of ' if zoom else ''}2^k = {n}{per_pixel})")
@@ -208,15 +246,27 @@ def plot_layout(
         ax_all.set_title(f"whole domain\n(zoom above the blue line;\n{whole_bin} rows per pixel row)", fontsize=8)
         ax_all.yaxis.tick_right()
     stats = cs.statistics()
-    fig.suptitle(title or (f"{cs.name}: k = {cs.k}, {cs.rows} rows, {len(columns)} columns, {stats['gates']} gates, "
-                           f"{stats['lookups']} lookups, {stats['copies']} copies"), fontsize=10)
+    fig.suptitle(
+        title
+        or (
+            f"{cs.name}: k = {cs.k}, {cs.rows} rows, {len(columns)} columns, {stats['gates']} gates, "
+            f"{stats['lookups']} lookups, {stats['copies']} copies"
+        ),
+        fontsize=10,
+    )
     shown = [i for i in range(1, len(labels)) if (region_of_bin == i).any()][:_MAX_LEGEND]
     handles = [Patch(facecolor=colours[i], label=labels[i]) for i in shown]
     handles.append(Patch(facecolor=_FIXED_SHADE, label="fixed / selector / table value"))
     handles.append(Patch(facecolor=(1, 0.8, 0.8), edgecolor="red", hatch="///", label="blinding rows"))
-    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8,
-               title="regions (selectors on); strong colour: cell used, faint: row of the region",
-               title_fontsize=8, frameon=False)
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=min(4, len(handles)),
+        fontsize=8,
+        title="regions (selectors on); strong colour: cell used, faint: row of the region",
+        title_fontsize=8,
+        frameon=False,
+    )
     fig.tight_layout(rect=(0, 0.07, 1, 0.97))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -120,15 +120,19 @@ class ChunkShape:
             raise ValueError(f"level F needs lanes L dividing B={self.block_size}, got {self.lanes}")
         layout = self.layout or ("compact" if self.lanes == self.block_size else "classic")
         if layout == "compact" and self.lanes != self.block_size:
-            raise ValueError(f"the compact layout stores G as its B diagonals: it needs lanes L = B = "
-                             f"{self.block_size}, got L = {self.lanes}")
+            raise ValueError(
+                f"the compact layout stores G as its B diagonals: it needs lanes L = B = "
+                f"{self.block_size}, got L = {self.lanes}"
+            )
         object.__setattr__(self, "layout", layout)
         if self.forget is not None and self.forget.directions == 0:
             object.__setattr__(self, "forget", None)
         if self.forget is not None:
             if layout != "compact" or self.block_size < 2:
-                raise ValueError(f"forget directions need the compact level-F layout and B >= 2 (got layout "
-                                 f"{layout!r}, B={self.block_size})")
+                raise ValueError(
+                    f"forget directions need the compact level-F layout and B >= 2 (got layout "
+                    f"{layout!r}, B={self.block_size})"
+                )
             object.__setattr__(self, "forget", self.forget.resolved(self.spec))
 
     @property
@@ -240,8 +244,14 @@ class ChunkShape:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "blocks": self.blocks, "block_size": self.block_size, "level": self.level, "lanes": self.lanes,
-            "k": self.k, "field": self.field.name, "spec": self.spec.to_dict(), "layout": self.layout,
+            "blocks": self.blocks,
+            "block_size": self.block_size,
+            "level": self.level,
+            "lanes": self.lanes,
+            "k": self.k,
+            "field": self.field.name,
+            "spec": self.spec.to_dict(),
+            "layout": self.layout,
             "forget": None if self.forget is None else self.forget.to_dict(),
         }
 
@@ -275,8 +285,17 @@ def chunk_shape_key(
     forget: ForgetSpec | None = None,
 ) -> ChunkShape:
     """The hashable key of a chunk shape: chunks with equal keys share one circuit structure and keys."""
-    return ChunkShape(blocks=blocks, block_size=block_size, level=level, spec=spec, lanes=lanes, k=k, field=field,
-                      layout=layout, forget=forget)
+    return ChunkShape(
+        blocks=blocks,
+        block_size=block_size,
+        level=level,
+        spec=spec,
+        lanes=lanes,
+        k=k,
+        field=field,
+        layout=layout,
+        forget=forget,
+    )
 
 
 def blocks_to_fill(
@@ -293,8 +312,9 @@ def blocks_to_fill(
     one row more than that costs a domain twice as large). Raises ValueError if one block needs more."""
 
     def shape(blocks: int) -> ChunkShape:
-        return ChunkShape(blocks=blocks, block_size=block_size, level=level, spec=spec, lanes=lanes, field=field,
-                          layout=layout)
+        return ChunkShape(
+            blocks=blocks, block_size=block_size, level=level, spec=spec, lanes=lanes, field=field, layout=layout
+        )
 
     one = shape(1)
     per_block = shape(2).used_rows - one.used_rows  # rows grow affinely with the blocks
@@ -304,8 +324,10 @@ def blocks_to_fill(
         blocks -= 1
     needed = build_chunk_circuit(shape(blocks)).cs.k
     if needed > k:
-        raise ValueError(f"{blocks} block(s) of B={block_size} at level {level} already need k = {needed} > {k} "
-                         f"(range table of 2^{shape(blocks).limb_bits} rows)")
+        raise ValueError(
+            f"{blocks} block(s) of B={block_size} at level {level} already need k = {needed} > {k} "
+            f"(range table of 2^{shape(blocks).limb_bits} rows)"
+        )
     return blocks
 
 
@@ -389,18 +411,42 @@ def _build_compact(shape: ChunkShape) -> tuple[CircuitBuilder, dict[str, Any]]:
     if shape.level == "F":
         diagonal = diagonal_chip.configure(b, block_size=B, g=g_lanes, g_offset=shape.g_offset)
         if shape.forget is not None:
-            forget = forget_chip.configure(b, spec=shape.forget, theta=theta, theta_new=theta_new, first=diagonal.first,
-                                           limb_bits=shape.limb_bits, selector=q_fin, outside=diagonal.q_outside)
+            forget = forget_chip.configure(
+                b,
+                spec=shape.forget,
+                theta=theta,
+                theta_new=theta_new,
+                first=diagonal.first,
+                limb_bits=shape.limb_bits,
+                selector=q_fin,
+                outside=diagonal.q_outside,
+            )
         rows = weight_rows_chip.configure(
-            b, theta=theta, theta_new=theta_new, mask=mask, high_bits=shape.high_bits, limb_bits=shape.limb_bits,
-            theta_offset=shape.theta_offset, selector=q_fin, product=diagonal.product(), y=diagonal.y, shift=spec.s,
+            b,
+            theta=theta,
+            theta_new=theta_new,
+            mask=mask,
+            high_bits=shape.high_bits,
+            limb_bits=shape.limb_bits,
+            theta_offset=shape.theta_offset,
+            selector=q_fin,
+            product=diagonal.product(),
+            y=diagonal.y,
+            shift=spec.s,
             y_extra=None if forget is None else forget.extra(),
         )
         diagonal.layout(b, blocks=shape.blocks, offset=shape.first_row)
     else:
         rows = weight_rows_chip.configure(
-            b, theta=theta, theta_new=theta_new, mask=mask, high_bits=shape.high_bits, limb_bits=shape.limb_bits,
-            theta_offset=shape.theta_offset, selector=q_fin, touched=touched,
+            b,
+            theta=theta,
+            theta_new=theta_new,
+            mask=mask,
+            high_bits=shape.high_bits,
+            limb_bits=shape.limb_bits,
+            theta_offset=shape.theta_offset,
+            selector=q_fin,
+            touched=touched,
         )
     b.enable(q_fin, shape.first_row + np.arange(shape.weights))
     return b, {"q_fin": q_fin, "rows": rows, "diagonal": diagonal, "forget": forget}
@@ -422,8 +468,15 @@ def _build_classic(shape: ChunkShape) -> tuple[CircuitBuilder, dict[str, Any]]:
 
     removal = removal_chip.configure(b, theta_new=theta_new, mask=mask, selector=q_fin)
     update = update_chip.configure(
-        b, theta=theta, theta_new=theta_new, delta=delta, mask=mask, delta_bits=spec.w_delta, limb_bits=t,
-        selector=q_fin, touched=touched,
+        b,
+        theta=theta,
+        theta_new=theta_new,
+        delta=delta,
+        mask=mask,
+        delta_bits=spec.w_delta,
+        limb_bits=t,
+        selector=q_fin,
+        touched=touched,
     )
     rescale = residual = mac = None
     if shape.level == "F":
@@ -431,8 +484,15 @@ def _build_classic(shape: ChunkShape) -> tuple[CircuitBuilder, dict[str, Any]]:
         rem = b.advice("rem")
         z = b.advice("z")
         rescale = rescale_chip.configure(
-            b, name="rescale", numerator=-z.cur(), quotient=delta, remainder=rem, shift=spec.s, limb_bits=t,
-            selector=q_fin, condition=1 - mask.cur(),
+            b,
+            name="rescale",
+            numerator=-z.cur(),
+            quotient=delta,
+            remainder=rem,
+            shift=spec.s,
+            limb_bits=t,
+            selector=q_fin,
+            condition=1 - mask.cur(),
         )
         residual = residual_chip.configure(
             b, z=z, theta=theta, rem=rem, mask=mask, y=y, shift=spec.s, y_bits=spec.w_y, limb_bits=t, selector=q_fin
@@ -441,8 +501,14 @@ def _build_classic(shape: ChunkShape) -> tuple[CircuitBuilder, dict[str, Any]]:
         mac.layout(b, blocks=nb, y=y, z=z)
 
     b.enable(q_fin, np.arange(shape.weights))
-    return b, {"q_fin": q_fin, "removal": removal, "update": update, "rescale": rescale, "residual": residual,
-               "mac": mac}
+    return b, {
+        "q_fin": q_fin,
+        "removal": removal,
+        "update": update,
+        "rescale": rescale,
+        "residual": residual,
+        "mac": mac,
+    }
 
 
 # ----------------------------------------------------------------------------------------- the values
@@ -574,8 +640,17 @@ def lower_chunk(
     theta_q = np.asarray(theta_q)
     if theta_q.ndim != 2:
         raise ValueError(f"theta_q must be (blocks, B), got shape {theta_q.shape}")
-    shape = ChunkShape(blocks=theta_q.shape[0], block_size=theta_q.shape[1], level=level, spec=spec, lanes=lanes,
-                       k=k, field=field, layout=layout, forget=forget)
+    shape = ChunkShape(
+        blocks=theta_q.shape[0],
+        block_size=theta_q.shape[1],
+        level=level,
+        spec=spec,
+        lanes=lanes,
+        k=k,
+        field=field,
+        layout=layout,
+        forget=forget,
+    )
     circuit = build_chunk_circuit(shape)
     cs = circuit.cs
     rows = cs.rows
@@ -592,8 +667,9 @@ def lower_chunk(
         y_q = _check_vector(y_q, shape, "y_q")
         rem = _check_vector(rem, shape, "rem")
 
-    committed = committed_columns(shape, salts=salts, theta=theta_q, theta_new=theta_new_q,
-                                  G=G_q if level == "F" else None)
+    committed = committed_columns(
+        shape, salts=salts, theta=theta_q, theta_new=theta_new_q, G=G_q if level == "F" else None
+    )
     extra = set(salts) - set(shape.committed_names())
     if extra:
         raise KeyError(f"salts for unknown committed columns {sorted(extra)} (level {level})")
@@ -601,8 +677,11 @@ def lower_chunk(
     if shape.layout == "compact":
         advice = _compact_advice(circuit, mask=_check_mask(mask, shape), delta=delta_q, y=y_q, rem=rem)
         if shape.forget is not None:
-            advice.update(_forget_advice(circuit, mask=_check_mask(mask, shape), U_q=U_q, mu_q=mu_q, y=y_q,
-                                         delta_full=theta_new_q - theta_q))
+            advice.update(
+                _forget_advice(
+                    circuit, mask=_check_mask(mask, shape), U_q=U_q, mu_q=mu_q, y=y_q, delta_full=theta_new_q - theta_q
+                )
+            )
     else:
         advice = _classic_advice(circuit, G=G_q, delta=delta_q, y=y_q, rem=rem)
     advice = {name: _column(rows, values, start=shape.first_row) for name, values in advice.items()}
@@ -614,18 +693,30 @@ def lower_chunk(
     return cs, Assignment(advice=advice, instance=instance, committed=committed)
 
 
-def _compact_advice(circuit: ChunkCircuit, *, mask: np.ndarray, delta: np.ndarray, y: np.ndarray | None,
-                    rem: np.ndarray | None) -> dict[str, np.ndarray]:
+def _compact_advice(
+    circuit: ChunkCircuit, *, mask: np.ndarray, delta: np.ndarray, y: np.ndarray | None, rem: np.ndarray | None
+) -> dict[str, np.ndarray]:
     """ỹ (level F) and the shared limbs of every weight row; values over the weight rows only."""
-    out = circuit.rows.assign(mask=mask.ravel(), delta=delta.ravel(), y=None if y is None else y.ravel(),
-                              rem=None if rem is None else rem.ravel())
+    out = circuit.rows.assign(
+        mask=mask.ravel(),
+        delta=delta.ravel(),
+        y=None if y is None else y.ravel(),
+        rem=None if rem is None else rem.ravel(),
+    )
     if circuit.diagonal is not None:
         out[circuit.diagonal.y.name] = y.ravel()
     return out
 
 
-def _forget_advice(circuit: ChunkCircuit, *, mask: np.ndarray, U_q: np.ndarray | None, mu_q: np.ndarray | None,
-                   y: np.ndarray, delta_full: np.ndarray) -> dict[str, np.ndarray]:
+def _forget_advice(
+    circuit: ChunkCircuit,
+    *,
+    mask: np.ndarray,
+    U_q: np.ndarray | None,
+    mu_q: np.ndarray | None,
+    y: np.ndarray,
+    delta_full: np.ndarray,
+) -> dict[str, np.ndarray]:
     """The MAC's vector ``v = ỹ + U_offᵀ μ`` (replacing ỹ in column y) and the forget rows' advice."""
     shape = circuit.shape
     U_off = forget_chip.off_mask_directions(_check_directions(U_q, shape), mask)
@@ -633,16 +724,18 @@ def _forget_advice(circuit: ChunkCircuit, *, mask: np.ndarray, U_q: np.ndarray |
         raise ValueError("forget-aware lowering needs mu_q (blocks, r)")
     mu_q = np.asarray(mu_q)
     if mu_q.shape != U_off.shape[:2] or not np.issubdtype(mu_q.dtype, np.integer):
-        raise ValueError(f"mu_q must be an integer array of shape (blocks, r) = {U_off.shape[:2]}, got "
-                         f"{mu_q.shape} {mu_q.dtype}")
+        raise ValueError(
+            f"mu_q must be an integer array of shape (blocks, r) = {U_off.shape[:2]}, got {mu_q.shape} {mu_q.dtype}"
+        )
     v = y.astype(np.int64) + np.einsum("nrb,nr->nb", U_off, mu_q.astype(np.int64))
     out = {circuit.diagonal.y.name: v.ravel()}
     out.update(circuit.forget.assign(U_off=U_off, mu=mu_q.astype(np.int64), delta_full=delta_full))
     return out
 
 
-def _classic_advice(circuit: ChunkCircuit, *, G: np.ndarray | None, delta: np.ndarray, y: np.ndarray | None,
-                    rem: np.ndarray | None) -> dict[str, np.ndarray]:
+def _classic_advice(
+    circuit: ChunkCircuit, *, G: np.ndarray | None, delta: np.ndarray, y: np.ndarray | None, rem: np.ndarray | None
+) -> dict[str, np.ndarray]:
     """Finalization cells (Δ, ỹ, rem, z and their limbs) and the MAC region (y_mac, accumulators)."""
     out = {"delta": delta.ravel(), **circuit.update.assign(delta.ravel())}
     if circuit.shape.level == "F":
@@ -702,11 +795,18 @@ def chunk_layer(witness: LayerWitness, *, blocks_per_chunk: int) -> list[ChunkWi
     """
     n_blocks = witness.theta_q.shape[0]
     names = ("theta_q", "theta_new_q", "G_q", "mask", "y_q", "delta_q", "rem", "U_q", "mu_q")
-    parts = {name: split_blocks(a, blocks_per_chunk) for name in names
-             if (a := getattr(witness, name, None)) is not None}
-    return [ChunkWitness(index=index, first_block=first, valid_blocks=min(blocks_per_chunk, n_blocks - first),
-                         **{name: parts[name][index] if name in parts else None for name in names})
-            for index, first in enumerate(range(0, n_blocks, blocks_per_chunk))]
+    parts = {
+        name: split_blocks(a, blocks_per_chunk) for name in names if (a := getattr(witness, name, None)) is not None
+    }
+    return [
+        ChunkWitness(
+            index=index,
+            first_block=first,
+            valid_blocks=min(blocks_per_chunk, n_blocks - first),
+            **{name: parts[name][index] if name in parts else None for name in names},
+        )
+        for index, first in enumerate(range(0, n_blocks, blocks_per_chunk))
+    ]
 
 
 def split_blocks(blocked: np.ndarray, blocks_per_chunk: int) -> list[np.ndarray]:

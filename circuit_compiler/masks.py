@@ -12,8 +12,11 @@ def as_bool_mask(mask, *, where: str = "") -> np.ndarray:
     mask = np.asarray(mask)
     if mask.dtype == bool:
         return mask
-    if not (np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating)) \
-            or not np.isin(mask, (0, 1)).all():
-        raise ValueError(f"{where}mask must be boolean or 0/1, got dtype {mask.dtype} with values "
-                         f"{np.unique(mask)[:5].tolist()}")
+    if (
+        not (np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating))
+        or not np.isin(mask, (0, 1)).all()
+    ):
+        raise ValueError(
+            f"{where}mask must be boolean or 0/1, got dtype {mask.dtype} with values {np.unique(mask)[:5].tolist()}"
+        )
     return mask.astype(bool)

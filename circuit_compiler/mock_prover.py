@@ -151,9 +151,7 @@ def check(
     return MockProver(cs, assignment, modulus).failures(max_failures_per_check=max_failures_per_check)
 
 
-def assert_satisfied(
-    cs: ConstraintSystem, assignment: Assignment, modulus: int, *, show: int = 10
-) -> None:
+def assert_satisfied(cs: ConstraintSystem, assignment: Assignment, modulus: int, *, show: int = 10) -> None:
     """Raise :class:`ConstraintViolation` listing the first ``show`` failures if any check fails."""
     failures = check(cs, assignment, modulus)
     if failures:
@@ -327,14 +325,17 @@ def _eval_residue(expr: Expression, vals: Mapping[Query, np.ndarray], prime: int
 
 def _eval_exact(expr: Expression, vals: Mapping[Query, np.ndarray], modulus: int):
     """Canonical value mod p with Python integers (object arrays)."""
-    return expr.fold(
-        constant=lambda c: c % modulus,
-        query=lambda q: vals[q],
-        negated=lambda a: -a,
-        sum=lambda a, b: a + b,
-        product=lambda a, b: (a * b) % modulus,
-        scaled=lambda a, c: (a * (c % modulus)) % modulus,
-    ) % modulus
+    return (
+        expr.fold(
+            constant=lambda c: c % modulus,
+            query=lambda q: vals[q],
+            negated=lambda a: -a,
+            sum=lambda a, b: a + b,
+            product=lambda a, b: (a * b) % modulus,
+            scaled=lambda a, c: (a * (c % modulus)) % modulus,
+        )
+        % modulus
+    )
 
 
 def _broadcast(value, n: int, dtype) -> np.ndarray:
@@ -382,8 +383,9 @@ class MockProver:
         for kind, table in given.items():
             declared = {c.name for c in cs.columns_of(kind)}
             for name in sorted(set(table) - declared):
-                self._value_failure(name, None, f"assignment has {kind.value} column {name!r}, "
-                                    f"which the circuit does not declare")
+                self._value_failure(
+                    name, None, f"assignment has {kind.value} column {name!r}, which the circuit does not declare"
+                )
         for column in cs.columns:
             if column.kind in WITNESS_KINDS:
                 source = given[column.kind]
@@ -405,7 +407,8 @@ class MockProver:
                 self._value_failure(column.name, row, problem)
             if values.span > limit:
                 self._value_failure(
-                    column.name, None,
+                    column.name,
+                    None,
                     f"{column.kind.value} column has {values.span} values but the circuit has {limit} {limit_name}",
                 )
             self._store[column] = values
@@ -522,8 +525,9 @@ class MockProver:
         slow = ~fast
         if slow.any():
             rows_slow = rows[slow]
-            value = _broadcast(_eval_exact(expr, self._exact_values(queries, rows_slow), self.modulus),
-                               len(rows_slow), object)
+            value = _broadcast(
+                _eval_exact(expr, self._exact_values(queries, rows_slow), self.modulus), len(rows_slow), object
+            )
             result[slow] = value != 0
             self.tier_rows["exact"] += len(rows_slow)
         return result
@@ -565,10 +569,17 @@ class MockProver:
     def _gate_failure(self, gate: Gate, poly_name: str, poly: Expression, row: int, *, blinding: bool = False):
         queries = self.queries(poly)
         if blinding:
-            reads = sorted({(row + q.rotation) % self.n for q in queries
-                            if q.column.kind is ColumnKind.ADVICE and (row + q.rotation) % self.n >= self.usable})
-            detail = (f"reads advice in blinding row(s) {reads} (usable rows end at {self.usable}; "
-                      f"the real prover puts random values there)")
+            reads = sorted(
+                {
+                    (row + q.rotation) % self.n
+                    for q in queries
+                    if q.column.kind is ColumnKind.ADVICE and (row + q.rotation) % self.n >= self.usable
+                }
+            )
+            detail = (
+                f"reads advice in blinding row(s) {reads} (usable rows end at {self.usable}; "
+                f"the real prover puts random values there)"
+            )
             return Failure("gate", gate.name, row, self._cells(queries, row), poly_name, None, detail)
         value = int(self.evaluate(poly, np.array([row]))[0])
         return Failure("gate", gate.name, row, self._cells(queries, row), poly_name, signed(value, self.modulus))
@@ -618,8 +629,9 @@ class MockProver:
                     canonical[i] = int(v)
         return signed_vals, is_big, canonical
 
-    def lookup_failures(self, index: int, lookup: Lookup, *, rows: np.ndarray | None = None,
-                        limit: int | None = None) -> list[Failure]:
+    def lookup_failures(
+        self, index: int, lookup: Lookup, *, rows: np.ndarray | None = None, limit: int | None = None
+    ) -> list[Failure]:
         """Check ``lookup`` on its enabled rows (or on ``rows``, restricted to enabled ones)."""
         table = self._table(index, lookup)
         out: list[Failure] = []
@@ -627,11 +639,16 @@ class MockProver:
         if rows is None:
             if len(enabled) < self.usable and not table.has_zero:
                 first_off = int(np.flatnonzero(~np.isin(np.arange(self.usable), enabled))[0])
-                out.append(Failure(
-                    "lookup", lookup.name, first_off, value=(0,) * len(lookup.table),
-                    detail=f"the table has no all-zero row, which every row with the selector off looks up "
-                           f"({self.usable - len(enabled)} such rows)",
-                ))
+                out.append(
+                    Failure(
+                        "lookup",
+                        lookup.name,
+                        first_off,
+                        value=(0,) * len(lookup.table),
+                        detail=f"the table has no all-zero row, which every row with the selector off looks up "
+                        f"({self.usable - len(enabled)} such rows)",
+                    )
+                )
             rows = enabled
         else:
             rows = rows[self._selector_on(lookup.selector, rows)]
@@ -641,11 +658,17 @@ class MockProver:
         present = table.contains(inputs, self.modulus)
         queries = sorted(frozenset().union(*(self.queries(e) for e in lookup.inputs)))
         for i in np.flatnonzero(~present)[:limit]:
-            looked_up = tuple(
-                int(c[i]) if b[i] else int(s[i]) for s, b, c in inputs
+            looked_up = tuple(int(c[i]) if b[i] else int(s[i]) for s, b, c in inputs)
+            out.append(
+                Failure(
+                    "lookup",
+                    lookup.name,
+                    int(rows[i]),
+                    self._cells(queries, int(rows[i])),
+                    value=looked_up,
+                    detail=f"table columns {[c.name for c in lookup.table]}",
+                )
             )
-            out.append(Failure("lookup", lookup.name, int(rows[i]), self._cells(queries, int(rows[i])),
-                               value=looked_up, detail=f"table columns {[c.name for c in lookup.table]}"))
         return out
 
     # --- copies
@@ -683,10 +706,19 @@ class MockProver:
                 continue
             if limit is not None and len(out) >= limit:
                 break
-            cells = (CellValue(columns[ca].name, ra, va, signed(va, self.modulus)),
-                     CellValue(columns[cb].name, rb, vb, signed(vb, self.modulus)))
-            out.append(Failure("copy", self._copy_name(ca, cb), ra, cells,
-                               detail=f"{columns[ca].name}[{ra}] != {columns[cb].name}[{rb}]"))
+            cells = (
+                CellValue(columns[ca].name, ra, va, signed(va, self.modulus)),
+                CellValue(columns[cb].name, rb, vb, signed(vb, self.modulus)),
+            )
+            out.append(
+                Failure(
+                    "copy",
+                    self._copy_name(ca, cb),
+                    ra,
+                    cells,
+                    detail=f"{columns[ca].name}[{ra}] != {columns[cb].name}[{rb}]",
+                )
+            )
         return out
 
     def _structurally_bad(self, copies: np.ndarray) -> np.ndarray:
@@ -794,9 +826,7 @@ class _Table:
         width = len(columns)
         keys = _structured([s[~bigs] for s in smalls])
         sorted_small = np.unique(keys)
-        big_rows = frozenset(
-            tuple(col.value_at(int(r), modulus) for col in columns) for r in np.flatnonzero(bigs)
-        )
+        big_rows = frozenset(tuple(col.value_at(int(r), modulus) for col in columns) for r in np.flatnonzero(bigs))
         zero = _structured([np.zeros(1, dtype=np.int64)] * width)
         has_zero = bool(len(sorted_small)) and bool(np.isin(zero, sorted_small)[0])
         return _Table(sorted_small=sorted_small, big_rows=big_rows, has_zero=has_zero, width=width)

@@ -102,7 +102,14 @@ class ColumnProof:
 
 
 def prove_column(
-    srs: Any, k: int, *, name: str, rows: Sequence[int], shifts: Sequence[int], presented: bytes, ctx: bytes,
+    srs: Any,
+    k: int,
+    *,
+    name: str,
+    rows: Sequence[int],
+    shifts: Sequence[int],
+    presented: bytes,
+    ctx: bytes,
 ) -> tuple[bytes, ColumnProof]:
     """The registered commitment C = C' − Σ r_j P_j and the proof of knowledge of the shifts r_j.
 
@@ -121,7 +128,14 @@ def prove_column(
 
 
 def verify_column(
-    srs: Any, k: int, *, name: str, rows: Sequence[int], registered: bytes, presented: bytes, proof: ColumnProof,
+    srs: Any,
+    k: int,
+    *,
+    name: str,
+    rows: Sequence[int],
+    registered: bytes,
+    presented: bytes,
+    proof: ColumnProof,
     ctx: bytes,
 ) -> None:
     """Raise :class:`RerandomizationError` unless ``proof`` shows C' − C = Σ r_j·P_j over the salt rows."""
@@ -134,29 +148,51 @@ def verify_column(
     # Σ z_j·P_j − A − c·(C' − C) must be the identity
     check = _msm([*bases, proof.nonce, presented, registered], [*proof.responses, -1, -c, c])
     if check != backend.G1_IDENTITY:
-        raise RerandomizationError(f"column {name!r}: the re-randomized commitment is not the registered one "
-                                   f"moved along its salt rows (proof of knowledge rejected)")
+        raise RerandomizationError(
+            f"column {name!r}: the re-randomized commitment is not the registered one "
+            f"moved along its salt rows (proof of knowledge rejected)"
+        )
 
 
 def prove_columns(
-    srs: Any, k: int, *, salt_rows: Mapping[str, Sequence[int]], shifts: Mapping[str, Sequence[int]],
-    presented: Mapping[str, bytes], ctx: bytes,
+    srs: Any,
+    k: int,
+    *,
+    salt_rows: Mapping[str, Sequence[int]],
+    shifts: Mapping[str, Sequence[int]],
+    presented: Mapping[str, bytes],
+    ctx: bytes,
 ) -> tuple[dict[str, bytes], dict[str, ColumnProof]]:
     """:func:`prove_column` for every column of ``shifts``: (registered commitments, proofs)."""
     registered, proofs = {}, {}
     for name in shifts:
-        registered[name], proofs[name] = prove_column(srs, k, name=name, rows=salt_rows[name], shifts=shifts[name],
-                                                      presented=presented[name], ctx=ctx)
+        registered[name], proofs[name] = prove_column(
+            srs, k, name=name, rows=salt_rows[name], shifts=shifts[name], presented=presented[name], ctx=ctx
+        )
     return registered, proofs
 
 
 def verify_columns(
-    srs: Any, k: int, *, salt_rows: Mapping[str, Sequence[int]], registered: Mapping[str, bytes],
-    presented: Mapping[str, bytes], proofs: Mapping[str, ColumnProof], ctx: bytes,
+    srs: Any,
+    k: int,
+    *,
+    salt_rows: Mapping[str, Sequence[int]],
+    registered: Mapping[str, bytes],
+    presented: Mapping[str, bytes],
+    proofs: Mapping[str, ColumnProof],
+    ctx: bytes,
 ) -> None:
     """:func:`verify_column` for every registered column; each must be presented with its proof."""
     for name in registered:
         if name not in presented or name not in proofs:
             raise RerandomizationError(f"column {name!r}: no re-randomized commitment or no proof for it")
-        verify_column(srs, k, name=name, rows=salt_rows[name], registered=registered[name],
-                      presented=presented[name], proof=proofs[name], ctx=ctx)
+        verify_column(
+            srs,
+            k,
+            name=name,
+            rows=salt_rows[name],
+            registered=registered[name],
+            presented=presented[name],
+            proof=proofs[name],
+            ctx=ctx,
+        )

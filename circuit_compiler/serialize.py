@@ -135,8 +135,11 @@ def fixed_arrays(cs: ConstraintSystem, modulus: int) -> dict[str, tuple[str, byt
 
 def witness_arrays(assignment: Assignment, modulus: int) -> dict[str, tuple[str, bytes]]:
     out: dict[str, tuple[str, bytes]] = {}
-    for prefix, table in (("advice", assignment.advice), ("instance", assignment.instance),
-                          ("committed", assignment.committed)):
+    for prefix, table in (
+        ("advice", assignment.advice),
+        ("instance", assignment.instance),
+        ("committed", assignment.committed),
+    ):
         for name, v in table.items():
             out[f"{prefix}/{name}"] = encode_values(v, modulus)
     return out
@@ -145,8 +148,9 @@ def witness_arrays(assignment: Assignment, modulus: int) -> dict[str, tuple[str,
 # ------------------------------------------------------------------------------------------ files on disk
 
 
-def save_circuit(path: str | os.PathLike, cs: ConstraintSystem, modulus: int,
-                 assignment: Assignment | None = None) -> Path:
+def save_circuit(
+    path: str | os.PathLike, cs: ConstraintSystem, modulus: int, assignment: Assignment | None = None
+) -> Path:
     """Write ``structure.json`` + ``values.npz`` into directory ``path`` atomically (temp dir + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

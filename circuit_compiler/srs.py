@@ -79,7 +79,7 @@ def srs_info(path: str | os.PathLike) -> dict[str, Any]:
         header = f.read(len(MAGIC) + 4)
     if len(header) < len(MAGIC) + 4 or header[: len(MAGIC)] != MAGIC:
         raise ValueError(f"{path} is not a {FORMAT} file (bad magic bytes)")
-    k = int.from_bytes(header[len(MAGIC):], "little")
+    k = int.from_bytes(header[len(MAGIC) :], "little")
     size = path.stat().st_size
     side = read_sidecar(path)
     return {
@@ -142,15 +142,21 @@ class Srs:
         finally:
             tmp.unlink(missing_ok=True)
         sha = file_sha256(path)
-        sidecar_path(path).write_text(json.dumps({
-            "format": FORMAT,
-            "k": int(k),
-            "sha256": sha,
-            "development": True,
-            "seeded": seed is not None,
-            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "warning": "development SRS from local randomness: NOT FOR PRODUCTION",
-        }, indent=1) + "\n")
+        sidecar_path(path).write_text(
+            json.dumps(
+                {
+                    "format": FORMAT,
+                    "k": int(k),
+                    "sha256": sha,
+                    "development": True,
+                    "seeded": seed is not None,
+                    "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    "warning": "development SRS from local randomness: NOT FOR PRODUCTION",
+                },
+                indent=1,
+            )
+            + "\n"
+        )
         # Just written by this process: its hash is trusted, points need no subgroup checks.
         return cls(_halo2.Srs.open(str(path), False), sha256=sha, path=path, development=True)
 
@@ -198,15 +204,19 @@ class Srs:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(self.path, "rb") as src, open(tmp, "wb") as dst:
             header = src.read(head)
-            dst.write(MAGIC + int(k).to_bytes(4, "little") + header[len(MAGIC) + 4:])
+            dst.write(MAGIC + int(k).to_bytes(4, "little") + header[len(MAGIC) + 4 :])
             dst.write(src.read((1 << k) * _G1_BYTES))  # g_0 .. g_{2^k - 1}
             src.seek(head + ((1 << self.k) * _G1_BYTES))  # then the Lagrange bases, smallest k first
             dst.write(src.read(((2 << k) - 2) * _G1_BYTES))
         os.replace(tmp, path)
         sha = file_sha256(path)
         if self.development:
-            sidecar_path(path).write_text(json.dumps({**read_sidecar(self.path), "k": int(k), "sha256": sha,
-                                                      "downsized_from": self.sha256}, indent=1) + "\n")
+            sidecar_path(path).write_text(
+                json.dumps(
+                    {**read_sidecar(self.path), "k": int(k), "sha256": sha, "downsized_from": self.sha256}, indent=1
+                )
+                + "\n"
+            )
         return Srs(_halo2.Srs.open(str(path), False), sha256=sha, path=path, development=self.development)
 
     def prepare(self, k: int) -> None:

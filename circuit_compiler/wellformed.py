@@ -63,8 +63,17 @@ def build_wellformed_circuit(shape: ChunkShape) -> WellFormedCircuit:
     checks: dict[str, tuple[RangeCheckConfig, ...]] = {}
     theta = b.committed("theta")
     q_theta = b.selector("q_theta")
-    checks["theta"] = (range_check.configure(b, name="theta_range", value=theta.cur() - shape.theta_offset,
-                                             bits=spec.w_w, limb_bits=t, signed=True, selector=q_theta),)
+    checks["theta"] = (
+        range_check.configure(
+            b,
+            name="theta_range",
+            value=theta.cur() - shape.theta_offset,
+            bits=spec.w_w,
+            limb_bits=t,
+            signed=True,
+            selector=q_theta,
+        ),
+    )
     b.enable(q_theta, np.arange(checked_rows(shape, "theta").stop))
     if shape.level == "F":
         q_g = b.selector("q_g")
@@ -72,15 +81,20 @@ def build_wellformed_circuit(shape: ChunkShape) -> WellFormedCircuit:
         for name in registered_names(shape)[1:]:
             g = b.committed(name).cur() - shape.g_offset
             checks[name] = (
-                range_check.configure(b, name=f"{name}_lo", value=g + bound, bits=spec.f_g + 2, limb_bits=t,
-                                      signed=False, selector=q_g),
-                range_check.configure(b, name=f"{name}_hi", value=bound - g, bits=spec.f_g + 2, limb_bits=t,
-                                      signed=False, selector=q_g),
+                range_check.configure(
+                    b, name=f"{name}_lo", value=g + bound, bits=spec.f_g + 2, limb_bits=t, signed=False, selector=q_g
+                ),
+                range_check.configure(
+                    b, name=f"{name}_hi", value=bound - g, bits=spec.f_g + 2, limb_bits=t, signed=False, selector=q_g
+                ),
             )
         b.enable(q_g, np.arange(shape.g_salt_row))
     b.reserve_rows(chunk_cs.rows)
-    b.metadata.update(circuit="wellformed", shape=shape.to_dict(),
-                      checked_rows={name: [0, checked_rows(shape, name).stop] for name in registered_names(shape)})
+    b.metadata.update(
+        circuit="wellformed",
+        shape=shape.to_dict(),
+        checked_rows={name: [0, checked_rows(shape, name).stop] for name in registered_names(shape)},
+    )
     return WellFormedCircuit(shape=shape, cs=b.build(k=chunk_cs.k), checks=checks)
 
 
@@ -91,8 +105,9 @@ def _signed(column: np.ndarray, rows: range, modulus: int, name: str) -> np.ndar
         v = int(column[r]) % modulus
         v = v - modulus if v > modulus // 2 else v
         if abs(v) >= 1 << 62:
-            raise QuantizationError(f"committed column {name!r} row {r}: value of {v.bit_length()} bits is far "
-                                    f"outside every declared range")
+            raise QuantizationError(
+                f"committed column {name!r} row {r}: value of {v.bit_length()} bits is far outside every declared range"
+            )
         out[i] = v
     return out
 

@@ -95,7 +95,9 @@ class LayerWitness:
         return dequantize(self.delta_q, self.spec.f_w).reshape(self.weight_shape)
 
 
-def _blocked_inputs(theta: np.ndarray, mask: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+def _blocked_inputs(
+    theta: np.ndarray, mask: np.ndarray, block_size: int
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     theta = np.asarray(theta, dtype=np.float64)
     mask = np.asarray(mask)
     if mask.shape != theta.shape:
@@ -138,8 +140,17 @@ def obs_witness(
     theta_q = quantize(theta_b, spec.f_w, spec.w_w, name="theta")
     G_q, G_scale = quantize_fisher_blocks(G, spec)
     U_q = None if directions is None else quantize_directions(directions, forget or ForgetSpec())
-    return quantized_obs_witness(theta_q, G_q, mask_b, spec=spec, weight_shape=weight_shape, G_scale=G_scale,
-                                 refine_steps=refine_steps, U_q=U_q, forget=forget)
+    return quantized_obs_witness(
+        theta_q,
+        G_q,
+        mask_b,
+        spec=spec,
+        weight_shape=weight_shape,
+        G_scale=G_scale,
+        refine_steps=refine_steps,
+        U_q=U_q,
+        forget=forget,
+    )
 
 
 def quantize_directions(directions: np.ndarray, forget: ForgetSpec) -> np.ndarray:
@@ -174,8 +185,10 @@ def quantized_obs_witness(
     G_q = np.asarray(G_q)
     mask_b = np.asarray(mask)
     if theta_q.ndim != 2 or G_q.shape != theta_q.shape + (theta_q.shape[1],) or mask_b.shape != theta_q.shape:
-        raise ValueError(f"quantized OBS inputs: θ {theta_q.shape}, G {G_q.shape} and mask {mask_b.shape} must be "
-                         "(n_blocks, B), (n_blocks, B, B) and (n_blocks, B)")
+        raise ValueError(
+            f"quantized OBS inputs: θ {theta_q.shape}, G {G_q.shape} and mask {mask_b.shape} must be "
+            "(n_blocks, B), (n_blocks, B, B) and (n_blocks, B)"
+        )
     mask_b = as_bool_mask(mask_b)
     for name, values in (("theta_q", theta_q), ("G_q", G_q)):
         if not np.issubdtype(values.dtype, np.integer):
@@ -200,7 +213,9 @@ def quantized_obs_witness(
     try:
         check_fits(delta_q, spec.w_delta, name="Δ (quantized)")
     except QuantizationError as err:
-        raise WitnessError(f"{err}; the OBS update needs more than w_delta={spec.w_delta} bits at f_w={spec.f_w}") from None
+        raise WitnessError(
+            f"{err}; the OBS update needs more than w_delta={spec.w_delta} bits at f_w={spec.f_w}"
+        ) from None
     delta_q = delta_q.astype(np.int64)
     rem = np.where(mask_b, solve_remainder(e, spec.s), rem).astype(np.int64)
     theta_new_q = remove_masked(apply_update(theta_q, delta_q), mask_b)
@@ -215,17 +230,27 @@ def quantized_obs_witness(
                 f"2^{forget.tol_bits} after rounding (increase ForgetSpec.tol_bits or f_w)"
             )
     return LayerWitness(
-        spec=spec, weight_shape=tuple(weight_shape) if weight_shape is not None else (theta_q.size,),
-        theta_q=theta_q, theta_new_q=theta_new_q, mask=mask_b, delta_q=delta_q, G_q=G_q, G_scale=G_scale,
-        y_q=y_q, rem=rem, U_q=None if mu_q is None else np.asarray(U_q, dtype=np.int64), mu_q=mu_q,
+        spec=spec,
+        weight_shape=tuple(weight_shape) if weight_shape is not None else (theta_q.size,),
+        theta_q=theta_q,
+        theta_new_q=theta_new_q,
+        mask=mask_b,
+        delta_q=delta_q,
+        G_q=G_q,
+        G_scale=G_scale,
+        y_q=y_q,
+        rem=rem,
+        U_q=None if mu_q is None else np.asarray(U_q, dtype=np.int64),
+        mu_q=mu_q,
     )
 
 
 def _check_directions(U_q: np.ndarray, mask: np.ndarray, forget: ForgetSpec) -> np.ndarray:
     U_q = np.asarray(U_q)
     if U_q.ndim != 3 or U_q.shape[0] != mask.shape[0] or U_q.shape[2] != mask.shape[1]:
-        raise ValueError(f"forget directions U_q must be (n_blocks, r, B) = ({mask.shape[0]}, r, {mask.shape[1]}), "
-                         f"got {U_q.shape}")
+        raise ValueError(
+            f"forget directions U_q must be (n_blocks, r, B) = ({mask.shape[0]}, r, {mask.shape[1]}), got {U_q.shape}"
+        )
     if U_q.shape[1] != forget.directions:
         raise ValueError(f"U_q holds {U_q.shape[1]} directions per block, ForgetSpec.directions = {forget.directions}")
     if not np.issubdtype(U_q.dtype, np.integer):
@@ -234,8 +259,9 @@ def _check_directions(U_q: np.ndarray, mask: np.ndarray, forget: ForgetSpec) -> 
     return off_mask_directions(U_q, mask)
 
 
-def _solve_multipliers(G_q: np.ndarray, theta_q: np.ndarray, mask: np.ndarray, U_off: np.ndarray,
-                       spec: FixedPointSpec, forget: ForgetSpec) -> np.ndarray:
+def _solve_multipliers(
+    G_q: np.ndarray, theta_q: np.ndarray, mask: np.ndarray, U_off: np.ndarray, spec: FixedPointSpec, forget: ForgetSpec
+) -> np.ndarray:
     """μ_q (n_blocks, r) int64: the rounded multipliers of the float64 solve of
     ``[E_S; U_off] G_q [E_S; U_off]ᵀ [ỹ; μ] = [θ_S 2^s; 0]``; zero on blocks without a mask and on
     directions that vanish off the mask."""
@@ -250,9 +276,11 @@ def _solve_multipliers(G_q: np.ndarray, theta_q: np.ndarray, mask: np.ndarray, U
         try:
             sol = np.linalg.solve(system, rhs)
         except np.linalg.LinAlgError:
-            raise WitnessError(f"block {b}: [E_S; U_b] G [E_S; U_b]ᵀ is singular (forget directions dependent off "
-                               "the mask, or more than B - |S| of them)") from None
-        mu[b, real] = np.rint(sol[S.size:]).astype(np.int64)
+            raise WitnessError(
+                f"block {b}: [E_S; U_b] G [E_S; U_b]ᵀ is singular (forget directions dependent off "
+                "the mask, or more than B - |S| of them)"
+            ) from None
+        mu[b, real] = np.rint(sol[S.size :]).astype(np.int64)
     try:
         check_fits(mu, forget.w_mu, name="μ (forget multipliers)")
     except QuantizationError as err:
@@ -260,7 +288,9 @@ def _solve_multipliers(G_q: np.ndarray, theta_q: np.ndarray, mask: np.ndarray, U
     return mu
 
 
-def removal_witness(theta: np.ndarray, delta: np.ndarray, mask: np.ndarray, *, spec: FixedPointSpec, block_size: int) -> LayerWitness:
+def removal_witness(
+    theta: np.ndarray, delta: np.ndarray, mask: np.ndarray, *, spec: FixedPointSpec, block_size: int
+) -> LayerWitness:
     """A level-R witness: θ' = θ + round(Δ) off the mask, 0 on it; Δ taken as given (no G)."""
     theta_b, mask_b, weight_shape = _blocked_inputs(theta, mask, block_size)
     delta = np.asarray(delta, dtype=np.float64)
@@ -269,12 +299,23 @@ def removal_witness(theta: np.ndarray, delta: np.ndarray, mask: np.ndarray, *, s
     theta_q = quantize(theta_b, spec.f_w, spec.w_w, name="theta")
     delta_q = np.where(mask_b, 0, quantize(delta.reshape(theta_b.shape), spec.f_w, spec.w_delta, name="delta"))
     theta_new_q = remove_masked(apply_update(theta_q, delta_q), mask_b)
-    return LayerWitness(spec=spec, weight_shape=weight_shape, theta_q=theta_q, theta_new_q=theta_new_q, mask=mask_b,
-                        delta_q=delta_q.astype(np.int64))
+    return LayerWitness(
+        spec=spec,
+        weight_shape=weight_shape,
+        theta_q=theta_q,
+        theta_new_q=theta_new_q,
+        mask=mask_b,
+        delta_q=delta_q.astype(np.int64),
+    )
 
 
 def _solve_blocks(
-    G_q: np.ndarray, theta_q: np.ndarray, mask: np.ndarray, spec: FixedPointSpec, *, refine_steps: int,
+    G_q: np.ndarray,
+    theta_q: np.ndarray,
+    mask: np.ndarray,
+    spec: FixedPointSpec,
+    *,
+    refine_steps: int,
     offset: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """ỹ (n_blocks, B) int64, zero off the mask, and the exact residual e (n_blocks, B), 0 off the mask:
@@ -293,8 +334,11 @@ def _solve_blocks(
     A = masked_system(G_q[touched], idx, valid)  # int64 (nt, s, s): G_SS, identity on padding
     Af = A.astype(np.float64)
     theta_S = np.where(valid, np.take_along_axis(theta_q[touched], idx, axis=1), 0)
-    offset_S = (np.zeros(theta_S.shape, dtype=object) if offset is None else
-                np.where(valid, np.take_along_axis(np.asarray(offset, dtype=object)[touched], idx, axis=1), 0))
+    offset_S = (
+        np.zeros(theta_S.shape, dtype=object)
+        if offset is None
+        else np.where(valid, np.take_along_axis(np.asarray(offset, dtype=object)[touched], idx, axis=1), 0)
+    )
 
     def solve(rhs: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"):

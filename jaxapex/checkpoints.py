@@ -60,8 +60,14 @@ def unflatten_params(flat: Mapping[str, np.ndarray]) -> dict:
     return tree
 
 
-def save_checkpoint(directory: str | os.PathLike, params: Mapping, config, *, metadata: Mapping[str, Any] | None = None,
-                    overwrite: bool = False) -> str:
+def save_checkpoint(
+    directory: str | os.PathLike,
+    params: Mapping,
+    config,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> str:
     """Write ``params`` (variables dict) and ``config`` (ViTConfig / OPTConfig) to ``directory``."""
     from safetensors.numpy import save_file
 
@@ -115,7 +121,9 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[dict, Any, dict]:
     if manifest.get("format") != FORMAT:
         raise CheckpointError(f"{config_path}: field 'format' is {manifest.get('format')!r}, expected {FORMAT!r}")
     if manifest.get("version") != VERSION:
-        raise CheckpointError(f"{config_path}: field 'version' is {manifest.get('version')!r}, this code reads {VERSION}")
+        raise CheckpointError(
+            f"{config_path}: field 'version' is {manifest.get('version')!r}, this code reads {VERSION}"
+        )
     import jax
 
     from jaxapex.models import build_model, config_from_dict

@@ -80,28 +80,47 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     t_start = time.perf_counter()
 
     _log("training the global model and personalizing the client (vision task, embedded digits data)")
-    run = tasks.run_vision_task(quick=options.quick, seed=options.seed, block_size=options.block_size,
-                                config=options.task_config, log=_log)
+    run = tasks.run_vision_task(
+        quick=options.quick, seed=options.seed, block_size=options.block_size, config=options.task_config, log=_log
+    )
     paths = run.target_paths
     B = run.unlearning.block_size
-    layers = tuple(LayerShape(ml.path_name(p), *np.asarray(ml.get_matrix(run.params_personal, p)).shape)
-                   for p in paths)
+    layers = tuple(LayerShape(ml.path_name(p), *np.asarray(ml.get_matrix(run.params_personal, p)).shape) for p in paths)
     weights_total = sum(layer.size for layer in layers)
     lanes = options.lanes or B
     nb = options.blocks_per_chunk or max(layer.size for layer in layers) // B
-    config = ProofConfig(layers=layers, level=options.level, block_size=B, lanes=lanes, blocks_per_chunk=nb,
-                         spec=fixedpoint.spec_for_block_size(B))
+    config = ProofConfig(
+        layers=layers,
+        level=options.level,
+        block_size=B,
+        lanes=lanes,
+        blocks_per_chunk=nb,
+        spec=fixedpoint.spec_for_block_size(B),
+    )
     srs = _dev_srs(out / "srs.bin", ch.circuit_k(config), options.seed)
 
     # Client, at personalization time: commitments to θ and (level F) to G, registered with the provider.
-    _log(f"client: Fisher blocks (B = {B}) on its personal data, commitments to {len(layers)} layers "
-         f"({weights_total} weights)")
+    _log(
+        f"client: Fisher blocks (B = {B}) on its personal data, commitments to {len(layers)} layers "
+        f"({weights_total} weights)"
+    )
     t0 = time.perf_counter()
-    G = ml.inverse_fisher(run.client_example_loss, run.params_personal, paths, run.datasets["personal_train"],
-                          block_size=B, damp=run.unlearning.damp,
-                          max_examples=run.unlearning.fisher_examples) if options.level == "F" else None
-    state0, registration = client.commit(client_id="client-0", params=run.params_personal, config=config, srs=srs,
-                                         inverse_fisher=G)
+    G = (
+        ml.inverse_fisher(
+            run.client_example_loss,
+            run.params_personal,
+            paths,
+            run.datasets["personal_train"],
+            block_size=B,
+            damp=run.unlearning.damp,
+            max_examples=run.unlearning.fisher_examples,
+        )
+        if options.level == "F"
+        else None
+    )
+    state0, registration = client.commit(
+        client_id="client-0", params=run.params_personal, config=config, srs=srs, inverse_fisher=G
+    )
     state0.save(out / "client" / "state-0")
     client.write_registration(out / "registration", registration)
     for stale in (out / "provider").glob("registry.db*"):  # a rerun starts a fresh registry
@@ -111,9 +130,12 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     commit_s = time.perf_counter() - t0
 
     # Provider: the mask from the global model and the forget/retain data, as a request.
-    request = UnlearningRequest(request_id=new_request_id(), model_id="digits-vit",
-                                masks={ml.path_name(p): np.asarray(run.masks[p], dtype=bool) for p in paths},
-                                description="forget the digit class of the provider's forget set")
+    request = UnlearningRequest(
+        request_id=new_request_id(),
+        model_id="digits-vit",
+        masks={ml.path_name(p): np.asarray(run.masks[p], dtype=bool) for p in paths},
+        description="forget the digit class of the provider's forget set",
+    )
     request.save(out / "provider" / "request")
     request = UnlearningRequest.load(out / "provider" / "request")
     _log(f"provider: request {request.request_id} masks {request.masked_fraction():.2%} of the target weights")
@@ -189,12 +211,17 @@ def format_result(result: dict[str, Any]) -> str:
     rec = result["recovery"]
     lines.append(f"recovery of personal accuracy: {'n/a' if rec is None else f'{rec:.2f}'}")
     lines.append("")
-    lines.append(f"level {result['level']}, B = {result['block_size']}, k = {result['k']}: "
-                 f"{result['chunks']} of {result['chunks_total']} chunks proven in {result['prove_s']:.1f} s, "
-                 f"{result['proof_bytes'] / 1024:.1f} KiB of proofs, verified in {result['verify_s']:.2f} s, "
-                 f"peak RSS {result['peak_rss_mb']:.0f} MB")
-    lines.append("VERIFIED: the provider accepted the unlearning proof" if result["verified"]
-                 else f"NOT VERIFIED: {result['failure']}")
+    lines.append(
+        f"level {result['level']}, B = {result['block_size']}, k = {result['k']}: "
+        f"{result['chunks']} of {result['chunks_total']} chunks proven in {result['prove_s']:.1f} s, "
+        f"{result['proof_bytes'] / 1024:.1f} KiB of proofs, verified in {result['verify_s']:.2f} s, "
+        f"peak RSS {result['peak_rss_mb']:.0f} MB"
+    )
+    lines.append(
+        "VERIFIED: the provider accepted the unlearning proof"
+        if result["verified"]
+        else f"NOT VERIFIED: {result['failure']}"
+    )
     return "\n".join(lines)
 
 
@@ -210,15 +237,18 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     width = 0.26
     for i, row in enumerate(rows):
         vals = [result["table"][row][m] for m, _ in metrics]
-        bars = ax.bar(np.arange(len(metrics)) + (i - 1) * width, vals, width,
-                      label={"obs": "OBS (proven)"}.get(row, row))
+        bars = ax.bar(
+            np.arange(len(metrics)) + (i - 1) * width, vals, width, label={"obs": "OBS (proven)"}.get(row, row)
+        )
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
     ax.set_xticks(np.arange(len(metrics)), [label for _, label in metrics])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("top-1 accuracy")
     status = "verified" if result["verified"] else "NOT verified"
-    ax.set_title(f"jaxapex demo: level {result['level']} proof {status} "
-                 f"({result['chunks']} chunks, {result['prove_s']:.0f} s)", fontsize=9)
+    ax.set_title(
+        f"jaxapex demo: level {result['level']} proof {status} ({result['chunks']} chunks, {result['prove_s']:.0f} s)",
+        fontsize=9,
+    )
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")

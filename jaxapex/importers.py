@@ -65,8 +65,9 @@ def check_config_fields(ours: Mapping[str, Any], theirs: Mapping[str, Any], *, s
         if not same:
             problems.append(f"{field}: checkpoint {value!r}, model config {mine!r}")
     if problems:
-        raise ConfigMismatchError(f"{source}: the checkpoint's configuration disagrees with the model config — "
-                                  + "; ".join(problems))
+        raise ConfigMismatchError(
+            f"{source}: the checkpoint's configuration disagrees with the model config — " + "; ".join(problems)
+        )
 
 
 def read_hf_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -93,10 +94,14 @@ def _hf_field(hf: Mapping[str, Any], name: str, source: str, default: Any = KeyE
 def _vit_fields_from_hf(hf: Mapping[str, Any], source: str) -> dict[str, Any]:
     act = _hf_field(hf, "hidden_act", source, "gelu")
     fields = {
-        "dim": _hf_field(hf, "hidden_size", source), "depth": _hf_field(hf, "num_hidden_layers", source),
-        "heads": _hf_field(hf, "num_attention_heads", source), "mlp_dim": _hf_field(hf, "intermediate_size", source),
-        "image_size": _hf_field(hf, "image_size", source), "patch_size": _hf_field(hf, "patch_size", source),
-        "channels": _hf_field(hf, "num_channels", source, 3), "ln_eps": float(_hf_field(hf, "layer_norm_eps", source)),
+        "dim": _hf_field(hf, "hidden_size", source),
+        "depth": _hf_field(hf, "num_hidden_layers", source),
+        "heads": _hf_field(hf, "num_attention_heads", source),
+        "mlp_dim": _hf_field(hf, "intermediate_size", source),
+        "image_size": _hf_field(hf, "image_size", source),
+        "patch_size": _hf_field(hf, "patch_size", source),
+        "channels": _hf_field(hf, "num_channels", source, 3),
+        "ln_eps": float(_hf_field(hf, "layer_norm_eps", source)),
         "activation": {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}.get(act, act),
     }
     if "id2label" in hf:
@@ -110,8 +115,10 @@ def _opt_fields_from_hf(hf: Mapping[str, Any], source: str) -> dict[str, Any]:
         if _hf_field(hf, name, source, want) != want:
             raise ConfigMismatchError(f"{source}: {name}={hf[name]!r} is not supported (this OPT needs {want!r})")
     return {
-        "dim": dim, "layers": _hf_field(hf, "num_hidden_layers", source),
-        "heads": _hf_field(hf, "num_attention_heads", source), "ffn_dim": _hf_field(hf, "ffn_dim", source),
+        "dim": dim,
+        "layers": _hf_field(hf, "num_hidden_layers", source),
+        "heads": _hf_field(hf, "num_attention_heads", source),
+        "ffn_dim": _hf_field(hf, "ffn_dim", source),
         "vocab_size": _hf_field(hf, "vocab_size", source),
         "max_positions": _hf_field(hf, "max_position_embeddings", source),
         "activation": _hf_field(hf, "activation_function", source, "relu"),
@@ -125,8 +132,12 @@ def _llama_rope_scaling(hf: Mapping[str, Any], source: str) -> tuple[float, floa
     kind = scaling.get("rope_type", scaling.get("type"))
     if kind != "llama3":
         raise ConfigMismatchError(f"{source}: rope_scaling type {kind!r} is not supported (only 'llama3')")
-    return (float(scaling["factor"]), float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"]),
-            int(scaling["original_max_position_embeddings"]))
+    return (
+        float(scaling["factor"]),
+        float(scaling["low_freq_factor"]),
+        float(scaling["high_freq_factor"]),
+        int(scaling["original_max_position_embeddings"]),
+    )
 
 
 def llama_config_from_hf(hf: Mapping[str, Any], *, source: str = "config.json") -> LlamaConfig:
@@ -134,15 +145,21 @@ def llama_config_from_hf(hf: Mapping[str, Any], *, source: str = "config.json") 
     heads = _hf_field(hf, "num_attention_heads", source)
     dim = _hf_field(hf, "hidden_size", source)
     if _hf_field(hf, "head_dim", source, dim // heads) != dim // heads:
-        raise ConfigMismatchError(f"{source}: head_dim={hf['head_dim']} differs from hidden_size / heads "
-                                  f"= {dim // heads}; this Llama needs them equal")
+        raise ConfigMismatchError(
+            f"{source}: head_dim={hf['head_dim']} differs from hidden_size / heads "
+            f"= {dim // heads}; this Llama needs them equal"
+        )
     if hf.get("attention_bias") or hf.get("mlp_bias"):
         raise ConfigMismatchError(f"{source}: attention_bias / mlp_bias are not supported (LLaMA has no biases)")
     return LlamaConfig(
-        vocab_size=_hf_field(hf, "vocab_size", source), dim=dim, layers=_hf_field(hf, "num_hidden_layers", source),
-        heads=heads, kv_heads=_hf_field(hf, "num_key_value_heads", source, heads),
+        vocab_size=_hf_field(hf, "vocab_size", source),
+        dim=dim,
+        layers=_hf_field(hf, "num_hidden_layers", source),
+        heads=heads,
+        kv_heads=_hf_field(hf, "num_key_value_heads", source, heads),
         ffn_dim=_hf_field(hf, "intermediate_size", source),
-        rope_theta=float(_hf_field(hf, "rope_theta", source, 10000.0)), rope_scaling=_llama_rope_scaling(hf, source),
+        rope_theta=float(_hf_field(hf, "rope_theta", source, 10000.0)),
+        rope_scaling=_llama_rope_scaling(hf, source),
         rms_eps=float(_hf_field(hf, "rms_norm_eps", source)),
         max_positions=_hf_field(hf, "max_position_embeddings", source),
         tie_embeddings=bool(_hf_field(hf, "tie_word_embeddings", source, False)),
@@ -154,17 +171,33 @@ def llama_hf_config(config: LlamaConfig) -> dict[str, Any]:
     """The Hugging Face config.json of ``config`` (inverse of :func:`llama_config_from_hf`)."""
     c = config
     out = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": c.vocab_size,
-        "hidden_size": c.dim, "num_hidden_layers": c.layers, "num_attention_heads": c.heads,
-        "num_key_value_heads": c.kv_heads, "intermediate_size": c.ffn_dim, "rope_theta": c.rope_theta,
-        "rms_norm_eps": c.rms_eps, "max_position_embeddings": c.max_positions,
-        "tie_word_embeddings": c.tie_embeddings, "hidden_act": c.activation, "head_dim": c.head_dim,
-        "attention_bias": False, "mlp_bias": False, "rope_scaling": None,
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.dim,
+        "num_hidden_layers": c.layers,
+        "num_attention_heads": c.heads,
+        "num_key_value_heads": c.kv_heads,
+        "intermediate_size": c.ffn_dim,
+        "rope_theta": c.rope_theta,
+        "rms_norm_eps": c.rms_eps,
+        "max_position_embeddings": c.max_positions,
+        "tie_word_embeddings": c.tie_embeddings,
+        "hidden_act": c.activation,
+        "head_dim": c.head_dim,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "rope_scaling": None,
     }
     if c.rope_scaling is not None:
         factor, low, high, original = c.rope_scaling
-        out["rope_scaling"] = {"rope_type": "llama3", "factor": factor, "low_freq_factor": low,
-                               "high_freq_factor": high, "original_max_position_embeddings": original}
+        out["rope_scaling"] = {
+            "rope_type": "llama3",
+            "factor": factor,
+            "low_freq_factor": low,
+            "high_freq_factor": high,
+            "original_max_position_embeddings": original,
+        }
     return out
 
 
@@ -230,9 +263,13 @@ def vit_hf_tensor_table(config: ViTConfig) -> tuple[TensorSpec, ...]:
             ("params", "patch_embed", "kernel"),
             "conv",
         ),
-        TensorSpec("vit.embeddings.patch_embeddings.projection.bias", (c.dim,), ("params", "patch_embed", "bias"), "same"),
+        TensorSpec(
+            "vit.embeddings.patch_embeddings.projection.bias", (c.dim,), ("params", "patch_embed", "bias"), "same"
+        ),
         TensorSpec("vit.embeddings.cls_token", (1, 1, c.dim), ("params", "cls_token"), "same"),
-        TensorSpec("vit.embeddings.position_embeddings", (1, 1 + c.num_patches, c.dim), ("params", "pos_embed"), "same"),
+        TensorSpec(
+            "vit.embeddings.position_embeddings", (1, 1 + c.num_patches, c.dim), ("params", "pos_embed"), "same"
+        ),
     ]
     for i in range(c.depth):
         hf, ours = f"vit.encoder.layer.{i}", f"block_{i}"
@@ -256,7 +293,9 @@ def opt_hf_tensor_table(config: OPTConfig, *, prefix: str = "model.decoder") -> 
     """
     c = config
     specs = [
-        TensorSpec(f"{prefix}.embed_tokens.weight", (c.vocab_size, c.dim), ("params", "embed_tokens", "embedding"), "same"),
+        TensorSpec(
+            f"{prefix}.embed_tokens.weight", (c.vocab_size, c.dim), ("params", "embed_tokens", "embedding"), "same"
+        ),
         TensorSpec(
             f"{prefix}.embed_positions.weight",
             (c.max_positions + OPT_POSITION_OFFSET, c.dim),
@@ -323,9 +362,7 @@ def _read_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
         return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
 
 
-def _assemble(
-    path: str | os.PathLike, specs: Iterable[TensorSpec], dtype: np.dtype
-) -> dict:
+def _assemble(path: str | os.PathLike, specs: Iterable[TensorSpec], dtype: np.dtype) -> dict:
     """Load each spec'd tensor, convert its layout, and nest it into a variables dict."""
     from safetensors import safe_open
 
@@ -353,7 +390,10 @@ def _check_against_model(variables: dict, model: ViT | OPT | Llama, source: str)
 
 
 def import_vit_hf(
-    safetensors_path: str | os.PathLike, config: ViTConfig, *, dtype: np.dtype = np.float32,
+    safetensors_path: str | os.PathLike,
+    config: ViTConfig,
+    *,
+    dtype: np.dtype = np.float32,
     config_json: str | os.PathLike | None = None,
 ) -> dict:
     """Variables ``{"params": ...}`` for ``ViT(config)`` from a HF ViTForImageClassification safetensors file.
@@ -383,7 +423,10 @@ def _opt_prefix(names: Iterable[str], source: str) -> str:
 
 
 def import_opt_hf(
-    safetensors_path: str | os.PathLike, config: OPTConfig, *, dtype: np.dtype = np.float32,
+    safetensors_path: str | os.PathLike,
+    config: OPTConfig,
+    *,
+    dtype: np.dtype = np.float32,
     config_json: str | os.PathLike | None = None,
 ) -> dict:
     """Variables ``{"params": ...}`` for ``OPT(config)`` from a HF OPT safetensors file.
@@ -420,23 +463,44 @@ def llama_hf_tensor_table(config: LlamaConfig) -> tuple[TensorSpec, ...]:
     only when the head is untied)."""
     c = config
     d = c.head_dim
-    specs = [TensorSpec("model.embed_tokens.weight", (c.vocab_size, c.dim), ("params", "embed_tokens", "embedding"),
-                        "same")]
+    specs = [
+        TensorSpec("model.embed_tokens.weight", (c.vocab_size, c.dim), ("params", "embed_tokens", "embedding"), "same")
+    ]
     for i in range(c.layers):
         hf, ours = f"model.layers.{i}", f"layer_{i}"
         specs.append(TensorSpec(f"{hf}.input_layernorm.weight", (c.dim,), ("params", ours, "ln1", "scale"), "same"))
-        for hf_proj, proj, n_out in (("q_proj", "query", c.heads * d), ("k_proj", "key", c.kv_heads * d),
-                                     ("v_proj", "value", c.kv_heads * d)):
-            specs.append(TensorSpec(f"{hf}.self_attn.{hf_proj}.weight", (n_out, c.dim),
-                                    ("params", ours, "attn", proj, "kernel"), "linear"))
-        specs.append(TensorSpec(f"{hf}.self_attn.o_proj.weight", (c.dim, c.heads * d),
-                                ("params", ours, "attn", "out", "kernel"), "linear"))
-        specs.append(TensorSpec(f"{hf}.post_attention_layernorm.weight", (c.dim,), ("params", ours, "ln2", "scale"),
-                                "same"))
-        for hf_proj, proj, shape in (("gate_proj", "gate", (c.ffn_dim, c.dim)), ("up_proj", "up", (c.ffn_dim, c.dim)),
-                                     ("down_proj", "down", (c.dim, c.ffn_dim))):
-            specs.append(TensorSpec(f"{hf}.mlp.{hf_proj}.weight", shape, ("params", ours, "mlp", proj, "kernel"),
-                                    "linear"))
+        for hf_proj, proj, n_out in (
+            ("q_proj", "query", c.heads * d),
+            ("k_proj", "key", c.kv_heads * d),
+            ("v_proj", "value", c.kv_heads * d),
+        ):
+            specs.append(
+                TensorSpec(
+                    f"{hf}.self_attn.{hf_proj}.weight",
+                    (n_out, c.dim),
+                    ("params", ours, "attn", proj, "kernel"),
+                    "linear",
+                )
+            )
+        specs.append(
+            TensorSpec(
+                f"{hf}.self_attn.o_proj.weight",
+                (c.dim, c.heads * d),
+                ("params", ours, "attn", "out", "kernel"),
+                "linear",
+            )
+        )
+        specs.append(
+            TensorSpec(f"{hf}.post_attention_layernorm.weight", (c.dim,), ("params", ours, "ln2", "scale"), "same")
+        )
+        for hf_proj, proj, shape in (
+            ("gate_proj", "gate", (c.ffn_dim, c.dim)),
+            ("up_proj", "up", (c.ffn_dim, c.dim)),
+            ("down_proj", "down", (c.dim, c.ffn_dim)),
+        ):
+            specs.append(
+                TensorSpec(f"{hf}.mlp.{hf_proj}.weight", shape, ("params", ours, "mlp", proj, "kernel"), "linear")
+            )
     specs.append(TensorSpec("model.norm.weight", (c.dim,), ("params", "final_norm", "scale"), "same"))
     if not c.tie_embeddings:
         specs.append(TensorSpec("lm_head.weight", (c.vocab_size, c.dim), ("params", "lm_head", "kernel"), "linear"))
@@ -444,7 +508,10 @@ def llama_hf_tensor_table(config: LlamaConfig) -> tuple[TensorSpec, ...]:
 
 
 def import_llama_hf(
-    safetensors_path: str | os.PathLike, config: LlamaConfig | None = None, *, dtype: np.dtype = np.float32,
+    safetensors_path: str | os.PathLike,
+    config: LlamaConfig | None = None,
+    *,
+    dtype: np.dtype = np.float32,
     config_json: str | os.PathLike | None = None,
 ) -> tuple[LlamaConfig, dict]:
     """``(config, variables)`` for ``Llama(config)`` from a HF ``LlamaForCausalLM`` safetensors file.
@@ -475,8 +542,9 @@ def import_llama_hf(
         with safe_open(source, framework="numpy") as f:
             head = np.asarray(f.get_tensor("lm_head.weight"), dtype=dtype)
         if not np.array_equal(head, variables["params"]["embed_tokens"]["embedding"]):
-            raise CheckpointMismatchError(f"{source}: lm_head.weight differs from model.embed_tokens.weight, but "
-                                          f"tie_word_embeddings is true")
+            raise CheckpointMismatchError(
+                f"{source}: lm_head.weight differs from model.embed_tokens.weight, but tie_word_embeddings is true"
+            )
     _check_against_model(variables, Llama(config), source)
     return config, variables
 

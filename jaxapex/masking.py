@@ -236,7 +236,7 @@ def top_fraction_mask(scores: Mapping, fraction: float) -> dict:
         selected[ties[: k - int(selected.sum())]] = True
     masks, offset = {}, 0
     for path, values in zip(paths, arrays):
-        masks[path] = selected[offset: offset + values.size].reshape(values.shape)
+        masks[path] = selected[offset : offset + values.size].reshape(values.shape)
         offset += values.size
     return masks
 

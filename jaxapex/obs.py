@@ -193,7 +193,7 @@ def _in_chunks(solve, arrays, chunk):
         return solve(*arrays)
     pieces = []
     for start in range(0, n, chunk):
-        part = [a[start: start + chunk] for a in arrays]
+        part = [a[start : start + chunk] for a in arrays]
         real = part[0].shape[0]
         if real < chunk:
             part = [jnp.concatenate([p, jnp.repeat(p[-1:], chunk - real, axis=0)]) for p in part]
@@ -206,9 +206,7 @@ def _check_theta_mask(theta_blocks, mask_blocks, *, path) -> np.ndarray:
         raise ValueError(f"{_where(path)}theta_blocks must have shape (n_blocks, B), got {tuple(theta_blocks.shape)}")
     mask = np.asarray(mask_blocks)
     if mask.shape != tuple(theta_blocks.shape):
-        raise ValueError(
-            f"{_where(path)}mask blocks have shape {mask.shape}, theta blocks {tuple(theta_blocks.shape)}"
-        )
+        raise ValueError(f"{_where(path)}mask blocks have shape {mask.shape}, theta blocks {tuple(theta_blocks.shape)}")
     return as_bool_mask(mask, where=_where(path))
 
 
@@ -219,8 +217,9 @@ def _check_directions(directions, shape, *, path) -> np.ndarray | None:
     directions = np.asarray(directions, dtype=np.float64)
     n, B = shape
     if directions.ndim != 3 or directions.shape[0] != n or directions.shape[2] != B:
-        raise ValueError(f"{_where(path)}forget directions must have shape (n_blocks, r, B) = ({n}, r, {B}), "
-                         f"got {directions.shape}")
+        raise ValueError(
+            f"{_where(path)}forget directions must have shape (n_blocks, r, B) = ({n}, r, {B}), got {directions.shape}"
+        )
     if not np.isfinite(directions).all():
         raise ValueError(f"{_where(path)}forget directions hold NaN or inf")
     return directions if directions.shape[1] else None
@@ -273,8 +272,11 @@ def group_obs(
             arrays += (on_one_device(jnp.asarray(directions)),)
             theta_new, delta, ok = _in_chunks(partial(_forget_obs_dense, k=k), arrays, chunk)
     labels = None if block_indices is None else np.asarray(block_indices)
-    what = ("G[S, S] not positive definite?" if directions is None else
-            "C G C^T singular: forget directions dependent off the mask, or more than B - |S| of them?")
+    what = (
+        "G[S, S] not positive definite?"
+        if directions is None
+        else "C G C^T singular: forget directions dependent off the mask, or more than B - |S| of them?"
+    )
     return _finish(theta_new, delta, ok, path=path, block_indices=labels, what=what)
 
 
@@ -314,8 +316,11 @@ def group_obs_lowrank(
             solve = partial(_forget_obs_lowrank, damp=jnp.float64(damp), k=k)
         theta_new, delta, ok = _in_chunks(solve, arrays, chunk)
     labels = None if block_indices is None else np.asarray(block_indices)
-    what = ("NaN gradients or damp too small?" if directions is None else
-            "NaN gradients, or forget directions dependent off the mask / more than B - |S| of them?")
+    what = (
+        "NaN gradients or damp too small?"
+        if directions is None
+        else "NaN gradients, or forget directions dependent off the mask / more than B - |S| of them?"
+    )
     return _finish(theta_new, delta, ok, path=path, block_indices=labels, what=what)
 
 
@@ -374,13 +379,26 @@ def quadratic_increase_lowrank(V, delta, damp):
     return 0.5 * (damp * jnp.sum(delta * delta, axis=1) + jnp.sum(V_delta * V_delta, axis=1))
 
 
-def _group_statistics(step_dense, block_gradients, params, batches, mesh, block_idx, *, n_real_blocks,
-                      block_size, method, max_examples, microbatch_size):
+def _group_statistics(
+    step_dense,
+    block_gradients,
+    params,
+    batches,
+    mesh,
+    block_idx,
+    *,
+    n_real_blocks,
+    block_size,
+    method,
+    max_examples,
+    microbatch_size,
+):
     """One pass over the data for one group: ``("lowrank", V (g, m, B), m)`` while fewer than ``B`` examples
     were seen (``method="auto"``) or always (``"lowrank"``), else ``("dense", F without damp (g, B, B), m)``."""
     rows, total, n_examples = [], None, 0
-    for batch, weights, n_real in device_batches(batches, mesh, max_examples=max_examples,
-                                                 microbatch_size=microbatch_size):
+    for batch, weights, n_real in device_batches(
+        batches, mesh, max_examples=max_examples, microbatch_size=microbatch_size
+    ):
         n_examples += n_real
         if total is None and method != "dense":
             rows.append(block_gradients(params, batch, block_idx)[:n_real])
@@ -472,38 +490,64 @@ def unlearn(
         W = get_matrix(params, path)
         mask_blocks = to_blocks(mask, block_size, path=path)
         theta = np.array(to_blocks(W, block_size, path=path), dtype=np.float32)
-        layer = dict(n_blocks=theta.shape[0], touched_blocks=int(touched.size), n_masked=int(mask.sum()),
-                     max_masked_per_block=int(mask_blocks.sum(axis=1).max(initial=0)), method=None,
-                     passes=0, n_examples=0, quadratic_increase=0.0)
+        layer = dict(
+            n_blocks=theta.shape[0],
+            touched_blocks=int(touched.size),
+            n_masked=int(mask.sum()),
+            max_masked_per_block=int(mask_blocks.sum(axis=1).max(initial=0)),
+            method=None,
+            passes=0,
+            n_examples=0,
+            quadratic_increase=0.0,
+        )
         inverses = []
         block_gradients = jax.jit(block_gradients_fn(loss_fn, path, block_size))
         step_dense = fisher_step(loss_fn, path, block_size)
         groups = split_groups(touched, per_group)
         for position, group in zip(np.cumsum([0] + [len(g) for g in groups[:-1]]), groups):
-            group_directions = (None if layer_directions is None
-                                else layer_directions[position: position + len(group)])
+            group_directions = None if layer_directions is None else layer_directions[position : position + len(group)]
             block_idx = replicate(jnp.asarray(pad_group(group, len(groups[0]))), mesh)
             kind, stats, n_examples = _group_statistics(
-                step_dense, block_gradients, device_params, batches, mesh, block_idx, n_real_blocks=len(group),
-                block_size=block_size, method=method, max_examples=max_examples, microbatch_size=microbatch_size,
+                step_dense,
+                block_gradients,
+                device_params,
+                batches,
+                mesh,
+                block_idx,
+                n_real_blocks=len(group),
+                block_size=block_size,
+                method=method,
+                max_examples=max_examples,
+                microbatch_size=microbatch_size,
             )
             stats = on_one_device(stats)  # off the batch mesh: the solve and its diagnostics run on one device
             if kind == "dense":
                 F = stats + damp * jnp.eye(block_size, dtype=jnp.float32)
                 G = invert_blocks(F, path=path, block_indices=group)
-                theta_new, delta = group_obs(theta[group], G, mask_blocks[group], path=path, block_indices=group,
-                                             directions=group_directions)
+                theta_new, delta = group_obs(
+                    theta[group], G, mask_blocks[group], path=path, block_indices=group, directions=group_directions
+                )
                 increase = quadratic_increase_dense(F, delta)
                 if return_inverse:
                     inverses.append(np.asarray(G))
             else:
-                theta_new, delta = group_obs_lowrank(theta[group], stats, mask_blocks[group], damp=damp, path=path,
-                                                     block_indices=group, directions=group_directions)
+                theta_new, delta = group_obs_lowrank(
+                    theta[group],
+                    stats,
+                    mask_blocks[group],
+                    damp=damp,
+                    path=path,
+                    block_indices=group,
+                    directions=group_directions,
+                )
                 increase = quadratic_increase_lowrank(stats, delta, damp)
             theta[group] = np.asarray(theta_new)
-            layer.update(method=kind if layer["method"] in (None, kind) else "mixed", n_examples=n_examples,
-                         passes=layer["passes"] + 1,
-                         quadratic_increase=layer["quadratic_increase"] + float(jnp.sum(increase)))
+            layer.update(
+                method=kind if layer["method"] in (None, kind) else "mixed",
+                n_examples=n_examples,
+                passes=layer["passes"] + 1,
+                quadratic_increase=layer["quadratic_increase"] + float(jnp.sum(increase)),
+            )
         W_new = from_blocks(theta, W.shape)
         layer["delta_norm"] = float(np.linalg.norm(W_new - np.asarray(W, np.float32)))
         if return_inverse:

@@ -118,8 +118,9 @@ def device_batches(
         for start in range(0, n, step):
             piece = slice_batch(batch, start, min(n, start + step)) if step < n else batch
             n_real = batch_size(piece)
-            padded, weights = pad_batch(piece, padded_size(n_real, n_devices=n_devices,
-                                                           microbatch_size=microbatch_size))
+            padded, weights = pad_batch(
+                piece, padded_size(n_real, n_devices=n_devices, microbatch_size=microbatch_size)
+            )
             yield jax.device_put(padded, sharding), jax.device_put(weights, sharding), n_real
 
 

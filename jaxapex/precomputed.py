@@ -78,8 +78,10 @@ def unlearn_from_statistics(
     for path, mask in masks.items():
         path = tuple(path)
         if (path in gradients) == (path in fisher):
-            raise ValueError(f"layer {path_name(path)!r}: give its statistics once, as gradients or as Fisher blocks "
-                             f"({'both' if path in gradients else 'neither'} given)")
+            raise ValueError(
+                f"layer {path_name(path)!r}: give its statistics once, as gradients or as Fisher blocks "
+                f"({'both' if path in gradients else 'neither'} given)"
+            )
         W = layers.get_matrix(params, path)
         mask = obs.check_mask(W, mask, path=path)
         layers.check_block_size(W.shape, block_size, path=path)
@@ -96,11 +98,17 @@ def unlearn_from_statistics(
             theta[group] = np.asarray(theta_new)
             increase += float(jnp.sum(group_increase))
         W_new = layers.from_blocks(theta, W.shape)
-        info[path] = dict(n_blocks=theta.shape[0], touched_blocks=int(touched.size), n_masked=int(mask.sum()),
-                          max_masked_per_block=int(mask_blocks.sum(axis=1).max(initial=0)),
-                          method=kind if touched.size else None, passes=0, n_examples=n_examples,
-                          quadratic_increase=increase,
-                          delta_norm=float(np.linalg.norm(W_new - np.asarray(W, np.float32))))
+        info[path] = dict(
+            n_blocks=theta.shape[0],
+            touched_blocks=int(touched.size),
+            n_masked=int(mask.sum()),
+            max_masked_per_block=int(mask_blocks.sum(axis=1).max(initial=0)),
+            method=kind if touched.size else None,
+            passes=0,
+            n_examples=n_examples,
+            quadratic_increase=increase,
+            delta_norm=float(np.linalg.norm(W_new - np.asarray(W, np.float32))),
+        )
         new_params = layers.set_matrix(new_params, path, W_new)
     return new_params, info
 
@@ -108,8 +116,9 @@ def unlearn_from_statistics(
 def _gradient_solver(grads, shape, path: Path, block_size: int, damp: float, method: str):
     grads = np.asarray(grads)
     if grads.ndim != 3 or grads.shape[1:] != tuple(shape) or grads.shape[0] == 0:
-        raise ValueError(f"layer {path_name(path)!r}: gradients must be (m > 0, {shape[0]}, {shape[1]}), "
-                         f"got {grads.shape}")
+        raise ValueError(
+            f"layer {path_name(path)!r}: gradients must be (m > 0, {shape[0]}, {shape[1]}), got {grads.shape}"
+        )
     m = grads.shape[0]
     kind = method if method != "auto" else ("lowrank" if m < block_size else "dense")
 
@@ -134,8 +143,10 @@ def _fisher_solver(blocks, path: Path, block_size: int, touched: np.ndarray):
     indices = np.asarray(indices, np.int64)
     F = np.asarray(F, np.float32)
     if F.ndim != 3 or F.shape[1:] != (block_size, block_size) or indices.shape != (F.shape[0],):
-        raise ValueError(f"layer {path_name(path)!r}: Fisher blocks must be (n, {block_size}, {block_size}) with n "
-                         f"block indices, got F {F.shape} and {indices.shape} indices")
+        raise ValueError(
+            f"layer {path_name(path)!r}: Fisher blocks must be (n, {block_size}, {block_size}) with n "
+            f"block indices, got F {F.shape} and {indices.shape} indices"
+        )
     position = {int(b): i for i, b in enumerate(indices)}
     missing = [int(b) for b in touched if int(b) not in position]
     if missing:

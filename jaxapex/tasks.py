@@ -85,8 +85,10 @@ class UnlearningConfig:
         if not 0 < self.mask_fraction < 1:
             raise ValueError(f"mask_fraction must be in (0, 1), got {self.mask_fraction}")
         if self.scorer == "activation" and self.target_layers not in (("fc1",), ("gate",)):
-            raise ValueError(f"the activation scorer ranks the neurons of fc1 (or of a SwiGLU MLP's gate); "
-                             f"target_layers must be ('fc1',) or ('gate',), got {self.target_layers}")
+            raise ValueError(
+                f"the activation scorer ranks the neurons of fc1 (or of a SwiGLU MLP's gate); "
+                f"target_layers must be ('fc1',) or ('gate',), got {self.target_layers}"
+            )
         if self.neuron_side not in ("in", "out"):
             raise ValueError(f"neuron_side must be 'in' (fc1 rows) or 'out' (fc2 columns), got {self.neuron_side!r}")
         if self.scorer != "activation" and (self.weights_per_neuron is not None or self.neuron_side != "in"):
@@ -176,13 +178,17 @@ def outgoing_neuron_masks(
         fc2_path = (*fc1_path[:-2], MLP_OUTPUT_MATRIX[fc1_path[-2]], "kernel")
         W = np.asarray(get_matrix(params, fc2_path))  # (dim, mlp_dim)
         if neurons.shape != (W.shape[1],):
-            raise ValueError(f"{path_name(fc1_path)!r}: {neurons.shape[0]} neuron scores, but "
-                             f"{path_name(fc2_path)!r} reads {W.shape[1]} neurons")
+            raise ValueError(
+                f"{path_name(fc1_path)!r}: {neurons.shape[0]} neuron scores, but "
+                f"{path_name(fc2_path)!r} reads {W.shape[1]} neurons"
+            )
         mask = np.repeat(neurons[None, :], W.shape[0], axis=0)
         if weights_per_neuron is not None:
             if not 1 <= weights_per_neuron <= W.shape[0]:
-                raise ValueError(f"weights_per_neuron must lie in [1, {W.shape[0]}] for {path_name(fc2_path)!r}, "
-                                 f"got {weights_per_neuron}")
+                raise ValueError(
+                    f"weights_per_neuron must lie in [1, {W.shape[0]}] for {path_name(fc2_path)!r}, "
+                    f"got {weights_per_neuron}"
+                )
             top_rows = np.argsort(-np.abs(W), axis=0, kind="stable")[:weights_per_neuron]
             keep = np.zeros(W.shape, dtype=bool)
             np.put_along_axis(keep, top_rows, True, axis=0)
@@ -210,16 +216,25 @@ def provider_mask(
             hidden_fn, params_global, forget_batches, retain_batches, eps=cfg.eps, max_examples=cfg.score_examples
         )
         if cfg.neuron_side == "in":
-            masks = masking.neuron_mask(scores, params_global, cfg.mask_fraction,
-                                        weights_per_neuron=cfg.weights_per_neuron)
+            masks = masking.neuron_mask(
+                scores, params_global, cfg.mask_fraction, weights_per_neuron=cfg.weights_per_neuron
+            )
         else:
-            masks = outgoing_neuron_masks(scores, params_global, cfg.mask_fraction,
-                                          weights_per_neuron=cfg.weights_per_neuron)
+            masks = outgoing_neuron_masks(
+                scores, params_global, cfg.mask_fraction, weights_per_neuron=cfg.weights_per_neuron
+            )
     else:
         target_paths = mlp_target_paths(params_global, cfg.target_layers)
         scores = masking.second_order_scores(
-            provider_example_loss, params_global, target_paths, forget_batches, retain_batches,
-            lambda_h=cfg.lambda_h, c_ret=cfg.c_ret, damp=cfg.score_damp, max_examples=cfg.score_examples,
+            provider_example_loss,
+            params_global,
+            target_paths,
+            forget_batches,
+            retain_batches,
+            lambda_h=cfg.lambda_h,
+            c_ret=cfg.c_ret,
+            damp=cfg.score_damp,
+            max_examples=cfg.score_examples,
         )
         masks = masking.top_fraction_mask(scores, cfg.mask_fraction)
     masks = {tuple(p): np.asarray(m, dtype=bool) for p, m in masks.items()}
@@ -239,8 +254,12 @@ def client_unlearn(
     """Group OBS with the client's blockwise Fisher on (up to ``fisher_examples`` of) its own data."""
     fisher_data = take(personal_train, cfg.fisher_examples, seed=seed)
     return obs.unlearn(
-        params_personal, masks, client_example_loss, as_batches(fisher_data, cfg.batch_size),
-        block_size=cfg.block_size, damp=cfg.damp,
+        params_personal,
+        masks,
+        client_example_loss,
+        as_batches(fisher_data, cfg.batch_size),
+        block_size=cfg.block_size,
+        damp=cfg.damp,
     )
 
 
@@ -289,14 +308,27 @@ def unlearn_with(run: TaskRun, unlearning: UnlearningConfig) -> dict[str, Any]:
     "unlearning"}``.
     """
     hidden_fn = make_hidden_fn(run.model, cls_only=unlearning.cls_only)
-    masks, _ = provider_mask(unlearning, params_global=run.params_global, provider_example_loss=run.provider_example_loss,
-                             hidden_fn=hidden_fn, forget=run.datasets["forget_train"],
-                             retain=run.datasets["retain_train"])
-    params_obs, _ = client_unlearn(unlearning, params_personal=run.params_personal, masks=masks,
-                                   client_example_loss=run.client_example_loss,
-                                   personal_train=run.datasets["personal_train"], seed=run.settings["seed"])
-    rows = {"personalized": run.rows["personalized"], "masked": run.evaluate(apply_mask(run.params_personal, masks)),
-            "obs": run.evaluate(params_obs)}
+    masks, _ = provider_mask(
+        unlearning,
+        params_global=run.params_global,
+        provider_example_loss=run.provider_example_loss,
+        hidden_fn=hidden_fn,
+        forget=run.datasets["forget_train"],
+        retain=run.datasets["retain_train"],
+    )
+    params_obs, _ = client_unlearn(
+        unlearning,
+        params_personal=run.params_personal,
+        masks=masks,
+        client_example_loss=run.client_example_loss,
+        personal_train=run.datasets["personal_train"],
+        seed=run.settings["seed"],
+    )
+    rows = {
+        "personalized": run.rows["personalized"],
+        "masked": run.evaluate(apply_mask(run.params_personal, masks)),
+        "obs": run.evaluate(params_obs),
+    }
     return {
         "rows": rows,
         "recovery": _recovery(rows, "personal_acc"),
@@ -326,45 +358,90 @@ class Recipe:
     describe: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
-def run_recipe(recipe: Recipe, *, seed: int, quick: bool, log: Callable[[str], None],
-               timings: dict[str, float]) -> TaskRun:
+def run_recipe(
+    recipe: Recipe, *, seed: int, quick: bool, log: Callable[[str], None], timings: dict[str, float]
+) -> TaskRun:
     """The one recipe skeleton shared by every task (see :class:`Recipe`)."""
     cfg, un, data = recipe.config, recipe.config.unlearning, recipe.datasets
     model = build_model(cfg.model)
     provider_example_loss = example_loss_fn(model)
-    client_example_loss = (provider_example_loss if recipe.client_classes is None
-                           else example_loss_fn(model, classes=recipe.client_classes))
+    client_example_loss = (
+        provider_example_loss
+        if recipe.client_classes is None
+        else example_loss_fn(model, classes=recipe.client_classes)
+    )
 
     def size(split: str) -> str:
         return f"{len(next(iter(data[split].values())))} {recipe.describe.get(split, 'examples')}"
 
     log(f"global training: {cfg.global_train.steps} steps on {size('global_train')}")
-    params_global, _ = _timed(timings, "global_train", fit, batch_loss_fn(model), init_params(model, seed),
-                              data["global_train"], cfg.global_train)
+    params_global, _ = _timed(
+        timings,
+        "global_train",
+        fit,
+        batch_loss_fn(model),
+        init_params(model, seed),
+        data["global_train"],
+        cfg.global_train,
+    )
     log(f"personalization: {cfg.personalization.train.steps} steps on {size('personal_train')}")
-    params_personal, _ = _timed(timings, "personalize", personalize,
-                                batch_loss_fn(model, classes=recipe.client_classes), params_global,
-                                data["personal_train"], cfg.personalization)
+    params_personal, _ = _timed(
+        timings,
+        "personalize",
+        personalize,
+        batch_loss_fn(model, classes=recipe.client_classes),
+        params_global,
+        data["personal_train"],
+        cfg.personalization,
+    )
     hidden_fn = make_hidden_fn(model, cls_only=un.cls_only)
     log(f"provider mask: {un.scorer} scorer on {un.target_layers}, fraction {un.mask_fraction}")
-    masks, target_paths = _timed(timings, "mask", provider_mask, un, params_global=params_global,
-                                 provider_example_loss=provider_example_loss, hidden_fn=hidden_fn,
-                                 forget=data["forget_train"], retain=data["retain_train"])
+    masks, target_paths = _timed(
+        timings,
+        "mask",
+        provider_mask,
+        un,
+        params_global=params_global,
+        provider_example_loss=provider_example_loss,
+        hidden_fn=hidden_fn,
+        forget=data["forget_train"],
+        retain=data["retain_train"],
+    )
     params_masked = apply_mask(params_personal, masks)
     log(f"client OBS: B={un.block_size}, damp={un.damp}")
-    params_obs, obs_info = _timed(timings, "obs", client_unlearn, un, params_personal=params_personal, masks=masks,
-                                  client_example_loss=client_example_loss, personal_train=data["personal_train"],
-                                  seed=seed)
+    params_obs, obs_info = _timed(
+        timings,
+        "obs",
+        client_unlearn,
+        un,
+        params_personal=params_personal,
+        masks=masks,
+        client_example_loss=client_example_loss,
+        personal_train=data["personal_train"],
+        seed=seed,
+    )
     evaluate_row = recipe.make_evaluate(model)
     rows = _timed(timings, "evaluate", _run_rows, evaluate_row, (params_personal, params_masked, params_obs))
     return TaskRun(
-        name=recipe.name, model=model, params_global=params_global, params_personal=params_personal,
-        params_masked=params_masked, params_obs=params_obs, masks=masks, target_paths=target_paths,
-        datasets=data, client_example_loss=client_example_loss, provider_example_loss=provider_example_loss,
-        hidden_fn=hidden_fn, evaluate=evaluate_row, rows=rows, recovery=_recovery(rows, "personal_acc"),
+        name=recipe.name,
+        model=model,
+        params_global=params_global,
+        params_personal=params_personal,
+        params_masked=params_masked,
+        params_obs=params_obs,
+        masks=masks,
+        target_paths=target_paths,
+        datasets=data,
+        client_example_loss=client_example_loss,
+        provider_example_loss=provider_example_loss,
+        hidden_fn=hidden_fn,
+        evaluate=evaluate_row,
+        rows=rows,
+        recovery=_recovery(rows, "personal_acc"),
         unlearning=un,
         settings={**_training_settings(cfg, seed=seed, quick=quick), **recipe.task_settings(model, params_global)},
-        obs_info=obs_info, timings=timings,
+        obs_info=obs_info,
+        timings=timings,
     )
 
 
@@ -392,7 +469,12 @@ def vision_config(*, quick: bool = True, seed: int = 0) -> VisionTaskConfig:
     return VisionTaskConfig(
         model=VIT_PRESETS["vit_tiny"],
         global_train=TrainConfig(
-            steps=1000 if quick else 2000, batch_size=64, learning_rate=2e-3, weight_decay=1e-4, warmup_steps=50, seed=seed
+            steps=1000 if quick else 2000,
+            batch_size=64,
+            learning_rate=2e-3,
+            weight_decay=1e-4,
+            warmup_steps=50,
+            seed=seed,
         ),
         personalization=PersonalizeConfig(
             train=TrainConfig(steps=100, batch_size=64, learning_rate=1e-3, warmup_steps=10, seed=seed + 1),
@@ -400,7 +482,12 @@ def vision_config(*, quick: bool = True, seed: int = 0) -> VisionTaskConfig:
             freeze_blocks=1,
         ),
         unlearning=UnlearningConfig(
-            scorer="activation", cls_only=True, neuron_side="in", mask_fraction=0.15, block_size=128, damp=1e-2,
+            scorer="activation",
+            cls_only=True,
+            neuron_side="in",
+            mask_fraction=0.15,
+            block_size=128,
+            damp=1e-2,
         ),
     )
 
@@ -426,8 +513,9 @@ def run_vision_task(
     """
     log = log or (lambda _msg: None)
     cfg = config or vision_config(quick=quick, seed=seed)
-    cfg = _with_unlearning(cfg, dict(block_size=block_size, mask_fraction=mask_fraction, scorer=scorer),
-                           unlearning_overrides)
+    cfg = _with_unlearning(
+        cfg, dict(block_size=block_size, mask_fraction=mask_fraction, scorer=scorer), unlearning_overrides
+    )
     timings: dict[str, float] = {}
 
     data = digits_task(seed=seed, forget_class=cfg.forget_class, personal_classes=cfg.personal_classes)
@@ -442,8 +530,9 @@ def run_vision_task(
                 "forget_test_acc": evaluate.accuracy(model, params, batches["forget_test"]),
                 "personal_acc": evaluate.accuracy(model, params, batches["personal_test"], classes=client_classes),
                 "test_acc": evaluate.accuracy(model, params, batches["retain_test"]),
-                "mia_auc": evaluate.mia_auc(model, params, batches["personal_train"], batches["personal_test"],
-                                            classes=client_classes),
+                "mia_auc": evaluate.mia_auc(
+                    model, params, batches["personal_train"], batches["personal_test"], classes=client_classes
+                ),
                 "forget_mia_auc": evaluate.mia_auc(model, params, batches["forget_train"], batches["forget_test"]),
             }
 
@@ -461,9 +550,15 @@ def run_vision_task(
             },
         }
 
-    recipe = Recipe(name="vision", config=cfg, datasets=batches, make_evaluate=make_evaluate,
-                    task_settings=task_settings, client_classes=client_classes,
-                    describe={"global_train": "natural digits", "personal_train": "sketches"})
+    recipe = Recipe(
+        name="vision",
+        config=cfg,
+        datasets=batches,
+        make_evaluate=make_evaluate,
+        task_settings=task_settings,
+        client_classes=client_classes,
+        describe={"global_train": "natural digits", "personal_train": "sketches"},
+    )
     return run_recipe(recipe, seed=seed, quick=quick, log=log, timings=timings)
 
 
@@ -503,7 +598,12 @@ def code_config(*, quick: bool = True, seed: int = 0) -> CodeTaskConfig:
     return CodeTaskConfig(
         model=OPT_PRESETS["opt_tiny"],
         global_train=TrainConfig(
-            steps=800 if quick else 3000, batch_size=32, learning_rate=3e-3, weight_decay=1e-4, warmup_steps=50, seed=seed
+            steps=800 if quick else 3000,
+            batch_size=32,
+            learning_rate=3e-3,
+            weight_decay=1e-4,
+            warmup_steps=50,
+            seed=seed,
         ),
         personalization=PersonalizeConfig(
             train=TrainConfig(steps=150, batch_size=32, learning_rate=1e-3, warmup_steps=10, seed=seed + 1),
@@ -511,8 +611,13 @@ def code_config(*, quick: bool = True, seed: int = 0) -> CodeTaskConfig:
             freeze_blocks=0,
         ),
         unlearning=UnlearningConfig(
-            scorer="second-order", target_layers=("fc1", "fc2"), mask_fraction=0.1, lambda_h=0.5, c_ret=1.5,
-            block_size=128, batch_size=32,
+            scorer="second-order",
+            target_layers=("fc1", "fc2"),
+            mask_fraction=0.1,
+            lambda_h=0.5,
+            c_ret=1.5,
+            block_size=128,
+            batch_size=32,
         ),
     )
 
@@ -538,8 +643,10 @@ def code_task_data(cfg: CodeTaskConfig, *, seed: int) -> CodeTaskData:
     from jaxapex.data.code_corpus import build_code_corpus
 
     corpus = build_code_corpus(
-        files_per_language=dict(cfg.files_per_language), window=cfg.window,
-        max_windows_per_file=cfg.max_windows_per_file, seed=seed,
+        files_per_language=dict(cfg.files_per_language),
+        window=cfg.window,
+        max_windows_per_file=cfg.max_windows_per_file,
+        seed=seed,
     )
     personal = corpus.splits[cfg.personal_language]["train"]
     n_global_files = int(round(cfg.global_share_of_personal * len(personal.files)))
@@ -585,8 +692,9 @@ def run_code_task(
     """
     log = log or (lambda _msg: None)
     cfg = config or code_config(quick=quick, seed=seed)
-    cfg = _with_unlearning(cfg, dict(block_size=block_size, mask_fraction=mask_fraction, scorer=scorer),
-                           unlearning_overrides)
+    cfg = _with_unlearning(
+        cfg, dict(block_size=block_size, mask_fraction=mask_fraction, scorer=scorer), unlearning_overrides
+    )
     timings: dict[str, float] = {}
 
     data = _timed(timings, "data", code_task_data, cfg, seed=seed)
@@ -621,10 +729,12 @@ def run_code_task(
             "global_acc": {"forget": global_forget["accuracy"], "personal": global_personal["accuracy"]},
         }
 
-    recipe = Recipe(name="code", config=cfg,
-                    datasets={f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.name != "files"},
-                    make_evaluate=make_evaluate, task_settings=task_settings,
-                    describe={"global_train": "windows", "personal_train": "windows"})
+    recipe = Recipe(
+        name="code",
+        config=cfg,
+        datasets={f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.name != "files"},
+        make_evaluate=make_evaluate,
+        task_settings=task_settings,
+        describe={"global_train": "windows", "personal_train": "windows"},
+    )
     return run_recipe(recipe, seed=seed, quick=quick, log=log, timings=timings)
-
-

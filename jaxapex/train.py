@@ -296,11 +296,19 @@ def personalize(
     the same layer-wise decay) and merged into the kernels of the returned params.
     """
     if cfg.lora_rank is None:
-        return fit(loss_fn, params, data, cfg.train, optimizer=personalization_optimizer(params, cfg),
-                   log_every=log_every, log=log)
+        return fit(
+            loss_fn,
+            params,
+            data,
+            cfg.train,
+            optimizer=personalization_optimizer(params, cfg),
+            log_every=log_every,
+            log=log,
+        )
     first_trainable = 0 if cfg.freeze_blocks is None else cfg.freeze_blocks
     paths = [
-        p for p in lora_target_paths(params, cfg.lora_targets)
+        p
+        for p in lora_target_paths(params, cfg.lora_targets)
         if int(_BLOCK_NAME.match(_module_name(p)).group(1)) >= first_trainable
     ]
     if not paths:
@@ -310,6 +318,13 @@ def personalize(
     def adapter_loss(adapters, batch):
         return loss_fn(lora_merge(params, adapters, alpha=cfg.lora_alpha), batch)
 
-    adapters, history = fit(adapter_loss, adapters, data, cfg.train, optimizer=_adapter_optimizer(adapters, params, cfg),
-                            log_every=log_every, log=log)
+    adapters, history = fit(
+        adapter_loss,
+        adapters,
+        data,
+        cfg.train,
+        optimizer=_adapter_optimizer(adapters, params, cfg),
+        log_every=log_every,
+        log=log,
+    )
     return lora_merge(params, adapters, alpha=cfg.lora_alpha), history

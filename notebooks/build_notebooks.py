@@ -15,13 +15,18 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 HERE = Path(__file__).parent
 
 CRYPTOGRAPHER = [
-    ("md", """# jaxapex for cryptographers: what one chunk proof says
+    (
+        "md",
+        """# jaxapex for cryptographers: what one chunk proof says
 
 This notebook opens one OBS *chunk circuit* — the unit every proof is made of — and shows its columns,
 its gates as polynomials, a slice of the witness table, the layout, the soundness audit, and finally a
 real Halo2 proof (midnight-proofs, KZG over BLS12-381) with its verification and the rejection of a
-tampered one. The statement is documented in `docs/circuit.md` and `docs/threat-model.md`."""),
-    ("code", """import os, warnings, tempfile
+tampered one. The statement is documented in `docs/circuit.md` and `docs/threat-model.md`.""",
+    ),
+    (
+        "code",
+        """import os, warnings, tempfile
 from pathlib import Path
 import numpy as np
 TINY = os.environ.get("JAXAPEX_NOTEBOOK_TINY") == "1"
@@ -31,33 +36,51 @@ from circuit_compiler.audit import audit
 from circuit_compiler.layout_plot import plot_layout
 demo = obs_circuit(level="F", blocks=2 if TINY else 4, block_size=8 if TINY else 16, lanes=4, seed=1)
 cs, assignment, p = demo.cs, demo.assignment, demo.modulus
-print(ccinspect.format_summary(ccinspect.statistics(cs, p)))"""),
-    ("md", """## The gates
+print(ccinspect.format_summary(ccinspect.statistics(cs, p)))""",
+    ),
+    (
+        "md",
+        """## The gates
 
 Every gate is `selector · polynomial = 0` on every row. Names say which relation of the statement it
 enforces: removal (`θ'_q = 0` on the mask), update (`θ' = θ + Δ` elsewhere), the solve residual and the
 floor rescale of the OBS correction, the MAC rows computing `G·ỹ`, and the limb decompositions of the
-range checks (each limb looked up in a `[0, 2^t)` table)."""),
+range checks (each limb looked up in a `[0, 2^t)` table).""",
+    ),
     ("code", "print(ccinspect.format_constraints(cs))"),
     ("md", "## A slice of the table (first rows of the first block; values shown signed, `p - x` as `-x`)"),
     ("code", "print(ccinspect.rows_table(cs, assignment, p, start=0, count=12))"),
     ("md", "## The layout (rows × columns, colored by the selector that is on)"),
-    ("code", """from IPython.display import Image, display
+    (
+        "code",
+        """from IPython.display import Image, display
 png = Path(tempfile.mkdtemp()) / "layout.png"
 plot_layout(cs, png, assignment=assignment, modulus=p)
-display(Image(filename=str(png)))"""),
-    ("md", """## Soundness audit
+display(Image(filename=str(png)))""",
+    ),
+    (
+        "md",
+        """## Soundness audit
 
 Every assigned advice cell must be touched by an enabled constraint, and changing any one of them (or a
-small coordinated set) must break a constraint. A detection rate of 1.0 is the expectation."""),
-    ("code", """report = audit(cs, assignment, p, mutations=64 if TINY else 256, compensated=32 if TINY else 128, seed=0)
+small coordinated set) must break a constraint. A detection rate of 1.0 is the expectation.""",
+    ),
+    (
+        "code",
+        """report = audit(cs, assignment, p, mutations=64 if TINY else 256, compensated=32 if TINY else 128, seed=0)
 print(report.summary())
-assert report.ok"""),
-    ("md", """## A real proof
+assert report.ok""",
+    ),
+    (
+        "md",
+        """## A real proof
 
 Keys depend only on the chunk *shape*; the mask is a public instance column; θ, θ' and the G lanes are
-committed instance columns, each hiding its values behind one random salt cell."""),
-    ("code", """from circuit_compiler import backend
+committed instance columns, each hiding its values behind one random salt cell.""",
+    ),
+    (
+        "code",
+        """from circuit_compiler import backend
 from circuit_compiler.srs import Srs, InsecureSrsWarning
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", InsecureSrsWarning)
@@ -66,25 +89,34 @@ keys = backend.keygen(srs, cs)
 proof = backend.prove(srs, keys, cs, assignment)
 commitments = {name: backend.commit(srs, cs.k, values) for name, values in assignment.committed.items()}
 print(f"k = {cs.k}, proof {len(proof)} bytes, verifying key {len(keys.vk)} bytes")
-print("verified:", backend.verify(srs, keys.vk, cs, proof, assignment.instance, commitments))"""),
+print("verified:", backend.verify(srs, keys.vk, cs, proof, assignment.instance, commitments))""",
+    ),
     ("md", "Flip one bit of the mask the verifier supplies, or present another commitment: rejected."),
-    ("code", """other_mask = {k: v.copy() for k, v in assignment.instance.items()}
+    (
+        "code",
+        """other_mask = {k: v.copy() for k, v in assignment.instance.items()}
 row = int(np.flatnonzero(other_mask["mask"] == 0)[0])
 other_mask["mask"][row] = 1
 print("another mask:", backend.verify(srs, keys.vk, cs, proof, other_mask, commitments))
 swapped = dict(commitments, theta=commitments["theta_new"], theta_new=commitments["theta"])
 print("swapped commitments:", backend.verify(srs, keys.vk, cs, proof, assignment.instance, swapped))
-assert not backend.verify(srs, keys.vk, cs, proof, other_mask, commitments)"""),
+assert not backend.verify(srs, keys.vk, cs, proof, other_mask, commitments)""",
+    ),
 ]
 
 RESEARCHER = [
-    ("md", """# jaxapex for ML researchers: the unlearning pipeline
+    (
+        "md",
+        """# jaxapex for ML researchers: the unlearning pipeline
 
 Global ViT on natural handwritten digits → a client personalizes it on a sketch-like shifted domain → the
 provider scores MLP weights on forget/retain data and publishes a sparse mask → the client removes the
 masked weights and repairs the damage with a Group-OBS update from its blockwise empirical Fisher.
-Then the same step as the client runs it under the protocol: quantized, committed, proven and verified."""),
-    ("code", """import os, json
+Then the same step as the client runs it under the protocol: quantized, committed, proven and verified.""",
+    ),
+    (
+        "code",
+        """import os, json
 import numpy as np
 TINY = os.environ.get("JAXAPEX_NOTEBOOK_TINY") == "1"
 import dataclasses
@@ -101,39 +133,55 @@ print(f"mask: {summary['masked_weight_fraction']:.2%} of the fc1 weights, B = {s
 for row in ("personalized", "masked", "obs"):
     r = summary["rows"][row]
     print(f"{row:<13} forget {r['forget_acc']:.3f}  personal {r['personal_acc']:.3f}  test {r['test_acc']:.3f}")
-print("recovery of personal accuracy:", summary["recovery"])"""),
+print("recovery of personal accuracy:", summary["recovery"])""",
+    ),
     ("md", "## The table as a plot"),
-    ("code", """import matplotlib.pyplot as plt
+    (
+        "code",
+        """import matplotlib.pyplot as plt
 rows = ["personalized", "masked", "obs"]
 metrics = ["forget_acc", "personal_acc", "test_acc"]
 fig, ax = plt.subplots(figsize=(6, 3))
 for i, row in enumerate(rows):
     ax.bar(np.arange(3) + (i - 1) * 0.27, [summary["rows"][row][m] for m in metrics], 0.27, label=row)
 ax.set_xticks(range(3), ["forget", "personal", "global test"]); ax.set_ylim(0, 1); ax.legend(fontsize=8)
-plt.show()"""),
-    ("md", """## Where the OBS update goes
+plt.show()""",
+    ),
+    (
+        "md",
+        """## Where the OBS update goes
 
 The update is confined to blocks that contain masked weights; inside them it moves the surviving weights
-along the client's curvature."""),
-    ("code", """from jaxapex.layers import get_matrix, path_name
+along the client's curvature.""",
+    ),
+    (
+        "code",
+        """from jaxapex.layers import get_matrix, path_name
 for p in run.target_paths:
     W0 = np.asarray(get_matrix(run.params_masked, p)); W1 = np.asarray(get_matrix(run.params_obs, p))
     mask = run.masks[p]
     print(f"{path_name(p)}: {mask.sum()} masked, |Δ| max {np.abs(W1 - W0).max():.4f}, "
-          f"moved {(np.abs(W1 - W0) > 0).sum()} weights")"""),
-    ("md", """## The block-size trade-off
+          f"moved {(np.abs(W1 - W0) > 0).sum()} weights")""",
+    ),
+    (
+        "md",
+        """## The block-size trade-off
 
 Larger blocks capture more curvature (better recovery) but cost ~2·B proof cells per weight at level F.
 `python -m benchmarks.block_size --json runs/block_size.json` measures the curve; if it has been run, it is
-shown here."""),
-    ("code", """from pathlib import Path
+shown here.""",
+    ),
+    (
+        "code",
+        """from pathlib import Path
 path = Path("runs/block_size.json")
 if path.exists():
     data = json.loads(path.read_text())
     for row in data["rows"]:
         print(row)
 else:
-    print("run `python -m benchmarks.block_size --json runs/block_size.json` to fill this cell")"""),
+    print("run `python -m benchmarks.block_size --json runs/block_size.json` to fill this cell")""",
+    ),
 ]
 
 

@@ -84,8 +84,18 @@ def test_cells_of_a_row_without_its_selector_are_reported(obs_f):
     assert check(weakened, assignment, p) == []  # the mock prover cannot see this
     found = unconstrained_cells(weakened, assignment, p)
     # y and z keep their copies into the MAC region; everything else on the row is now free
-    expected = {"delta", "delta_limb_0", "delta_limb_1", "rem", "rem_limb_0", "rem_limb_1",
-                "y_limb_0", "y_limb_1", "y_limb_2", "y_limb_3"}
+    expected = {
+        "delta",
+        "delta_limb_0",
+        "delta_limb_1",
+        "rem",
+        "rem_limb_0",
+        "rem_limb_1",
+        "y_limb_0",
+        "y_limb_1",
+        "y_limb_2",
+        "y_limb_3",
+    }
     assert {(c.column, c.row) for c in found} == {(name, row) for name in expected}
 
 
@@ -110,8 +120,16 @@ def test_single_cell_mutations_miss_exactly_the_cells_a_product_gate_ignores():
     a, b, c = (Column(ColumnKind.ADVICE, i, n) for i, n in enumerate("abc"))
     q = Column(ColumnKind.SELECTOR, 0, "q")
     rows = 12
-    cs = ConstraintSystem("product", 5, rows, (a, b, c, q), (Gate("mul", q, (("mul", a.cur() * b.cur() - c.cur()),)),),
-                          (), np.zeros((0, 4), dtype=np.int64), {"q": np.ones(rows, dtype=np.int64)})
+    cs = ConstraintSystem(
+        "product",
+        5,
+        rows,
+        (a, b, c, q),
+        (Gate("mul", q, (("mul", a.cur() * b.cur() - c.cur()),)),),
+        (),
+        np.zeros((0, 4), dtype=np.int64),
+        {"q": np.ones(rows, dtype=np.int64)},
+    )
     av = np.array([0, 3, 0, 5, 1, 0, 2, 2, 0, 1, 1, 4])
     bv = np.array([7, 0, 0, 1, 2, 3, 0, 5, 9, 1, 0, 2])
     assignment = Assignment({"a": av, "b": bv, "c": av * bv}, {}, {})
@@ -186,8 +204,16 @@ def test_dead_vacuous_and_non_boolean_selectors_are_reported():
     two[3] = 2
     end = np.zeros(rows + 4, dtype=np.int64)
     end[rows + 1] = 1  # on after the circuit's rows, in the zero padding
-    cs = ConstraintSystem("selectors", k, rows, (a, q_dead, q_two, q_end), gates, (), np.zeros((0, 4), dtype=np.int64),
-                          {"q_dead": np.zeros(rows, dtype=np.int64), "q_two": two, "q_end": end})
+    cs = ConstraintSystem(
+        "selectors",
+        k,
+        rows,
+        (a, q_dead, q_two, q_end),
+        gates,
+        (),
+        np.zeros((0, 4), dtype=np.int64),
+        {"q_dead": np.zeros(rows, dtype=np.int64), "q_two": two, "q_end": end},
+    )
     prover = MockProver(cs, Assignment({"a": np.arange(rows)}, {}, {}), P)
     findings = {(f.kind, f.name, f.severity) for f in selector_audit(prover)}
     assert findings == {

@@ -65,8 +65,14 @@ def task():
     W = np.asarray(get_matrix(params, mlp_target_paths(params)[0]))
     mask = np.zeros(W.shape, bool)
     mask[:3, :5] = True  # a few neurons' leading weights
-    inputs = UnlearningInputs(model=model, params=params, forget=forget, global_retain=retain, personal=personal,
-                              masks={mlp_target_paths(params)[0]: mask})
+    inputs = UnlearningInputs(
+        model=model,
+        params=params,
+        forget=forget,
+        global_retain=retain,
+        personal=personal,
+        masks={mlp_target_paths(params)[0]: mask},
+    )
     return dict(model=model, loss=loss, inputs=inputs, test=test)
 
 
@@ -180,8 +186,9 @@ def test_gradient_ascent_on_targets_moves_only_the_targets(task):
     config = gradient_ascent.GradientAscentConfig(steps=5, learning_rate=1e-3, trainable="targets")
     new, _ = gradient_ascent.unlearn(inputs, config=config)
     target = next(iter(inputs.masks))
-    for (path, a), (_, b) in zip(jax.tree_util.tree_flatten_with_path(inputs.params)[0],
-                                 jax.tree_util.tree_flatten_with_path(new)[0]):
+    for (path, a), (_, b) in zip(
+        jax.tree_util.tree_flatten_with_path(inputs.params)[0], jax.tree_util.tree_flatten_with_path(new)[0]
+    ):
         keys = tuple(str(k.key) for k in path)
         assert np.array_equal(a, b) == (keys != target), keys
 
@@ -256,10 +263,12 @@ def test_certified_unlearning_reports_its_guarantee_and_reads_only_retain_data(t
     new, info = certified.unlearn(recorded, config=config)
     jax.effects_barrier()
     assert info["epsilon"] == pytest.approx(2.0, abs=1e-7) and info["delta"] == 1e-5
-    assert info["steps"] == certified.default_steps(model_clip=0.01, grad_clip=10.0, learning_rate=1e-4,
-                                                    weight_decay=750.0)
-    assert info["sigma"] == pytest.approx(_sigma_by_formula(epsilon=2.0, delta=1e-5, C0=0.01, C1=10.0, lr=1e-4,
-                                                            lam=750.0, T=info["steps"]), rel=1e-4)
+    assert info["steps"] == certified.default_steps(
+        model_clip=0.01, grad_clip=10.0, learning_rate=1e-4, weight_decay=750.0
+    )
+    assert info["sigma"] == pytest.approx(
+        _sigma_by_formula(epsilon=2.0, delta=1e-5, C0=0.01, C1=10.0, lr=1e-4, lam=750.0, T=info["steps"]), rel=1e-4
+    )
     forget_rows = {r.tobytes() for r in inputs.forget["image"]}
     assert seen and not any(r.tobytes() in forget_rows for batch in seen for r in batch)
     phases = [w.phase for w in info["work"]]
@@ -271,8 +280,9 @@ def test_certified_unlearning_reports_its_guarantee_and_reads_only_retain_data(t
 
 @pytest.fixture(scope="module")
 def zs_run(task):
-    config = zs_pag.ZsPagConfig(attack_epsilon=0.5, attack_steps=10, energy_threshold=0.8, steps=40,
-                                batch_size=16, learning_rate=0.05)
+    config = zs_pag.ZsPagConfig(
+        attack_epsilon=0.5, attack_steps=10, energy_threshold=0.8, steps=40, batch_size=16, learning_rate=0.05
+    )
     new, info = zs_pag.unlearn(task["inputs"], config=config)
     return new, info, config
 
@@ -364,7 +374,8 @@ def test_op_counts_of_dense_and_conv_layers_are_exact():
     kernel = jax.ShapeDtypeStruct((2, 2, 3, 4), jnp.float32)
     conv = lambda a, k: jax.lax.conv_general_dilated(a, k, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     assert proof_cost.count_program(conv, images, kernel, range_limbs=1) == proof_cost.OpCounts(
-        macs=2 * 4 * 4 * 4 * (2 * 2 * 3), lookups=2 * 4 * 4 * 4)
+        macs=2 * 4 * 4 * 4 * (2 * 2 * 3), lookups=2 * 4 * 4 * 4
+    )
     tanh = proof_cost.count_program(jnp.tanh, x)
     assert tanh == proof_cost.OpCounts(0, 35)
 
@@ -397,8 +408,9 @@ def test_chunk_circuit_rows_are_the_compiled_rows_times_the_chunks():
 
     work = ChunkCircuitWork("obs", "F", ((128, 64), (128, 64), (32, 16)), 16, 16, 64)
     cost = proof_cost.proof_cost([work])
-    rows = build_chunk_circuit(chunk_shape_key(blocks=64, block_size=16, level="F", spec=FixedPointSpec(),
-                                               lanes=16)).cs.rows
+    rows = build_chunk_circuit(
+        chunk_shape_key(blocks=64, block_size=16, level="F", spec=FixedPointSpec(), lanes=16)
+    ).cs.rows
     assert cost.rows == (8 + 8 + 1) * rows and cost.measured
 
 
@@ -409,11 +421,18 @@ def test_obs_proof_is_over_a_thousand_times_cheaper_than_retraining(task):
     paths = mlp_target_paths(params)
     shapes = tuple(tuple(get_matrix(params, p).shape) for p in paths)
     obs = proof_cost.proof_cost([ChunkCircuitWork("obs", "F", shapes, 16, 16, 64)])
-    retrain_work = [StepWork("global_train", "train", GLOBAL_RECIPE.steps, 32, "adam"),
-                    StepWork("personalize", "train", PERSONAL_RECIPE.train.steps, 16, "adam")]
+    retrain_work = [
+        StepWork("global_train", "train", GLOBAL_RECIPE.steps, 32, "adam"),
+        StepWork("personalize", "train", PERSONAL_RECIPE.train.steps, 16, "adam"),
+    ]
     example = {k: v[:1] for k, v in inputs.forget.items()}
-    retrained = proof_cost.proof_cost(retrain_work, loss_fn=batch_loss_fn(model), params=params, example_batch=example,
-                                      cost_model=proof_cost.cost_model_from_obs_circuit())
+    retrained = proof_cost.proof_cost(
+        retrain_work,
+        loss_fn=batch_loss_fn(model),
+        params=params,
+        example_batch=example,
+        cost_model=proof_cost.cost_model_from_obs_circuit(),
+    )
     assert not retrained.measured
     assert retrained.rows >= 1000 * obs.rows
 
@@ -422,8 +441,9 @@ def test_arithmetic_and_noise_work_are_priced_by_the_stated_rule():
     model = proof_cost.CostModel(lanes=16, lookups_per_row=8, columns=50, rows_per_noise_sample=33)
     from jaxapex.baselines.common import ArithmeticWork, NoiseWork
 
-    cost = proof_cost.proof_cost([ArithmeticWork("a", macs=1000, lookups=81), NoiseWork("n", samples=7)],
-                                 cost_model=model)
+    cost = proof_cost.proof_cost(
+        [ArithmeticWork("a", macs=1000, lookups=81), NoiseWork("n", samples=7)], cost_model=model
+    )
     assert cost.phases["a"].rows == math.ceil(1000 / 16) + math.ceil(81 / 8)
     assert cost.phases["n"].rows == 7 * 33
     assert cost.rows == cost.phases["a"].rows + 7 * 33 and cost.cells == 50 * cost.rows
@@ -440,9 +460,14 @@ def test_inputs_from_a_task_run_use_its_per_example_losses(task):
     inputs = task["inputs"]
     model = task["model"]
     run = SimpleNamespace(
-        model=model, params_personal=inputs.params, masks=inputs.masks,
-        datasets={"forget_train": inputs.forget, "retain_train": inputs.global_retain,
-                  "personal_train": inputs.personal},
+        model=model,
+        params_personal=inputs.params,
+        masks=inputs.masks,
+        datasets={
+            "forget_train": inputs.forget,
+            "retain_train": inputs.global_retain,
+            "personal_train": inputs.personal,
+        },
         provider_example_loss=example_loss_fn(model),
         client_example_loss=lambda params, example: 2.0 * example_loss_fn(model)(params, example),
     )

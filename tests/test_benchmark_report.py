@@ -17,8 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 def test_table_aligns_and_formats_columns():
     rows = [{"name": "serial", "n": 3, "s": 0.5}, {"name": "ray", "n": 12, "s": None}]
     text = format_table(rows, [Column("name", "executor"), Column("n", "n"), Column("s", "wall s", ".2f")])
-    assert text.splitlines() == ["executor   n  wall s", "--------------------", "serial     3    0.50",
-                                 "ray       12       -"]
+    assert text.splitlines() == [
+        "executor   n  wall s",
+        "--------------------",
+        "serial     3    0.50",
+        "ray       12       -",
+    ]
 
 
 def test_json_converts_array_values_and_replaces_atomically(tmp_path):
@@ -30,8 +34,9 @@ def test_json_converts_array_values_and_replaces_atomically(tmp_path):
     assert json.loads(path.read_text())["a"] == 1.5  # the failed write left the old file whole
 
 
-@pytest.mark.parametrize("script", sorted(p.stem for p in (REPO / "benchmarks").glob("*.py")
-                                          if p.stem not in ("__init__", "report")))
+@pytest.mark.parametrize(
+    "script", sorted(p.stem for p in (REPO / "benchmarks").glob("*.py") if p.stem not in ("__init__", "report"))
+)
 def test_every_benchmark_takes_json_through_the_reporter(script):
     source = (REPO / "benchmarks" / f"{script}.py").read_text()
     assert "write_json(" in source, script

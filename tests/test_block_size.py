@@ -33,10 +33,12 @@ def tiny_vision_config() -> tasks.VisionTaskConfig:
         cfg,
         model=ViTConfig(image_size=8, patch_size=2, channels=1, dim=32, depth=1, heads=2, mlp_dim=64, num_classes=10),
         global_train=_short(cfg.global_train, 40),
-        personalization=dataclasses.replace(cfg.personalization, train=_short(cfg.personalization.train, 10),
-                                            freeze_blocks=0),
-        unlearning=dataclasses.replace(cfg.unlearning, weights_per_neuron=16, mask_fraction=0.25,
-                                       fisher_examples=24, block_size=16),
+        personalization=dataclasses.replace(
+            cfg.personalization, train=_short(cfg.personalization.train, 10), freeze_blocks=0
+        ),
+        unlearning=dataclasses.replace(
+            cfg.unlearning, weights_per_neuron=16, mask_fraction=0.25, fisher_examples=24, block_size=16
+        ),
     )
 
 
@@ -56,8 +58,10 @@ def tiny_code_config() -> tasks.CodeTaskConfig:
 
 @pytest.fixture(scope="module")
 def runs():
-    return {"vision": tasks.run_vision_task(config=tiny_vision_config()),
-            "code": tasks.run_code_task(config=tiny_code_config())}
+    return {
+        "vision": tasks.run_vision_task(config=tiny_vision_config()),
+        "code": tasks.run_code_task(config=tiny_code_config()),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +70,16 @@ def study(runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("block_size")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(bs, "train_tasks", lambda names, **_: {name: runs[name] for name in names})
-        code = bs.main(["--sizes", ",".join(map(str, (*SIZES, NOT_A_DIVISOR))), "--json", str(out / "study.json"),
-                        "--plot", str(out / "study.png")])
+        code = bs.main(
+            [
+                "--sizes",
+                ",".join(map(str, (*SIZES, NOT_A_DIVISOR))),
+                "--json",
+                str(out / "study.json"),
+                "--plot",
+                str(out / "study.png"),
+            ]
+        )
     assert code == 0
     return json.loads((out / "study.json").read_text()), out
 
@@ -144,9 +156,13 @@ def test_gradient_replay_gives_the_recipes_client_obs(runs, task):
             expected = run.params_obs
         else:
             expected, _ = tasks.client_unlearn(
-                dataclasses.replace(run.unlearning, block_size=block_size), params_personal=run.params_personal,
-                masks=run.masks, client_example_loss=run.client_example_loss,
-                personal_train=run.datasets["personal_train"], seed=run.settings["seed"])
+                dataclasses.replace(run.unlearning, block_size=block_size),
+                params_personal=run.params_personal,
+                masks=run.masks,
+                client_example_loss=run.client_example_loss,
+                personal_train=run.datasets["personal_train"],
+                seed=run.settings["seed"],
+            )
         got, info = bs.obs_at_block_size(run, block_size, gradients=gradients)
         for path, mask in run.masks.items():
             assert info[path]["method"] == ("dense" if block_size <= gradients.n_examples else "lowrank")
@@ -179,13 +195,20 @@ def test_prediction_count_is_examples_or_next_token_positions():
 
 
 def _row(block_size, cells, **recoveries):
-    return {"block_size": block_size, "cells_per_weight": cells,
-            **{f"{name}_recovery": value for name, value in recoveries.items()}}
+    return {
+        "block_size": block_size,
+        "cells_per_weight": cells,
+        **{f"{name}_recovery": value for name, value in recoveries.items()},
+    }
 
 
 def test_recommendation_takes_the_cheapest_size_within_tolerance():
-    rows = [_row(16, 30, a=0.70, b=0.80), _row(64, 80, a=0.93, b=0.95), _row(256, 270, a=0.97, b=0.99),
-            _row(576, 600, a=None, b=1.0)]
+    rows = [
+        _row(16, 30, a=0.70, b=0.80),
+        _row(64, 80, a=0.93, b=0.95),
+        _row(256, 270, a=0.97, b=0.99),
+        _row(576, 600, a=None, b=1.0),
+    ]
     assert bs.recommend_block_size(rows, ["a", "b"], tolerance=0.05) == 64
     assert bs.recommend_block_size(rows, ["a", "b"], tolerance=0.01) == 256
     assert bs.recommend_block_size(rows, ["b"], tolerance=0.0) == 576
@@ -196,8 +219,7 @@ def test_recommendation_takes_the_cheapest_size_within_tolerance():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 1.2), st.floats(1, 1000)), min_size=1, max_size=8),
-       st.floats(0, 0.3))
+@given(st.lists(st.tuples(st.floats(0, 1.2), st.floats(1, 1000)), min_size=1, max_size=8), st.floats(0, 0.3))
 def test_recommendation_is_eligible_and_nothing_eligible_is_cheaper(points, tolerance):
     rows = [_row(16 * (i + 1), cells, a=recovery) for i, (recovery, cells) in enumerate(points)]
     chosen = bs.recommend_block_size(rows, ["a"], tolerance=tolerance)
@@ -205,15 +227,27 @@ def test_recommendation_is_eligible_and_nothing_eligible_is_cheaper(points, tole
     best = max(capped.values())
     pick = next(row for row in rows if row["block_size"] == chosen)
     assert capped[chosen] >= best - tolerance
-    assert all(row["cells_per_weight"] >= pick["cells_per_weight"] for row in rows
-               if capped[row["block_size"]] >= best - tolerance)
+    assert all(
+        row["cells_per_weight"] >= pick["cells_per_weight"]
+        for row in rows
+        if capped[row["block_size"]] >= best - tolerance
+    )
 
 
 def test_overrides_are_parsed_and_bad_ones_named():
-    parsed = bs.parse_overrides(["vision.mask_fraction=0.3", "vision.weights_per_neuron=None",
-                                 "code.scorer=activation", "code.target_layers=('fc1',)"], bs.TASK_NAMES)
-    assert parsed == {"vision": {"mask_fraction": 0.3, "weights_per_neuron": None},
-                      "code": {"scorer": "activation", "target_layers": ("fc1",)}}
+    parsed = bs.parse_overrides(
+        [
+            "vision.mask_fraction=0.3",
+            "vision.weights_per_neuron=None",
+            "code.scorer=activation",
+            "code.target_layers=('fc1',)",
+        ],
+        bs.TASK_NAMES,
+    )
+    assert parsed == {
+        "vision": {"mask_fraction": 0.3, "weights_per_neuron": None},
+        "code": {"scorer": "activation", "target_layers": ("fc1",)},
+    }
     with pytest.raises(ValueError, match="'learning_rate' is not an unlearning field"):
         bs.parse_overrides(["vision.learning_rate=1"], bs.TASK_NAMES)
     with pytest.raises(ValueError, match="'block_size' is not an unlearning field"):

@@ -27,8 +27,12 @@ def transcript(tau: int, n_g1: int, n_g2: int = 3) -> dict:
     for i in range(n_g2):
         z1, z2 = compress_G2(multiply(G2, pow(tau, i, curve_order)))
         g2.append("0x" + z1.to_bytes(48, "big").hex() + z2.to_bytes(48, "big").hex())
-    return {"numG1Powers": n_g1, "numG2Powers": n_g2, "powersOfTau": {"G1Powers": g1, "G2Powers": g2},
-            "witness": {"runningProducts": [], "potPubkeys": [], "blsSignatures": []}}
+    return {
+        "numG1Powers": n_g1,
+        "numG2Powers": n_g2,
+        "powersOfTau": {"G1Powers": g1, "G2Powers": g2},
+        "witness": {"runningProducts": [], "potPubkeys": [], "blsSignatures": []},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +74,26 @@ def test_bad_transcripts_are_refused_by_field(ceremony_file, tmp_path):
 def test_cli_imports_a_ceremony(ceremony_file, tmp_path, capsys):
     from jaxapex.cli import main as cli
 
-    assert cli(["srs", "import-ceremony", "--transcript", str(ceremony_file), "--k", "2",
-                "--out", str(tmp_path / "c.srs")]) == 0
+    assert (
+        cli(
+            ["srs", "import-ceremony", "--transcript", str(ceremony_file), "--k", "2", "--out", str(tmp_path / "c.srs")]
+        )
+        == 0
+    )
     assert "wrote ceremony SRS k=2" in capsys.readouterr().out
-    assert cli(["srs", "import-ceremony", "--transcript", str(tmp_path / "missing.json"), "--k", "2",
-                "--out", str(tmp_path / "d.srs")]) == 1
+    assert (
+        cli(
+            [
+                "srs",
+                "import-ceremony",
+                "--transcript",
+                str(tmp_path / "missing.json"),
+                "--k",
+                "2",
+                "--out",
+                str(tmp_path / "d.srs"),
+            ]
+        )
+        == 1
+    )
     assert "missing.json" in capsys.readouterr().err

@@ -32,7 +32,9 @@ def range_circuit(*, bits, limb_bits, signed, n):
     b = CircuitBuilder("range")
     v = b.instance("v")
     q = b.selector("q")
-    config = range_check.configure(b, name="v", value=v.cur(), bits=bits, limb_bits=limb_bits, signed=signed, selector=q)
+    config = range_check.configure(
+        b, name="v", value=v.cur(), bits=bits, limb_bits=limb_bits, signed=signed, selector=q
+    )
     b.enable(q, np.arange(n))
     return b.build(), config
 
@@ -48,7 +50,9 @@ def test_range_check_accepts_exactly_the_range(signed):
     shifted = values + config.offset
     assert np.array_equal(limbs["v_limb_0"] + 16 * limbs["v_limb_1"] + 256 * limbs["v_limb_2"], shifted)
     rows = cs.rows
-    a = Assignment(advice={k: column(rows, v) for k, v in limbs.items()}, instance={"v": column(rows, values)}, committed={})
+    a = Assignment(
+        advice={k: column(rows, v) for k, v in limbs.items()}, instance={"v": column(rows, values)}, committed={}
+    )
     assert failures(cs, a) == []
 
     # one past the top: v + offset = 2^12 has no 4-bit limbs; the only decomposition puts 16 in the top limb
@@ -61,8 +65,12 @@ def test_range_check_accepts_exactly_the_range(signed):
     wrong = a.copy()
     wrong.advice["v_limb_1"][3] = (wrong.advice["v_limb_1"][3] + 1) % 16
     assert failures(cs, wrong) == [("gate", "v_decompose", 3)]
-    with pytest.raises(QuantizationError, match=r"range check 'v': value 4096 at position 0 is outside \[0, 4095\]"
-                       if not signed else r"value 2048 at position 0 is outside \[-2048, 2047\]"):
+    with pytest.raises(
+        QuantizationError,
+        match=r"range check 'v': value 4096 at position 0 is outside \[0, 4095\]"
+        if not signed
+        else r"value 2048 at position 0 is outside \[-2048, 2047\]",
+    ):
         config.assign(np.array([hi + 1]))
 
 
@@ -76,11 +84,14 @@ def test_single_limb_range_check_looks_up_the_value_itself():
     assert failures(cs, bad) == [("lookup", "v_range", 0), ("lookup", "v_range", 2)]
 
 
-@pytest.mark.parametrize("bits, widths, tables, gates", [
-    (10, (4, 4, 2), ["range_4"], ["v_limb_2_bits"]),  # a 2-bit top limb: polynomial gate, no lookup
-    (11, (4, 4, 3), ["range_3", "range_4"], []),  # a 3-bit top limb: its own table
-    (9, (4, 4, 1), ["range_4"], ["v_limb_2_bits"]),
-])
+@pytest.mark.parametrize(
+    "bits, widths, tables, gates",
+    [
+        (10, (4, 4, 2), ["range_4"], ["v_limb_2_bits"]),  # a 2-bit top limb: polynomial gate, no lookup
+        (11, (4, 4, 3), ["range_3", "range_4"], []),  # a 3-bit top limb: its own table
+        (9, (4, 4, 1), ["range_4"], ["v_limb_2_bits"]),
+    ],
+)
 def test_range_check_with_a_short_top_limb_accepts_exactly_the_range(bits, widths, tables, gates):
     cs, config = range_circuit(bits=bits, limb_bits=4, signed=True, n=4)
     assert config.widths == widths and range_check.limb_widths(bits, 4) == widths
@@ -91,8 +102,11 @@ def test_range_check_with_a_short_top_limb_accepts_exactly_the_range(bits, width
     assert (lo, hi) == (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
     values = np.array([lo, hi, 0, -1], dtype=np.int64)
     rows = cs.rows
-    a = Assignment(advice={k: column(rows, v) for k, v in config.assign(values).items()},
-                   instance={"v": column(rows, values)}, committed={})
+    a = Assignment(
+        advice={k: column(rows, v) for k, v in config.assign(values).items()},
+        instance={"v": column(rows, values)},
+        committed={},
+    )
     assert failures(cs, a) == []
     # one past the top: the only decomposition overflows the short top limb
     top = f"v_limb_{len(widths) - 1}"
@@ -123,10 +137,13 @@ def test_limbs_without_a_value_cell_hold_exactly_the_unsigned_range(bits, limb_b
     hi = (1 << bits) - 1
     values = np.array([0, hi, data.draw(st.integers(0, hi))], dtype=np.int64)
     limbs = config.assign(values)
-    assert len(limbs) == len(range_check.limb_widths(bits, limb_bits)) and not any(g.name.endswith("decompose") for g in cs.gates)
+    assert len(limbs) == len(range_check.limb_widths(bits, limb_bits)) and not any(
+        g.name.endswith("decompose") for g in cs.gates
+    )
     rows = cs.rows
-    a = Assignment(advice={k: column(rows, v) for k, v in limbs.items()}, instance={"v": column(rows, values)},
-                   committed={})
+    a = Assignment(
+        advice={k: column(rows, v) for k, v in limbs.items()}, instance={"v": column(rows, values)}, committed={}
+    )
     assert failures(cs, a) == []
     # the field's other representative of a value (v + p) has no limbs: p exceeds every limb sum
     wrapped = a.copy()
@@ -155,16 +172,27 @@ def rescale_circuit(n_values, *, shift=8, limb_bits=4, condition=None):
     c = b.instance("c")
     d, r = b.advice("d"), b.advice("r")
     q = b.selector("q")
-    config = rescale.configure(b, name="rescale", numerator=-n.cur(), quotient=d, remainder=r, shift=shift,
-                               limb_bits=limb_bits, selector=q, condition=c.cur() if condition is not None else None)
+    config = rescale.configure(
+        b,
+        name="rescale",
+        numerator=-n.cur(),
+        quotient=d,
+        remainder=r,
+        shift=shift,
+        limb_bits=limb_bits,
+        selector=q,
+        condition=c.cur() if condition is not None else None,
+    )
     b.enable(q, np.arange(len(n_values)))
     cs = b.build()
     values = config.assign(-np.asarray(n_values, dtype=object))
     cond = np.ones(len(n_values), dtype=np.int64) if condition is None else np.asarray(condition)
     advice = {k: column(cs.rows, v, dtype=object if v.dtype == object else np.int64) for k, v in values.items()}
     advice = {k: DEFAULT_FIELD.reduce_array(v) if v.dtype == object else v for k, v in advice.items()}
-    instance = {"n": DEFAULT_FIELD.reduce_array(column(cs.rows, np.asarray(n_values, dtype=object), dtype=object)),
-                "c": column(cs.rows, cond)}
+    instance = {
+        "n": DEFAULT_FIELD.reduce_array(column(cs.rows, np.asarray(n_values, dtype=object), dtype=object)),
+        "c": column(cs.rows, cond),
+    }
     return cs, config, Assignment(advice=advice, instance=instance, committed={})
 
 
@@ -203,9 +231,17 @@ def mac_circuit(G, y, lanes):
     cs = b.build()
     committed, advice, z = config.assign(G, y)
     rows = cs.rows
-    pad = {k: column(rows, v, dtype=object if v.dtype == object else np.int64) for k, v in {**advice, "y": y.ravel(), "z": z}.items()}
+    pad = {
+        k: column(rows, v, dtype=object if v.dtype == object else np.int64)
+        for k, v in {**advice, "y": y.ravel(), "z": z}.items()
+    }
     pad = {k: DEFAULT_FIELD.reduce_array(v) if v.dtype == object else v for k, v in pad.items()}
-    return cs, config, Assignment(advice=pad, instance={}, committed={k: column(rows, v) for k, v in committed.items()}), z
+    return (
+        cs,
+        config,
+        Assignment(advice=pad, instance={}, committed={k: column(rows, v) for k, v in committed.items()}),
+        z,
+    )
 
 
 @pytest.mark.parametrize("lanes", [1, 2, 4])
@@ -275,10 +311,28 @@ def diagonal_circuit(G, y, *, offset=1 << 12):
     rows = cs.rows
     z_values = exact_matvec(np.triu(G) + np.swapaxes(np.triu(G, 1), 1, 2), y).ravel()  # the upper triangle, mirrored
     a = Assignment(
-        advice={"y": DEFAULT_FIELD.reduce_array(np.concatenate([np.zeros(first, np.int64), y.ravel(), np.zeros(rows - first - nb * B, np.int64)]))},
-        instance={"z": DEFAULT_FIELD.reduce_array(np.concatenate([np.zeros(first, object), np.asarray(z_values, dtype=object), np.zeros(rows - first - nb * B, object)]))},
-        committed={k: DEFAULT_FIELD.encode_array(np.concatenate([np.zeros(first, np.int64), v, np.zeros(rows - first - nb * B, np.int64)]))
-                   for k, v in config.lanes(G).items()},
+        advice={
+            "y": DEFAULT_FIELD.reduce_array(
+                np.concatenate([np.zeros(first, np.int64), y.ravel(), np.zeros(rows - first - nb * B, np.int64)])
+            )
+        },
+        instance={
+            "z": DEFAULT_FIELD.reduce_array(
+                np.concatenate(
+                    [
+                        np.zeros(first, object),
+                        np.asarray(z_values, dtype=object),
+                        np.zeros(rows - first - nb * B, object),
+                    ]
+                )
+            )
+        },
+        committed={
+            k: DEFAULT_FIELD.encode_array(
+                np.concatenate([np.zeros(first, np.int64), v, np.zeros(rows - first - nb * B, np.int64)])
+            )
+            for k, v in config.lanes(G).items()
+        },
     )
     return cs, config, a, first
 
@@ -297,7 +351,7 @@ def test_diagonal_mac_computes_G_times_y_exactly_beyond_int64(B):
     cs, config, a, first = diagonal_circuit(G, y)
     assert failures(cs, a) == []
     expected = [sum(int(G[b, i, j]) * int(y[b, j]) for j in range(B)) for b in range(nb) for i in range(B)]
-    assert [DEFAULT_FIELD.decode(int(v)) for v in a.instance["z"][first: first + nb * B]] == expected
+    assert [DEFAULT_FIELD.decode(int(v)) for v in a.instance["z"][first : first + nb * B]] == expected
     # no copy constraints, no accumulator columns: one advice column (ỹ) whatever B
     assert len(cs.copies) == 0 and [c.name for c in cs.columns_of(ColumnKind.ADVICE)] == ["y"]
     assert cs.max_advice_queries() == 2 * B - 1
@@ -361,13 +415,31 @@ def weight_rows_circuit(*, level, shift=8, high_bits=12, limb_bits=4, theta_offs
     q = b.selector("q")
     if level == "F":
         z, y = b.instance("z"), b.advice("y")
-        config = weight_rows.configure(b, theta=theta, theta_new=theta_new, mask=mask, high_bits=high_bits,
-                                       limb_bits=limb_bits, theta_offset=theta_offset, selector=q, product=z.cur(),
-                                       y=y, shift=shift)
+        config = weight_rows.configure(
+            b,
+            theta=theta,
+            theta_new=theta_new,
+            mask=mask,
+            high_bits=high_bits,
+            limb_bits=limb_bits,
+            theta_offset=theta_offset,
+            selector=q,
+            product=z.cur(),
+            y=y,
+            shift=shift,
+        )
     else:
-        config = weight_rows.configure(b, theta=theta, theta_new=theta_new, mask=mask, high_bits=high_bits,
-                                       limb_bits=limb_bits, theta_offset=theta_offset, selector=q,
-                                       touched=b.instance("touched"))
+        config = weight_rows.configure(
+            b,
+            theta=theta,
+            theta_new=theta_new,
+            mask=mask,
+            high_bits=high_bits,
+            limb_bits=limb_bits,
+            theta_offset=theta_offset,
+            selector=q,
+            touched=b.instance("touched"),
+        )
     return b, config
 
 
@@ -387,10 +459,15 @@ def test_weight_rows_accept_the_honest_rows_and_name_each_tampering():
     theta_new = removal.remove_masked(update.apply_update(theta, delta), mask)
     rows = cs.rows
     a = Assignment(
-        advice={"y": column(rows, y), **{k: column(rows, v) for k, v in config.assign(mask=mask, delta=delta, y=y, rem=rem).items()}},
+        advice={
+            "y": column(rows, y),
+            **{k: column(rows, v) for k, v in config.assign(mask=mask, delta=delta, y=y, rem=rem).items()},
+        },
         instance={"mask": column(rows, mask.astype(np.int64)), "z": column(rows, z)},
-        committed={"theta": column(rows, weight_rows.encode_weights(theta, 1 << 9)),
-                   "theta_new": column(rows, weight_rows.encode_weights(theta_new, 1 << 9))},
+        committed={
+            "theta": column(rows, weight_rows.encode_weights(theta, 1 << 9)),
+            "theta_new": column(rows, weight_rows.encode_weights(theta_new, 1 << 9)),
+        },
     )
     assert failures(cs, a) == []
     assert theta_new.tolist() == [0, -7 + (-1000 // 256), 3 + (999 // 256), 0, 9 + (-37 // 256)]
@@ -453,11 +530,21 @@ def test_weight_rows_refuse_mixed_levels():
     b = CircuitBuilder("rows")
     theta, theta_new, mask, q = b.committed("t"), b.committed("t2"), b.instance("m"), b.selector("q")
     with pytest.raises(ValueError, match="level F need the product z"):
-        weight_rows.configure(b, theta=theta, theta_new=theta_new, mask=mask, high_bits=8, limb_bits=4, theta_offset=0,
-                              selector=q, product=mask.cur())
+        weight_rows.configure(
+            b,
+            theta=theta,
+            theta_new=theta_new,
+            mask=mask,
+            high_bits=8,
+            limb_bits=4,
+            theta_offset=0,
+            selector=q,
+            product=mask.cur(),
+        )
     with pytest.raises(ValueError, match="level R need the 'touched'"):
-        weight_rows.configure(b, theta=theta, theta_new=theta_new, mask=mask, high_bits=8, limb_bits=4, theta_offset=0,
-                              selector=q)
+        weight_rows.configure(
+            b, theta=theta, theta_new=theta_new, mask=mask, high_bits=8, limb_bits=4, theta_offset=0, selector=q
+        )
 
 
 # -------------------------------------------------------------------------- residual, removal, update
@@ -473,11 +560,31 @@ def finalization_circuit(*, shift=8, touched=False):
     q = b.selector("q")
     delta, y, rem = b.advice("delta"), b.advice("y"), b.advice("rem")
     rm = removal.configure(b, theta_new=theta_new, mask=mask, selector=q)
-    up = update.configure(b, theta=theta, theta_new=theta_new, delta=delta, mask=mask, delta_bits=16, limb_bits=4,
-                          selector=q, touched=touched_col)
-    rs = rescale.configure(b, name="rescale", numerator=-z.cur(), quotient=delta, remainder=rem, shift=shift,
-                           limb_bits=4, selector=q, condition=1 - mask.cur())
-    rd = residual.configure(b, z=z, theta=theta, rem=rem, mask=mask, y=y, shift=shift, y_bits=16, limb_bits=4, selector=q)
+    up = update.configure(
+        b,
+        theta=theta,
+        theta_new=theta_new,
+        delta=delta,
+        mask=mask,
+        delta_bits=16,
+        limb_bits=4,
+        selector=q,
+        touched=touched_col,
+    )
+    rs = rescale.configure(
+        b,
+        name="rescale",
+        numerator=-z.cur(),
+        quotient=delta,
+        remainder=rem,
+        shift=shift,
+        limb_bits=4,
+        selector=q,
+        condition=1 - mask.cur(),
+    )
+    rd = residual.configure(
+        b, z=z, theta=theta, rem=rem, mask=mask, y=y, shift=shift, y_bits=16, limb_bits=4, selector=q
+    )
     return b, rm, up, rs, rd
 
 
@@ -548,8 +655,17 @@ def test_locality_gate_at_level_R():
     theta, theta_new = b.committed("theta"), b.committed("theta_new")
     mask, touched = b.instance("mask"), b.instance("touched")
     delta, q = b.advice("delta"), b.selector("q")
-    up = update.configure(b, theta=theta, theta_new=theta_new, delta=delta, mask=mask, delta_bits=8, limb_bits=8,
-                          selector=q, touched=touched)
+    up = update.configure(
+        b,
+        theta=theta,
+        theta_new=theta_new,
+        delta=delta,
+        mask=mask,
+        delta_bits=8,
+        limb_bits=8,
+        selector=q,
+        touched=touched,
+    )
     b.enable(q, np.arange(4))
     cs = b.build()
     m = np.array([[1, 0], [0, 0]], dtype=bool)

@@ -43,17 +43,78 @@ def test_roles_on_files(tmp_path, capsys):
     def run(*argv):
         return main([str(a) for a in argv])
 
-    assert run("commit", "--model", tmp_path / "personal.ckpt", "--data", personal, "--client-id", "alice",
-               "--srs", srs, "--block-size", 16, "--state", tmp_path / "state-0",
-               "--registration", tmp_path / "registration") == 0
-    assert run("register", "--registry", tmp_path / "registry.db", "--registration", tmp_path / "registration",
-               "--srs", srs) == 0
-    assert run("mask", "--model", tmp_path / "global.ckpt", "--forget", forget, "--retain", retain,
-               "--fraction", 0.02, "--request-id", "req-1", "--out", tmp_path / "request") == 0
-    assert run("unlearn", "--state", tmp_path / "state-0", "--request", tmp_path / "request",
-               "--out", tmp_path / "state-1") == 0
-    assert run("prove", "--state", tmp_path / "state-1", "--request", tmp_path / "request", "--srs", srs,
-               "--out", tmp_path / "bundle", "--executor", "serial") == 0
+    assert (
+        run(
+            "commit",
+            "--model",
+            tmp_path / "personal.ckpt",
+            "--data",
+            personal,
+            "--client-id",
+            "alice",
+            "--srs",
+            srs,
+            "--block-size",
+            16,
+            "--state",
+            tmp_path / "state-0",
+            "--registration",
+            tmp_path / "registration",
+        )
+        == 0
+    )
+    assert (
+        run(
+            "register",
+            "--registry",
+            tmp_path / "registry.db",
+            "--registration",
+            tmp_path / "registration",
+            "--srs",
+            srs,
+        )
+        == 0
+    )
+    assert (
+        run(
+            "mask",
+            "--model",
+            tmp_path / "global.ckpt",
+            "--forget",
+            forget,
+            "--retain",
+            retain,
+            "--fraction",
+            0.02,
+            "--request-id",
+            "req-1",
+            "--out",
+            tmp_path / "request",
+        )
+        == 0
+    )
+    assert (
+        run(
+            "unlearn", "--state", tmp_path / "state-0", "--request", tmp_path / "request", "--out", tmp_path / "state-1"
+        )
+        == 0
+    )
+    assert (
+        run(
+            "prove",
+            "--state",
+            tmp_path / "state-1",
+            "--request",
+            tmp_path / "request",
+            "--srs",
+            srs,
+            "--out",
+            tmp_path / "bundle",
+            "--executor",
+            "serial",
+        )
+        == 0
+    )
 
     # A tampered copy first: one proof byte flipped. Rejected, registry unchanged.
     shutil.copytree(tmp_path / "bundle", tmp_path / "tampered")
@@ -64,14 +125,39 @@ def test_roles_on_files(tmp_path, capsys):
     (tmp_path / "tampered" / entry["proof"]).write_bytes(bytes(proof))
     registry = Registry(tmp_path / "registry.db")
     before = registry.export("alice")
-    code = run("verify", "--registry", tmp_path / "registry.db", "--request", tmp_path / "request",
-               "--bundle", tmp_path / "tampered", "--srs", srs, "--json", tmp_path / "v0.json")
+    code = run(
+        "verify",
+        "--registry",
+        tmp_path / "registry.db",
+        "--request",
+        tmp_path / "request",
+        "--bundle",
+        tmp_path / "tampered",
+        "--srs",
+        srs,
+        "--json",
+        tmp_path / "v0.json",
+    )
     assert code == 1
     assert "sha256" in capsys.readouterr().err  # the blob no longer matches its manifest hash
     assert registry.export("alice") == before
 
-    assert run("verify", "--registry", tmp_path / "registry.db", "--request", tmp_path / "request",
-               "--bundle", tmp_path / "bundle", "--srs", srs, "--json", tmp_path / "v.json") == 0
+    assert (
+        run(
+            "verify",
+            "--registry",
+            tmp_path / "registry.db",
+            "--request",
+            tmp_path / "request",
+            "--bundle",
+            tmp_path / "bundle",
+            "--srs",
+            srs,
+            "--json",
+            tmp_path / "v.json",
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "v.json").read_text())
     assert result["verified"] is True and result["chunks"] >= 1
     after = registry.export("alice")

@@ -155,7 +155,7 @@ def test_srs_file_layout_and_info(dev_srs):
     assert info["bytes"] == expected_file_size(8) and info["size_ok"]
     data = dev_srs.path.read_bytes()
     # [1]G2 then [τ]G2 after magic and k; then the monomial points, the first being the G1 generator
-    g0 = data[8 + 4 + 2 * 192: 8 + 4 + 2 * 192 + 96]
+    g0 = data[8 + 4 + 2 * 192 : 8 + 4 + 2 * 192 + 96]
     x = int.from_bytes(g0[:48], "big")
     assert (x, int.from_bytes(g0[48:], "big")) == tuple(int(c) for c in normalize(G1))
 
@@ -164,7 +164,7 @@ def test_srs_secret_matches_the_points(known_srs):
     """The monomial points of a known-τ SRS are τ^i·G1 (read straight from the file)."""
     data = known_srs.path.read_bytes()
     for i in (0, 1, 5):
-        raw = data[8 + 4 + 2 * 192 + 96 * i: 8 + 4 + 2 * 192 + 96 * (i + 1)]
+        raw = data[8 + 4 + 2 * 192 + 96 * i : 8 + 4 + 2 * 192 + 96 * (i + 1)]
         point = (int.from_bytes(raw[:48], "big"), int.from_bytes(raw[48:], "big"))
         assert point == tuple(int(c) for c in normalize(multiply(G1, pow(TAU, i, P))))
 
@@ -199,7 +199,7 @@ def test_corrupted_srs_files_are_refused(dev_srs, tmp_path):
     # a Lagrange point of k = 7 replaced by another valid point: caught by the basis checks on use
     lagrange_7 = 8 + 4 + 2 * 192 + 96 * ((1 << 8) + (1 << 7) - 2)
     swapped = bytearray(data)
-    swapped[lagrange_7: lagrange_7 + 96] = data[lagrange_7 + 96: lagrange_7 + 192]
+    swapped[lagrange_7 : lagrange_7 + 96] = data[lagrange_7 + 96 : lagrange_7 + 192]
     for name, (blob, message) in cases.items():
         path = tmp_path / f"{name}.srs"
         path.write_bytes(blob)

@@ -105,17 +105,28 @@ def _write_tree(root, files: dict[str, bytes]) -> None:
 
 @pytest.fixture()
 def fake_sources(tmp_path):
-    _write_tree(tmp_path / "py", {f"pkg/m{i}.py": (f"def f{i}(x):\n    return x + {i}\n" * 20).encode() for i in range(12)})
+    _write_tree(
+        tmp_path / "py", {f"pkg/m{i}.py": (f"def f{i}(x):\n    return x + {i}\n" * 20).encode() for i in range(12)}
+    )
     _write_tree(tmp_path / "py", {"site-packages/skip.py": b"x = 1\n" * 100, "pkg/short.py": b"x"})
-    _write_tree(tmp_path / "pl", {f"lib/M{i}.pm": (f"sub f{i} {{ return $_[0] + {i}; }}\n" * 20).encode() for i in range(6)})
+    _write_tree(
+        tmp_path / "pl", {f"lib/M{i}.pm": (f"sub f{i} {{ return $_[0] + {i}; }}\n" * 20).encode() for i in range(6)}
+    )
     _write_tree(tmp_path / "pl", {"lib/copy.pm": (b"sub f0 { return $_[0] + 0; }\n" * 20)})  # duplicate of M0
-    _write_tree(tmp_path / "bin", {"tool": b"#!/bin/sh\necho hi\n" * 20, "binary": b"#!/bin/sh\x00\x01" * 40,
-                                   "other": b"#!/usr/bin/python3\nprint()\n" * 20})
+    _write_tree(
+        tmp_path / "bin",
+        {
+            "tool": b"#!/bin/sh\necho hi\n" * 20,
+            "binary": b"#!/bin/sh\x00\x01" * 40,
+            "other": b"#!/usr/bin/python3\nprint()\n" * 20,
+        },
+    )
     return {
         "python": LanguageSource(roots=(str(tmp_path / "py"),), suffixes=(".py",), exclude_parts=("site-packages",)),
         "perl": LanguageSource(roots=(str(tmp_path / "p*"),), suffixes=(".pm",)),
-        "shell": LanguageSource(roots=(), suffixes=(".sh",), shebang_dirs=(str(tmp_path / "bin"),),
-                                shebangs=(b"#!/bin/sh",)),
+        "shell": LanguageSource(
+            roots=(), suffixes=(".sh",), shebang_dirs=(str(tmp_path / "bin"),), shebangs=(b"#!/bin/sh",)
+        ),
     }
 
 
@@ -202,8 +213,15 @@ def test_image_folder_loader(tmp_path):
 
 
 def test_text_loaders(tmp_path):
-    _write_tree(tmp_path, {"a/x.py": b"0123456789", "b/y.py": b"abcdefghijklmnop", "c/z.txt": b"zzzzzzzzzzzz",
-                           "d/bin.py": b"12345\x0067890"})
+    _write_tree(
+        tmp_path,
+        {
+            "a/x.py": b"0123456789",
+            "b/y.py": b"abcdefghijklmnop",
+            "c/z.txt": b"zzzzzzzzzzzz",
+            "d/bin.py": b"12345\x0067890",
+        },
+    )
     windows = load_text_windows(tmp_path, window=5, suffixes=(".py",))
     assert [decode(w) for w in windows] == ["01234", "56789", "abcde", "fghij", "klmno"]
     overlapping = byte_windows(["abcdef"], window=4, stride=1)

@@ -20,8 +20,9 @@ def _tiny_config():
     return dataclasses.replace(
         cfg,
         global_train=dataclasses.replace(cfg.global_train, steps=60, warmup_steps=5),
-        personalization=dataclasses.replace(cfg.personalization,
-                                            train=dataclasses.replace(cfg.personalization.train, steps=10, warmup_steps=2)),
+        personalization=dataclasses.replace(
+            cfg.personalization, train=dataclasses.replace(cfg.personalization.train, steps=10, warmup_steps=2)
+        ),
     )
 
 

@@ -53,7 +53,10 @@ def vit():
     model = ViT(cfg)
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda a: a + rng.normal(0, 0.5, a.shape).astype(np.float32), init_params(model, 0))
-    data = {"image": rng.uniform(size=(23, 4, 4, 1)).astype(np.float32), "label": rng.integers(0, 3, 23).astype(np.int32)}
+    data = {
+        "image": rng.uniform(size=(23, 4, 4, 1)).astype(np.float32),
+        "label": rng.integers(0, 3, 23).astype(np.int32),
+    }
     return model, params, data
 
 
@@ -65,7 +68,9 @@ def test_classifier_metrics_match_a_direct_computation(vit, batch_size):
     losses, correct = per_example_metrics(model, params, data, batch_size=batch_size)
     np.testing.assert_allclose(losses, nll, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(correct, logits.argmax(1) == data["label"])
-    assert accuracy(model, params, data, batch_size=batch_size) == pytest.approx(np.mean(logits.argmax(1) == data["label"]))
+    assert accuracy(model, params, data, batch_size=batch_size) == pytest.approx(
+        np.mean(logits.argmax(1) == data["label"])
+    )
     sub = [0, 2]
     restricted = np.where(np.isin(np.arange(3), sub), logits, -np.inf).argmax(1)
     assert accuracy(model, params, data, classes=sub) == pytest.approx(np.mean(restricted == data["label"]))

@@ -40,8 +40,9 @@ def job(n: int, *, broken: bool = False) -> ProveJob:
         out[0] += 1  # the copy into the public total still holds; the gate does not
     total = np.zeros(CS.rows, np.int64)
     total[0] = out[0]
-    return ProveJob(f"chunk-{n}", CS, Assignment(advice={"out": out}, instance={"x": x, "total": total},
-                                                 committed={"a": a}))
+    return ProveJob(
+        f"chunk-{n}", CS, Assignment(advice={"out": out}, instance={"x": x, "total": total}, committed={"a": a})
+    )
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +90,11 @@ def test_a_failing_job_is_named(srs):
     # the prover does not check gates: the broken witness proves, but its proof does not verify
     coms = {"a": be.commit(srs, CS.k, jobs[1].assignment.committed["a"])}
     assert not be.verify(srs, results[1].vk, CS, results[1].proof, jobs[1].assignment.instance, coms)
-    bad = ProveJob("chunk-missing", CS, Assignment(advice={}, instance=jobs[0].assignment.instance,
-                                                   committed=jobs[0].assignment.committed))
+    bad = ProveJob(
+        "chunk-missing",
+        CS,
+        Assignment(advice={}, instance=jobs[0].assignment.instance, committed=jobs[0].assignment.committed),
+    )
     for executor in ("serial", "process"):
         with pytest.raises(ProvingError, match="chunk-missing"):
             prove_many([jobs[0], bad], srs, executor=executor, workers=1, progress=False)

@@ -33,7 +33,7 @@ def make_batches(n, size, seed=1):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, N_IN)).astype(np.float32)
     y = rng.integers(0, N_OUT, n)
-    return x, y, [{"x": x[i:i + size], "y": y[i:i + size]} for i in range(0, n, size)]
+    return x, y, [{"x": x[i : i + size], "y": y[i : i + size]} for i in range(0, n, size)]
 
 
 def reference_fisher(params, x, y, block_size, damp):
@@ -62,8 +62,9 @@ def test_block_subsets_groups_and_one_shot_iterators_agree_with_the_full_fisher(
     full = np.asarray(blockwise_fisher(softmax_loss, params, PATH, batches, block_size=4))
     subset = blockwise_fisher(softmax_loss, params, PATH, batches, block_size=4, block_indices=[5, 1, 3])
     np.testing.assert_allclose(np.asarray(subset), full[[1, 3, 5]], rtol=1e-6)
-    groups = list(fisher_block_groups(softmax_loss, params, PATH, iter(batches), block_size=4, blocks_per_group=4,
-                                      max_examples=9))
+    groups = list(
+        fisher_block_groups(softmax_loss, params, PATH, iter(batches), block_size=4, blocks_per_group=4, max_examples=9)
+    )
     assert [g.block_indices.tolist() for g in groups] == [[0, 1, 2, 3], [4, 5]]
     assert all(g.n_examples == 9 for g in groups)
     first9 = np.asarray(blockwise_fisher(softmax_loss, params, PATH, batches, block_size=4, max_examples=9))
@@ -100,8 +101,13 @@ def random_spd(rng, n, B, rank, damp):
     return np.einsum("nri,nrj->nij", U, U) / rank + damp * np.eye(B)
 
 
-@given(st.integers(1, 5), st.integers(2, 12), st.integers(1, 20), st.sampled_from([1e-6, 1e-3, 1.0]),
-       st.integers(0, 2**31 - 1))
+@given(
+    st.integers(1, 5),
+    st.integers(2, 12),
+    st.integers(1, 20),
+    st.sampled_from([1e-6, 1e-3, 1.0]),
+    st.integers(0, 2**31 - 1),
+)
 @settings(max_examples=30, deadline=None)
 def test_invert_blocks_inverts_badly_conditioned_blocks(n, B, rank, damp, seed):
     F = random_spd(np.random.default_rng(seed), n, B, rank, damp).astype(np.float32)
@@ -117,8 +123,11 @@ def test_blockwise_fisher_inverse_groups_match_inverting_the_full_fisher():
     _, _, batches = make_batches(10, 3, seed=7)
     F = blockwise_fisher(softmax_loss, params, PATH, batches, block_size=4, damp=1e-2)
     G = np.asarray(invert_blocks(F))
-    groups = list(blockwise_fisher_inverse(softmax_loss, params, PATH, batches, block_size=4, damp=1e-2,
-                                           block_indices=[4, 0, 2], blocks_per_group=2))
+    groups = list(
+        blockwise_fisher_inverse(
+            softmax_loss, params, PATH, batches, block_size=4, damp=1e-2, block_indices=[4, 0, 2], blocks_per_group=2
+        )
+    )
     assert [g.block_indices.tolist() for g in groups] == [[0, 2], [4]]
     np.testing.assert_allclose(np.concatenate([np.asarray(g.G) for g in groups]), G[[0, 2, 4]], rtol=1e-5)
 

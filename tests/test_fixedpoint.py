@@ -144,7 +144,9 @@ def test_normalize_blocks_leaves_delta_unchanged():
     G_hat, scale = normalize_blocks(G)
     assert np.allclose(np.max(np.abs(G_hat), axis=(1, 2)), 1.0)
     assert np.allclose(G_hat * scale[:, None, None], G)
-    np.testing.assert_allclose(float_obs_delta(G_hat, theta, mask), float_obs_delta(G, theta, mask), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        float_obs_delta(G_hat, theta, mask), float_obs_delta(G, theta, mask), rtol=1e-9, atol=1e-12
+    )
     zero = normalize_blocks(np.zeros((1, 2, 2)))
     assert zero[1].tolist() == [1.0] and not zero[0].any()
 
@@ -167,8 +169,9 @@ def test_quantize_fisher_blocks_is_exactly_symmetric_and_refuses_non_symmetric_b
     assert np.array_equal(G_q, np.swapaxes(G_q, 1, 2))
     # the symmetric part is what gets rounded: on an exactly symmetric input nothing changes
     G_hat, _ = normalize_blocks(G)
-    assert np.array_equal(quantize_fisher_blocks(G, spec)[0], quantize(0.5 * (G_hat + np.swapaxes(G_hat, 1, 2)),
-                                                                      spec.f_g, spec.f_g + 2))
+    assert np.array_equal(
+        quantize_fisher_blocks(G, spec)[0], quantize(0.5 * (G_hat + np.swapaxes(G_hat, 1, 2)), spec.f_g, spec.f_g + 2)
+    )
     skewed = G.copy()
     skewed[3, 0, 1] += 0.01 * np.max(np.abs(G[3]))
     with pytest.raises(QuantizationError, match=r"G block 3 is not symmetric: max\|G - Gᵀ\| / max\|G\| = 0.01"):
@@ -244,10 +247,13 @@ def test_exact_matvec_and_cumsum_match_python_ints(data):
     n = data.draw(st.integers(1, 6))
     a_bits = data.draw(st.integers(1, 30))
     x_bits = data.draw(st.integers(1, 62))
-    a = np.array(data.draw(st.lists(st.integers(-(1 << a_bits), 1 << a_bits), min_size=2 * m * n, max_size=2 * m * n)),
-                 dtype=np.int64).reshape(2, m, n)
-    x = np.array(data.draw(st.lists(st.integers(-(1 << x_bits), 1 << x_bits), min_size=2 * n, max_size=2 * n)),
-                 dtype=np.int64).reshape(2, n)
+    a = np.array(
+        data.draw(st.lists(st.integers(-(1 << a_bits), 1 << a_bits), min_size=2 * m * n, max_size=2 * m * n)),
+        dtype=np.int64,
+    ).reshape(2, m, n)
+    x = np.array(
+        data.draw(st.lists(st.integers(-(1 << x_bits), 1 << x_bits), min_size=2 * n, max_size=2 * n)), dtype=np.int64
+    ).reshape(2, n)
     A, X = a.astype(object), x.astype(object)
     expected = [[sum(A[b, i, j] * X[b, j] for j in range(n)) for i in range(m)] for b in range(2)]
     got = exact_matvec(a, x)
@@ -258,8 +264,9 @@ def test_exact_matvec_and_cumsum_match_python_ints(data):
     assert fits or got.dtype == object
     cum = exact_cumsum_products(a, x)
     assert cum.shape == (2, m, n)
-    expected_cum = [[[sum(A[b, i, jj] * X[b, jj] for jj in range(j + 1)) for j in range(n)] for i in range(m)]
-                    for b in range(2)]
+    expected_cum = [
+        [[sum(A[b, i, jj] * X[b, jj] for jj in range(j + 1)) for j in range(n)] for i in range(m)] for b in range(2)
+    ]
     assert [[[int(v) for v in r] for r in blk] for blk in cum] == expected_cum
 
 

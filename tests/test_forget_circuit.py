@@ -42,8 +42,9 @@ def lowered(witness, forget=FORGET, seed=0):
     chunk = chunk_layer(witness, blocks_per_chunk=NB)[0]
     shape = chunk_shape_key(blocks=NB, block_size=B, level="F", spec=SPEC, lanes=B, forget=forget)
     salts = draw_salts(shape, rng=np.random.default_rng(seed))
-    return chunk, lower_chunk(*chunk.lowering_inputs(), spec=SPEC, level="F", lanes=B, salts=salts, forget=forget,
-                              **chunk.forget_inputs())
+    return chunk, lower_chunk(
+        *chunk.lowering_inputs(), spec=SPEC, level="F", lanes=B, salts=salts, forget=forget, **chunk.forget_inputs()
+    )
 
 
 def failures(cs, assignment):
@@ -73,8 +74,10 @@ def test_honest_forget_witness_passes_and_matches_the_float_update(honest):
     error = np.abs(np.where(w.mask, 0, circuit_delta - np.asarray(float_delta))).max()
     shift = np.abs(np.asarray(float_delta) - np.asarray(plain_delta)).max()
     assert error < 1e-2 * shift  # the constraint moves Δ far more than the fixed point perturbs it
-    assert np.abs(np.einsum("nrb,nb->nr", U_off, np.where(w.mask, 0, np.asarray(plain_delta)))).max() > 100 * np.abs(
-        dequantize(moved, SPEC.f_w + FORGET.f_u)).max() * 2 ** FORGET.f_u
+    assert (
+        np.abs(np.einsum("nrb,nb->nr", U_off, np.where(w.mask, 0, np.asarray(plain_delta)))).max()
+        > 100 * np.abs(dequantize(moved, SPEC.f_w + FORGET.f_u)).max() * 2**FORGET.f_u
+    )
 
 
 def test_forget_rows_pass_the_soundness_audit(honest):
@@ -108,8 +111,16 @@ def test_plain_obs_or_another_public_direction_is_rejected(honest):
     shape = chunk_shape_key(blocks=NB, block_size=B, level="F", spec=SPEC, lanes=B, forget=FORGET)
     salts = draw_salts(shape, rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="tolerance"):  # no in-range limbs exist for its U_b Δ
-        lower_chunk(*forged.lowering_inputs(), spec=SPEC, level="F", lanes=B, salts=salts, forget=FORGET,
-                    U_q=chunk.U_q, mu_q=np.zeros_like(chunk.mu_q))
+        lower_chunk(
+            *forged.lowering_inputs(),
+            spec=SPEC,
+            level="F",
+            lanes=B,
+            salts=salts,
+            forget=FORGET,
+            U_q=chunk.U_q,
+            mu_q=np.zeros_like(chunk.mu_q),
+        )
     first = B - 1
     # a different public direction (instance) for the same proof
     t = a.copy()

@@ -41,8 +41,14 @@ def quadratic(F, delta):
 
 
 # few distinct shapes: each (n, B, rank, r, padded |S|) is one compilation
-problems = st.tuples(st.just(3), st.sampled_from([8, 16]), st.sampled_from([4, 12]), st.integers(1, 3),
-                     st.integers(0, 2**31 - 1), st.floats(0.05, 0.4))
+problems = st.tuples(
+    st.just(3),
+    st.sampled_from([8, 16]),
+    st.sampled_from([4, 12]),
+    st.integers(1, 3),
+    st.integers(0, 2**31 - 1),
+    st.floats(0.05, 0.4),
+)
 
 
 def draw(problem, damp):
@@ -52,7 +58,7 @@ def draw(problem, damp):
     theta = rng.standard_normal((n, B))
     mask = rng.random((n, B)) < density
     mask[:, 0] = True
-    mask[:, -r - 1:] = False  # r directions stay feasible: at least r + 1 unmasked coordinates
+    mask[:, -r - 1 :] = False  # r directions stay feasible: at least r + 1 unmasked coordinates
     U = rng.standard_normal((n, r, B))
     return V, F, theta, mask, U
 
@@ -98,8 +104,9 @@ def test_no_directions_is_plain_obs_exactly():
         np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(plain[1]))
     # directions that vanish off the mask constrain nothing: the same update up to solver round-off
     inside = np.where(mask[:, None, :], rng.standard_normal((5, 2, 12)), 0.0)
-    np.testing.assert_allclose(np.asarray(group_obs(theta, G, mask, directions=inside)[1]), np.asarray(plain[1]),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(group_obs(theta, G, mask, directions=inside)[1]), np.asarray(plain[1]), rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -161,16 +168,26 @@ def test_unlearn_with_directions_equals_the_fisher_pipeline():
     def loss_fn(p, example):
         return -jax.nn.log_softmax(model.apply(p, example["x"][None])[0])[example["y"]]
 
-    batches = [{"x": x[i:i + 5], "y": y[i:i + 5]} for i in range(0, 21, 5)]
+    batches = [{"x": x[i : i + 5], "y": y[i : i + 5]} for i in range(0, 21, 5)]
     path = ("params", "fc2", "kernel")
     (mask,) = top_fraction_mask({path: rng.standard_normal((3, 8))}, 0.2).values()
     touched = touched_blocks(mask, 8)
     U = rng.standard_normal((touched.size, 2, 8))
     for method, groups in (("dense", 1), ("lowrank", 1), ("dense", None)):
-        new, _ = unlearn(params, {path: mask}, loss_fn, batches, block_size=8, damp=1e-3, method=method,
-                            blocks_per_group=groups, directions={path: U})
-        F = np.asarray(blockwise_fisher(loss_fn, params, path, batches, block_size=8, damp=1e-3,
-                                        block_indices=touched), np.float64)
+        new, _ = unlearn(
+            params,
+            {path: mask},
+            loss_fn,
+            batches,
+            block_size=8,
+            damp=1e-3,
+            method=method,
+            blocks_per_group=groups,
+            directions={path: U},
+        )
+        F = np.asarray(
+            blockwise_fisher(loss_fn, params, path, batches, block_size=8, damp=1e-3, block_indices=touched), np.float64
+        )
         theta = np.asarray(to_blocks(get_matrix(params, path), 8), np.float64)
         expected = kkt_reference(F, theta[touched], to_blocks(mask, 8)[touched], U)
         got = np.asarray(to_blocks(get_matrix(new, path), 8), np.float64)[touched] - theta[touched]

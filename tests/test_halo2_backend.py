@@ -71,12 +71,12 @@ def mac_circuit(*, n: int = 12, seed: int = 0) -> tuple[ConstraintSystem, Assign
     outv[0] = accv[n - 1]
     totalv = np.zeros(rows, np.int64)
     totalv[0] = accv[n - 1]
-    return cs, Assignment(advice={"acc": accv, "out": outv}, instance={"x": xv, "total": totalv},
-                          committed={"w": wv})
+    return cs, Assignment(advice={"acc": accv, "out": outv}, instance={"x": xv, "total": totalv}, committed={"w": wv})
 
 
-def obs_chunk(*, level: str, blocks: int = 2, block_size: int = 8, lanes: int = 4, seed: int = 0,
-              masked: int = 3) -> tuple[ConstraintSystem, Assignment]:
+def obs_chunk(
+    *, level: str, blocks: int = 2, block_size: int = 8, lanes: int = 4, seed: int = 0, masked: int = 3
+) -> tuple[ConstraintSystem, Assignment]:
     """An honest OBS chunk (docs/circuit.md) lowered from a random layer with a random mask."""
     rng = np.random.default_rng(seed)
     n = blocks * block_size
@@ -238,7 +238,9 @@ def test_statistics_reflect_the_circuit(proven):
     _, cs, *_ = proven
     stats = be.statistics(cs)
     assert stats["advice_columns"] == len(cs.columns_of(ColumnKind.ADVICE))
-    assert stats["instance_columns"] == len(cs.columns_of(ColumnKind.INSTANCE)) + len(cs.columns_of(ColumnKind.COMMITTED))
+    assert stats["instance_columns"] == len(cs.columns_of(ColumnKind.INSTANCE)) + len(
+        cs.columns_of(ColumnKind.COMMITTED)
+    )
     assert stats["lookups"] == len(cs.lookups)
     assert stats["copies"] == len(cs.copies)
 
@@ -246,9 +248,13 @@ def test_statistics_reflect_the_circuit(proven):
 # ---------------------------------------------------------------------------- mock provers agree
 
 
-_GATE = re.compile(r"^Constraint \d+(?: \('(?P<constraint>[^']*)'\))? in gate \d+ \('(?P<gate>[^']*)'\) "
-                   r"is not satisfied in Region \d+ \('[^']*'\) at offset (?P<row>\d+)")
-_LOOKUP = re.compile(r"^Lookup (?P<name>.*)\(index: \d+\) is not satisfied in Region \d+ \('[^']*'\) at offset (?P<row>\d+)")
+_GATE = re.compile(
+    r"^Constraint \d+(?: \('(?P<constraint>[^']*)'\))? in gate \d+ \('(?P<gate>[^']*)'\) "
+    r"is not satisfied in Region \d+ \('[^']*'\) at offset (?P<row>\d+)"
+)
+_LOOKUP = re.compile(
+    r"^Lookup (?P<name>.*)\(index: \d+\) is not satisfied in Region \d+ \('[^']*'\) at offset (?P<row>\d+)"
+)
 _COPY = re.compile(r"^Equality constraint not satisfied")
 
 
@@ -287,7 +293,9 @@ def mutations(cs: ConstraintSystem, assignment: Assignment, count: int, seed: in
     rng = np.random.default_rng(seed)
     tables = [("advice", assignment.advice), ("instance", assignment.instance), ("committed", assignment.committed)]
     cells = [(kind, name) for kind, table in tables for name in table]
-    active = np.flatnonzero(np.any([np.asarray(cs.fixed[c.name]) != 0 for c in cs.columns_of(ColumnKind.SELECTOR)], axis=0))
+    active = np.flatnonzero(
+        np.any([np.asarray(cs.fixed[c.name]) != 0 for c in cs.columns_of(ColumnKind.SELECTOR)], axis=0)
+    )
     for _ in range(count):
         kind, name = cells[rng.integers(len(cells))]
         row = int(rng.integers(cs.rows) if rng.random() < 0.5 else rng.choice(active))
@@ -420,8 +428,9 @@ def test_missing_or_malformed_verifier_inputs_are_named(srs, proven):
         column = sorted(commitments)[0]
         assert column in rejection(srs, keys, cs, proof, assignment.instance, {**commitments, column: b"\x01" * 48})
         assert "48" in rejection(srs, keys, cs, proof, assignment.instance, {**commitments, column: b"\x01" * 47})
-    assert "nonexistent" in rejection(srs, keys, cs, proof, {**assignment.instance, "nonexistent": np.zeros(3, np.int64)},
-                                      commitments)
+    assert "nonexistent" in rejection(
+        srs, keys, cs, proof, {**assignment.instance, "nonexistent": np.zeros(3, np.int64)}, commitments
+    )
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -441,8 +450,9 @@ def test_garbage_verifying_keys_raise_clear_errors(srs):
 def test_bad_assignments_raise_clear_errors(srs):
     cs, assignment = mac_circuit()
     keys = be.keygen(srs, cs)
-    missing = Assignment(advice={"acc": assignment.advice["acc"]}, instance=assignment.instance,
-                         committed=assignment.committed)
+    missing = Assignment(
+        advice={"acc": assignment.advice["acc"]}, instance=assignment.instance, committed=assignment.committed
+    )
     with pytest.raises(be.BackendError, match="'out'|\"out\""):
         be.prove(srs, keys, cs, missing)
     extra = assignment.copy()

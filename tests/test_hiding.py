@@ -22,14 +22,24 @@ from circuit_compiler.hiding import (
 )
 from circuit_compiler.lowering import ChunkShape, build_chunk_circuit
 
-SHAPES = [("R", B, None, None) for B in (4, 16, 64)] + [("F", B, B, None) for B in (4, 16, 64)] + [
-    ("F", 16, 4, "classic"), ("F", 8, 8, "forget")]
+SHAPES = (
+    [("R", B, None, None) for B in (4, 16, 64)]
+    + [("F", B, B, None) for B in (4, 16, 64)]
+    + [("F", 16, 4, "classic"), ("F", 8, 8, "forget")]
+)
 
 
 def shape_of(level, B, lanes, layout):
     forget = ForgetSpec(directions=2) if layout == "forget" else None
-    return ChunkShape(blocks=2, block_size=B, level=level, spec=FixedPointSpec().for_block_size(B), lanes=lanes,
-                      layout=None if layout == "forget" else layout, forget=forget)
+    return ChunkShape(
+        blocks=2,
+        block_size=B,
+        level=level,
+        spec=FixedPointSpec().for_block_size(B),
+        lanes=lanes,
+        layout=None if layout == "forget" else layout,
+        forget=forget,
+    )
 
 
 @pytest.mark.parametrize("level, B, lanes, layout", SHAPES)
@@ -45,8 +55,7 @@ def test_every_committed_column_is_hidden_by_its_salts(level, B, lanes, layout):
     for name in shape.committed_names():
         rows = list(shape.salt_rows(name))
         assert len(rows) == opened[name] + 1 == len(rotations[name]) + 2
-        matrix = revealed_functionals(k=cs.k, modulus=p, salt_rows=rows, tau=tau, x=x, rotations=rotations[name],
-                                      x3=x3)
+        matrix = revealed_functionals(k=cs.k, modulus=p, salt_rows=rows, tau=tau, x=x, rotations=rotations[name], x3=x3)
         assert len(matrix) == len(rows)  # commitment + every opening
         assert rank_mod_p(matrix, p) == len(matrix), name
         assert not set(rows) & rows_read(cs, name), name
@@ -58,8 +67,9 @@ def test_one_salt_cell_does_not_hide_a_lane_opened_three_times():
     p = shape.field.modulus
     rotations = committed_rotations(cs.gates, cs.lookups)["g_5"]
     assert rotations == {0, -5}
-    matrix = revealed_functionals(k=cs.k, modulus=p, salt_rows=[shape.g_salt_row], tau=3**50, x=5**40,
-                                  rotations=rotations, x3=11**30)
+    matrix = revealed_functionals(
+        k=cs.k, modulus=p, salt_rows=[shape.g_salt_row], tau=3**50, x=5**40, rotations=rotations, x3=11**30
+    )
     assert rank_mod_p(matrix, p) == 1 < len(matrix)  # three independent leaks of the values
 
 
@@ -67,8 +77,7 @@ def test_rotations_follow_the_compact_layout():
     shape = shape_of("F", 4, 4, None)
     cs = build_chunk_circuit(shape).cs
     rotations = committed_rotations(cs.gates, cs.lookups)
-    assert rotations == {"theta": {0}, "theta_new": {0}, "g_0": {0}, "g_1": {0, -1}, "g_2": {0, -2},
-                         "g_3": {0, -3}}
+    assert rotations == {"theta": {0}, "theta_new": {0}, "g_0": {0}, "g_1": {0, -1}, "g_2": {0, -2}, "g_3": {0, -3}}
     assert shape.salt_counts == {"theta": 3, "theta_new": 3, "g_0": 3, "g_1": 4, "g_2": 4, "g_3": 4}
 
 

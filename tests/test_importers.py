@@ -135,8 +135,10 @@ def test_full_size_tables_match_the_published_layouts():
 
 def test_full_size_tables_agree_with_the_flax_models():
     """Every table entry lands on a real parameter with the converted shape (abstract init, no arrays)."""
-    for table, model in ((vit_hf_tensor_table(VIT_PRESETS["vit_b16"]), ViT(VIT_PRESETS["vit_b16"])),
-                         (opt_hf_tensor_table(OPT_PRESETS["opt_125m"]), OPT(OPT_PRESETS["opt_125m"]))):
+    for table, model in (
+        (vit_hf_tensor_table(VIT_PRESETS["vit_b16"]), ViT(VIT_PRESETS["vit_b16"])),
+        (opt_hf_tensor_table(OPT_PRESETS["opt_125m"]), OPT(OPT_PRESETS["opt_125m"])),
+    ):
         shapes = jax.eval_shape(lambda m=model: m.init(jax.random.PRNGKey(0), m.dummy_input()))
         leaves = {tuple(str(k.key) for k in p): a.shape for p, a in jax.tree_util.tree_flatten_with_path(shapes)[0]}
         targets = {s.path: s for s in table}

@@ -29,8 +29,23 @@ def obs_f():
 def test_inspect_demo_writes_statistics_png_csv_and_markdown(tmp_path, obs_f, capsys):
     cs, assignment, p = obs_f
     paths = {name: tmp_path / f"out.{name}" for name in ("json", "png", "csv", "md")}
-    code = jaxapex_main(["circuit", "inspect", "--demo", "--rows", "5", "--json", str(paths["json"]),
-                         "--png", str(paths["png"]), "--csv", str(paths["csv"]), "--markdown", str(paths["md"])])
+    code = jaxapex_main(
+        [
+            "circuit",
+            "inspect",
+            "--demo",
+            "--rows",
+            "5",
+            "--json",
+            str(paths["json"]),
+            "--png",
+            str(paths["png"]),
+            "--csv",
+            str(paths["csv"]),
+            "--markdown",
+            str(paths["md"]),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "gate update" in printed and "lookup rem_limb_0" in printed and "z = acc_0: 16" in printed
@@ -63,8 +78,12 @@ def test_inspect_as_a_module_on_a_saved_circuit(tmp_path):
     cs, assignment, p = rescale_circuit(rows=20)
     saved = save_circuit(tmp_path / "rescale", cs, p, assignment)
     out = tmp_path / "s.json"
-    result = subprocess.run([sys.executable, "-m", "circuit_compiler.inspect", str(saved), "--json", str(out),
-                             "--quiet"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "circuit_compiler.inspect", str(saved), "--json", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     stats = json.loads(out.read_text())
     assert {k: stats[k] for k in REQUIRED_KEYS} == {k: cs.statistics()[k] for k in REQUIRED_KEYS}
@@ -126,8 +145,21 @@ def test_audit_command_on_the_demo(tmp_path, capsys):
 
 def test_audit_command_fails_on_a_broken_chip(tmp_path):
     out = tmp_path / "a.json"
-    code = jaxapex_main(["circuit", "audit", "--demo", "rescale-no-range-check", "--json", str(out), "--quiet",
-                         "--mutations", "16", "--compensated", "32"])
+    code = jaxapex_main(
+        [
+            "circuit",
+            "audit",
+            "--demo",
+            "rescale-no-range-check",
+            "--json",
+            str(out),
+            "--quiet",
+            "--mutations",
+            "16",
+            "--compensated",
+            "32",
+        ]
+    )
     assert code == 1
     report = json.loads(out.read_text())
     assert not report["ok"] and "rescale/rescale" in report["not_unique_at"]

@@ -41,8 +41,7 @@ from jaxapex.models import (
 )
 from jaxapex.models.blocks import layer_norm
 
-TINY = LlamaConfig(vocab_size=50, dim=24, layers=2, heads=6, kv_heads=2, ffn_dim=40, rope_theta=500.0,
-                   max_positions=32)
+TINY = LlamaConfig(vocab_size=50, dim=24, layers=2, heads=6, kv_heads=2, ffn_dim=40, rope_theta=500.0, max_positions=32)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +50,13 @@ def tiny():
     params = init_params(model, 0)
     # Trained-looking norms, so that the scales matter.
     params = jax.tree_util.tree_map_with_path(
-        lambda p, x: x * (1 + 0.3 * jax.random.normal(jax.random.PRNGKey(len(str(p))), x.shape))
-        if "scale" in jax.tree_util.keystr(p) else x * 10, params)
+        lambda p, x: (
+            x * (1 + 0.3 * jax.random.normal(jax.random.PRNGKey(len(str(p))), x.shape))
+            if "scale" in jax.tree_util.keystr(p)
+            else x * 10
+        ),
+        params,
+    )
     return model, params
 
 
@@ -65,7 +69,7 @@ def numpy_llama(t: dict[str, np.ndarray], cfg: LlamaConfig, ids: np.ndarray) -> 
     cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
 
     def rope(v):  # (T, h, d)
-        half = np.concatenate([-v[..., d // 2:], v[..., : d // 2]], -1)
+        half = np.concatenate([-v[..., d // 2 :], v[..., : d // 2]], -1)
         return v * cos[:, None] + half * sin[:, None]
 
     def rms(v, w):
@@ -116,8 +120,9 @@ def test_layer_slices_compose_to_the_full_model(tiny):
     ids = jnp.array([[1, 2, 3, 4, 5, 6]])
     residual = Llama(TINY, stop_layer=1).apply(params, ids)
     assert residual.shape == (1, 6, TINY.dim)
-    np.testing.assert_allclose(Llama(TINY, start_layer=1).apply(params, residual), model.apply(params, ids),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        Llama(TINY, start_layer=1).apply(params, residual), model.apply(params, ids), rtol=1e-5, atol=1e-5
+    )
     with pytest.raises(ValueError, match="residual stream"):
         Llama(TINY, start_layer=1).apply(params, ids)
 
@@ -125,7 +130,11 @@ def test_layer_slices_compose_to_the_full_model(tiny):
 def test_swiglu_targets_and_hidden_units(tiny):
     model, params = tiny
     assert [p[1:4] for p in mlp_target_paths(params, ("gate", "down"))] == [
-        ("layer_0", "mlp", "gate"), ("layer_0", "mlp", "down"), ("layer_1", "mlp", "gate"), ("layer_1", "mlp", "down")]
+        ("layer_0", "mlp", "gate"),
+        ("layer_0", "mlp", "down"),
+        ("layer_1", "mlp", "gate"),
+        ("layer_1", "mlp", "down"),
+    ]
     hidden = make_hidden_fn(model)(params, {"tokens": jnp.array([[1, 2, 3, 4]])})  # inputs: first 3 tokens
     path = ("params", "layer_1", "mlp", "gate", "kernel")
     residual = Llama(TINY, stop_layer=1).apply(params, jnp.array([[1, 2, 3]]))
@@ -138,8 +147,9 @@ def test_swiglu_targets_and_hidden_units(tiny):
     )
 
     attn_in = RMSNorm(TINY.rms_eps).apply({"params": layer["ln1"]}, residual)
-    x = residual + GroupedQueryAttention(TINY).apply({"params": layer["attn"]}, attn_in, padding_positions(None, 1, 3),
-                                                     attention_bias(None, 3))
+    x = residual + GroupedQueryAttention(TINY).apply(
+        {"params": layer["attn"]}, attn_in, padding_positions(None, 1, 3), attention_bias(None, 3)
+    )
     h = RMSNorm(TINY.rms_eps).apply({"params": layer["ln2"]}, x)
     want = jax.nn.silu(h @ layer["mlp"]["gate"]["kernel"]) * (h @ layer["mlp"]["up"]["kernel"])
     np.testing.assert_allclose(hidden[path], want, rtol=1e-4, atol=1e-5)
@@ -149,7 +159,10 @@ def test_untied_head_and_presets():
     cfg = dataclasses.replace(TINY, tie_embeddings=False)
     params = init_params(Llama(cfg), 1)
     assert params["params"]["lm_head"]["kernel"].shape == (TINY.dim, TINY.vocab_size)
-    assert config_from_dict(json.loads(json.dumps(config_to_dict(LLAMA_PRESETS["llama32_1b"])))) == LLAMA_PRESETS["llama32_1b"]
+    assert (
+        config_from_dict(json.loads(json.dumps(config_to_dict(LLAMA_PRESETS["llama32_1b"]))))
+        == LLAMA_PRESETS["llama32_1b"]
+    )
     shapes = jax.eval_shape(lambda: init_params(build_model("smollm2_135m"), 0))
     assert sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes)) == 134_515_008
     with pytest.raises(ValueError, match="kv_heads"):
@@ -196,8 +209,16 @@ def test_opt_import_refuses_a_config_json_with_other_heads(tmp_path):
     params = init_params(OPT(cfg), 0)
     path = tmp_path / "model.safetensors"
     save_hf_safetensors(path, export_hf_tensors(params, opt_hf_tensor_table(cfg)))
-    hf = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 4, "ffn_dim": 24, "vocab_size": 40,
-          "max_position_embeddings": 12, "activation_function": "relu", "do_layer_norm_before": True}
+    hf = {
+        "hidden_size": 16,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 4,
+        "ffn_dim": 24,
+        "vocab_size": 40,
+        "max_position_embeddings": 12,
+        "activation_function": "relu",
+        "do_layer_norm_before": True,
+    }
     (tmp_path / "config.json").write_text(json.dumps(hf))
     with pytest.raises(ConfigMismatchError, match="heads: checkpoint 4, model config 2"):
         import_opt_hf(path, cfg)  # the shapes alone cannot tell 2 heads from 4

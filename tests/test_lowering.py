@@ -79,8 +79,9 @@ def failures(cs, assignment):
 
 
 def lower(chunk, *, level, lanes, spec=SPEC, seed=0, **kw):
-    shape = chunk_shape_key(blocks=chunk.blocks, block_size=chunk.block_size, level=level, spec=spec, lanes=lanes,
-                            layout=kw.get("layout"))
+    shape = chunk_shape_key(
+        blocks=chunk.blocks, block_size=chunk.block_size, level=level, spec=spec, lanes=lanes, layout=kw.get("layout")
+    )
     salts = draw_salts(shape, rng=np.random.default_rng(seed))
     return lower_chunk(*chunk.lowering_inputs(), spec=spec, level=level, lanes=lanes, salts=salts, **kw)
 
@@ -155,18 +156,27 @@ def test_structure_depends_only_on_the_shape(level, lanes):
     for density in (0.0, 0.3, 0.9):
         theta, G, mask = layer_inputs(rng, blocks=3, B=8, density=density)
         witnesses.append(obs_witness(theta, G, mask, spec=SPEC))
-    lowered = [lower(chunk_layer(w, blocks_per_chunk=3)[0], level=level, lanes=lanes, seed=i) for i, w in enumerate(witnesses)]
-    assert len({int(w.mask.sum()) for w in witnesses}) == 3 and len({a.instance["mask"].tobytes() for _, a in lowered}) == 3
+    lowered = [
+        lower(chunk_layer(w, blocks_per_chunk=3)[0], level=level, lanes=lanes, seed=i) for i, w in enumerate(witnesses)
+    ]
+    assert (
+        len({int(w.mask.sum()) for w in witnesses}) == 3
+        and len({a.instance["mask"].tobytes() for _, a in lowered}) == 3
+    )
     reference, _ = lowered[0]
     keygen = build_chunk_circuit(chunk_shape_key(blocks=3, block_size=8, level=level, spec=SPEC, lanes=lanes)).cs
     for cs, _ in lowered[1:] + [(keygen, None)]:
-        assert json.dumps(structure_to_json(cs, P), sort_keys=True) == json.dumps(structure_to_json(reference, P), sort_keys=True)
+        assert json.dumps(structure_to_json(cs, P), sort_keys=True) == json.dumps(
+            structure_to_json(reference, P), sort_keys=True
+        )
         assert cs.fixed.keys() == reference.fixed.keys()
         for name in cs.fixed:
             assert np.array_equal(cs.fixed[name], reference.fixed[name]), name
         assert np.array_equal(cs.copies, reference.copies)
     # no fixed, selector or table column depends on anything but the shape; the mask only sits in instance
-    assert [c.name for c in reference.columns_of(ColumnKind.INSTANCE)] == (["mask", "touched"] if level == "R" else ["mask"])
+    assert [c.name for c in reference.columns_of(ColumnKind.INSTANCE)] == (
+        ["mask", "touched"] if level == "R" else ["mask"]
+    )
 
 
 def test_compact_layout_statistics_follow_the_docs():
@@ -181,7 +191,8 @@ def test_compact_layout_statistics_follow_the_docs():
     assert names[:10] == ["theta", "theta_new"] + [f"g_{l}" for l in range(8)]
     # one advice column for ỹ, then the shared limbs: high (28 bits = 8 + 8 + 8 + 4), low (13 = 8 + 5)
     assert [c.name for c in cs.columns_of(ColumnKind.ADVICE)] == (
-        ["y"] + [f"high_limb_{k}" for k in range(4)] + ["low_limb_0", "low_limb_1"])
+        ["y"] + [f"high_limb_{k}" for k in range(4)] + ["low_limb_0", "low_limb_1"]
+    )
     assert [c.name for c in cs.columns_of(ColumnKind.TABLE)] == ["range_8", "range_4", "range_5"]
     assert [g.name for g in cs.gates] == ["y_outside", "removal", "update", "y_on_mask", "residual", "rescale"]
     assert len(cs.lookups) == 6 and len(cs.copies) == 0  # no copies: no permutation argument
@@ -230,13 +241,24 @@ def test_classic_layout_statistics_follow_the_docs():
     names = {c.name for c in cs.columns}
     assert {"theta", "theta_new", "g_0", "g_1", "mask", "delta", "y", "rem", "z", "y_mac", "acc_0", "acc_1"} <= names
     assert [g.name for g in cs.gates] == [
-        "removal", "update", "no_delta_on_mask", "delta_decompose", "rem_decompose", "rescale", "residual",
-        "y_off_mask", "y_decompose", "mac_first", "mac_step", "y_repeat",
+        "removal",
+        "update",
+        "no_delta_on_mask",
+        "delta_decompose",
+        "rem_decompose",
+        "rescale",
+        "residual",
+        "y_off_mask",
+        "y_decompose",
+        "mac_first",
+        "mac_step",
+        "y_repeat",
     ]
     assert len(cs.copies) == 2 * shape.weights
     assert cs.max_degree() == 3
     assert cs.metadata["shape"]["lanes"] == 2 and cs.metadata["layout"]["salt_rows"]["g_0"] == list(
-        range(shape.mac_rows, shape.mac_rows + 3))
+        range(shape.mac_rows, shape.mac_rows + 3)
+    )
     assert shape.layout == "classic" and cs.metadata["layout"]["name"] == "classic"
     r_shape = chunk_shape_key(blocks=3, block_size=8, level="R", spec=SPEC, lanes=2)
     assert r_shape.lanes is None and r_shape == chunk_shape_key(blocks=3, block_size=8, level="R", spec=SPEC, lanes=4)
@@ -287,7 +309,9 @@ def test_commitment_columns_and_instances_from_public_data_match_the_assignment(
         for name in public:
             assert np.array_equal(public[name], a.instance[name])
         if level == "R":
-            assert public["touched"][: shape.weights].reshape(3, 4).all(axis=1).tolist() == chunk.mask.any(axis=1).tolist()
+            assert (
+                public["touched"][: shape.weights].reshape(3, 4).all(axis=1).tolist() == chunk.mask.any(axis=1).tolist()
+            )
 
 
 def test_chunk_layer_pads_the_last_chunk_and_shares_one_key():
@@ -513,7 +537,9 @@ def test_out_of_range_inputs_are_refused_with_names():
     def lowered(**changes):
         return lower_chunk(**{**inputs, **changes}, spec=SPEC, level="F", lanes=2, salts=salts)
 
-    with pytest.raises(ValueError, match=r"mask has shape \(4, 2\), but the chunk's weights are \(blocks, B\) = \(2, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"mask has shape \(4, 2\), but the chunk's weights are \(blocks, B\) = \(2, 4\)"
+    ):
         lowered(mask=chunk.mask.reshape(4, 2))
     with pytest.raises(QuantizationError, match=r"theta_q\[0, 1\] = 40000 does not fit a signed 16-bit"):
         lowered(theta_q=np.where(np.arange(8).reshape(2, 4) == 1, 40000, chunk.theta_q))
@@ -533,12 +559,15 @@ def test_out_of_range_inputs_are_refused_with_names():
         lowered(G_q=None)
     with pytest.raises(ValueError, match="level F needs lanes L dividing B=4, got 3"):
         lower_chunk(**inputs, spec=SPEC, level="F", lanes=3, salts=salts)
-    with pytest.raises(ValueError, match="compact layout stores G as its B diagonals: it needs lanes L = B = 4, got L = 2"):
+    with pytest.raises(
+        ValueError, match="compact layout stores G as its B diagonals: it needs lanes L = B = 4, got L = 2"
+    ):
         lower_chunk(**inputs, spec=SPEC, level="F", lanes=2, salts=salts, layout="compact")
     with pytest.raises(ValueError, match="chunk layout must be one of"):
         chunk_shape_key(blocks=2, block_size=4, level="F", spec=SPEC, lanes=4, layout="dense")
-    compact_salts = draw_salts(chunk_shape_key(blocks=2, block_size=4, level="F", spec=SPEC, lanes=4),
-                               rng=np.random.default_rng(0))
+    compact_salts = draw_salts(
+        chunk_shape_key(blocks=2, block_size=4, level="F", spec=SPEC, lanes=4), rng=np.random.default_rng(0)
+    )
     skewed = chunk.G_q.copy()
     skewed[1, 0, 2] += 1
     with pytest.raises(ValueError, match=r"G_q block 1 is not symmetric \(G\[0, 2\] = .*\): the compact layout"):

@@ -17,10 +17,12 @@ N_IN, N_OUT, N_OUT2 = 5, 3, 2
 
 def linear_params(seed=0):
     rng = np.random.default_rng(seed)
-    return {"params": {
-        "dense": {"kernel": rng.standard_normal((N_IN, N_OUT)).astype(np.float32)},
-        "head": {"kernel": rng.standard_normal((N_OUT, N_OUT2)).astype(np.float32)},
-    }}
+    return {
+        "params": {
+            "dense": {"kernel": rng.standard_normal((N_IN, N_OUT)).astype(np.float32)},
+            "head": {"kernel": rng.standard_normal((N_OUT, N_OUT2)).astype(np.float32)},
+        }
+    }
 
 
 def squared_loss(params, example):
@@ -49,7 +51,7 @@ def make_data(n, seed):
 
 
 def as_batches(x, y, size):
-    return [{"x": x[i:i + size], "y": y[i:i + size]} for i in range(0, len(x), size)]
+    return [{"x": x[i : i + size], "y": y[i : i + size]} for i in range(0, len(x), size)]
 
 
 def reference_scores(params, forget, retain, *, lambda_h, c_ret, damp):
@@ -58,7 +60,7 @@ def reference_scores(params, forget, retain, *, lambda_h, c_ret, damp):
         out = {}
         for path, g in grads.items():
             w = np.asarray(params["params"][path[1]]["kernel"], np.float64).T
-            out[path] = g.mean(0) * w - lambda_h * ((g ** 2).mean(0) + damp) * w ** 2
+            out[path] = g.mean(0) * w - lambda_h * ((g**2).mean(0) + damp) * w**2
         return out
 
     s_f, s_r = saliency(*forget), saliency(*retain)
@@ -70,8 +72,14 @@ def test_second_order_scores_match_hand_computed_reference(lambda_h, c_ret):
     params = linear_params()
     forget, retain = make_data(11, seed=1), make_data(14, seed=2)
     scores = second_order_scores(
-        squared_loss, params, [PATH, PATH2], as_batches(*forget, 4), as_batches(*retain, 5),
-        lambda_h=lambda_h, c_ret=c_ret, damp=1e-3,
+        squared_loss,
+        params,
+        [PATH, PATH2],
+        as_batches(*forget, 4),
+        as_batches(*retain, 5),
+        lambda_h=lambda_h,
+        c_ret=c_ret,
+        damp=1e-3,
     )
     expected = reference_scores(params, forget, retain, lambda_h=lambda_h, c_ret=c_ret, damp=1e-3)
     assert set(scores) == {PATH, PATH2}
@@ -83,10 +91,12 @@ def test_second_order_scores_match_hand_computed_reference(lambda_h, c_ret):
 def test_second_order_scores_max_examples_uses_only_the_first_examples():
     params = linear_params()
     forget, retain = make_data(20, seed=3), make_data(20, seed=4)
-    scores = second_order_scores(squared_loss, params, [PATH], as_batches(*forget, 6), as_batches(*retain, 7),
-                                 max_examples=9, damp=1e-3)
-    expected = reference_scores(params, (forget[0][:9], forget[1][:9]), (retain[0][:9], retain[1][:9]),
-                                lambda_h=0.448, c_ret=2.0, damp=1e-3)
+    scores = second_order_scores(
+        squared_loss, params, [PATH], as_batches(*forget, 6), as_batches(*retain, 7), max_examples=9, damp=1e-3
+    )
+    expected = reference_scores(
+        params, (forget[0][:9], forget[1][:9]), (retain[0][:9], retain[1][:9]), lambda_h=0.448, c_ret=2.0, damp=1e-3
+    )
     np.testing.assert_allclose(np.asarray(scores[PATH]), expected[PATH], rtol=2e-4, atol=1e-5)
 
 
@@ -97,8 +107,15 @@ def test_second_order_scores_sharded_equal_single_device(batch):
     params = linear_params(seed=5)
     forget, retain = make_data(17, seed=6), make_data(13, seed=7)
     run = lambda mesh, micro: second_order_scores(
-        squared_loss, params, [PATH, PATH2], as_batches(*forget, batch), as_batches(*retain, batch),
-        mesh=mesh, microbatch_size=micro, damp=1e-3)
+        squared_loss,
+        params,
+        [PATH, PATH2],
+        as_batches(*forget, batch),
+        as_batches(*retain, batch),
+        mesh=mesh,
+        microbatch_size=micro,
+        damp=1e-3,
+    )
     single = run(batch_mesh(jax.devices()[:1]), None)
     sharded = run(batch_mesh(), None)
     micro = run(batch_mesh(), 3)
@@ -132,18 +149,27 @@ def test_activation_ratio_scores_match_reference_and_shard():
     mean_abs = lambda x: np.abs(np.maximum(x @ K, 0)).reshape(-1, N_OUT).mean(0)
     expected = mean_abs(forget) / (mean_abs(retain) + 1e-6)
     for mesh in [batch_mesh(jax.devices()[:1]), batch_mesh()]:
-        scores = activation_ratio_scores(relu_hidden_fn, params, [{"x": forget[i:i + 5]} for i in range(0, 9, 5)],
-                                         [{"x": retain[i:i + 5]} for i in range(0, 12, 5)], mesh=mesh)
+        scores = activation_ratio_scores(
+            relu_hidden_fn,
+            params,
+            [{"x": forget[i : i + 5]} for i in range(0, 9, 5)],
+            [{"x": retain[i : i + 5]} for i in range(0, 12, 5)],
+            mesh=mesh,
+        )
         assert scores[PATH].shape == (N_OUT,)
         np.testing.assert_allclose(np.asarray(scores[PATH]), expected, rtol=1e-5)
 
 
-score_arrays = st.lists(
-    st.tuples(st.integers(1, 6), st.integers(1, 6)), min_size=1, max_size=3
-).flatmap(lambda shapes: st.tuples(*[
-    st.lists(st.integers(-3, 3), min_size=r * c, max_size=r * c).map(lambda v, r=r, c=c: np.array(v, float).reshape(r, c))
-    for r, c in shapes
-]))
+score_arrays = st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6)), min_size=1, max_size=3).flatmap(
+    lambda shapes: st.tuples(
+        *[
+            st.lists(st.integers(-3, 3), min_size=r * c, max_size=r * c).map(
+                lambda v, r=r, c=c: np.array(v, float).reshape(r, c)
+            )
+            for r, c in shapes
+        ]
+    )
+)
 
 
 @given(score_arrays, st.floats(0.0, 1.0))
@@ -161,7 +187,7 @@ def test_top_fraction_mask_exact_count_and_ordering(arrays, fraction):
         threshold = flat_scores[flat_mask].min()
         tied = np.flatnonzero(flat_scores == threshold)
         chosen = flat_mask[tied]
-        assert np.all(chosen[:chosen.sum()]) and not np.any(chosen[chosen.sum():])
+        assert np.all(chosen[: chosen.sum()]) and not np.any(chosen[chosen.sum() :])
 
 
 def test_top_fraction_mask_rejects_nan_and_bad_fraction():

@@ -134,7 +134,9 @@ def test_flipped_mask_bit_is_caught_on_its_row(obs_f):
     row = next(r for r in range(64) if r not in MASKED_ROWS and delta[r] != 0 and theta_new[r] != 0)
     bad = with_cell(assignment, "instance", "mask", row, 1)
     assert keys(check(cs, bad, p)) == {
-        ("gate", "removal", row), ("gate", "no_delta_on_mask", row), ("gate", "residual", row)
+        ("gate", "removal", row),
+        ("gate", "no_delta_on_mask", row),
+        ("gate", "residual", row),
     }
 
 
@@ -205,8 +207,16 @@ def _signed_limbs(value: int, *, bits: int, limb_bits: int) -> list[int]:
 
 
 def _circuit(rows: int, k: int, columns, gates=(), lookups=(), copies=(), fixed=None) -> ConstraintSystem:
-    return ConstraintSystem("t", k, rows, tuple(columns), tuple(gates), tuple(lookups),
-                            np.asarray(copies, dtype=np.int64).reshape(-1, 4), fixed or {})
+    return ConstraintSystem(
+        "t",
+        k,
+        rows,
+        tuple(columns),
+        tuple(gates),
+        tuple(lookups),
+        np.asarray(copies, dtype=np.int64).reshape(-1, 4),
+        fixed or {},
+    )
 
 
 A = Column(ColumnKind.ADVICE, 0, "a")
@@ -255,8 +265,9 @@ def test_multi_column_lookup_with_field_sized_entries():
     t1 = np.array([0, 10, 20, 7, P // 5], dtype=object)
     lookup = Lookup("pairs", Q, (A.cur(), B.cur()), (T0, T1))
     rows = 6
-    cs = _circuit(rows, 4, (A, B, Q, T0, T1), lookups=[lookup],
-                  fixed={"q": np.ones(rows, dtype=np.int64), "t0": t0, "t1": t1})
+    cs = _circuit(
+        rows, 4, (A, B, Q, T0, T1), lookups=[lookup], fixed={"q": np.ones(rows, dtype=np.int64), "t0": t0, "t1": t1}
+    )
     a = np.array([1, 2, big, P // 3, 1, P // 3], dtype=object)
     b = np.array([10, 20, 7, P // 5, 20, P // 5 + 1], dtype=object)
     failures = check(cs, Assignment({"a": a, "b": b}, {}, {}), P)
@@ -281,8 +292,11 @@ def test_each_arithmetic_tier_is_exact_and_used():
     for (a, b, c), tier in (((small(), small(), small()), "int64"), (residue, "residue"), (field_sized, "exact")):
         out = [(x * y * z) % P for x, y, z in zip(a, b, c)]
         out[5] = (out[5] + 1) % P
-        assignment = Assignment({n: np.array([v % P for v in col], dtype=object) for n, col in zip("abc", (a, b, c))},
-                                {"out": np.array(out, dtype=object)}, {})
+        assignment = Assignment(
+            {n: np.array([v % P for v in col], dtype=object) for n, col in zip("abc", (a, b, c))},
+            {"out": np.array(out, dtype=object)},
+            {},
+        )
         prover = MockProver(cs, assignment, P)
         failures = prover.failures()
         assert keys(failures) == {("gate", "abc", 5)}, tier
@@ -293,8 +307,21 @@ def test_each_arithmetic_tier_is_exact_and_used():
 # ------------------------------------------------------------------------------- property: exactness
 
 
-_EDGE = [0, 1, -1, 2, (1 << 31) - 1, -(1 << 31), (1 << 62) - 1, -(1 << 62) + 1, 1 << 62, -(1 << 62),
-         (1 << 63) - 1, (P - 1) // 2, (P + 1) // 2]
+_EDGE = [
+    0,
+    1,
+    -1,
+    2,
+    (1 << 31) - 1,
+    -(1 << 31),
+    (1 << 62) - 1,
+    -(1 << 62) + 1,
+    1 << 62,
+    -(1 << 62),
+    (1 << 63) - 1,
+    (P - 1) // 2,
+    (P + 1) // 2,
+]
 cell_values = st.one_of(
     st.integers(-(1 << 20), 1 << 20),
     st.integers(-(1 << 45), 1 << 45),
@@ -305,8 +332,11 @@ cell_values = st.one_of(
 # For the gate property: mostly small cells with a few 2^40-sized ones, so that the column-wise bound often
 # overflows int64 while each row's value fits -- the residue tier -- besides the int64 and exact tiers.
 gate_cell_values = st.one_of(
-    st.integers(-(1 << 12), 1 << 12), st.integers(-(1 << 12), 1 << 12), st.integers(-(1 << 12), 1 << 12),
-    st.integers(-(1 << 40), 1 << 40), cell_values,
+    st.integers(-(1 << 12), 1 << 12),
+    st.integers(-(1 << 12), 1 << 12),
+    st.integers(-(1 << 12), 1 << 12),
+    st.integers(-(1 << 40), 1 << 40),
+    cell_values,
 ).map(lambda v: v % P)
 
 ROTATIONS = (-1, 0, 1)
@@ -338,9 +368,14 @@ def reference_value(expr: Expression, columns: dict, row: int, n: int) -> int:
         values = columns[q.column.name]
         return int(values[target]) % P if target < len(values) else 0
 
-    return expr.fold(constant=lambda c: c % P, query=read, negated=lambda a: -a % P,
-                     sum=lambda a, b: (a + b) % P, product=lambda a, b: a * b % P,
-                     scaled=lambda a, c: a * c % P)
+    return expr.fold(
+        constant=lambda c: c % P,
+        query=read,
+        negated=lambda a: -a % P,
+        sum=lambda a, b: (a + b) % P,
+        product=lambda a, b: a * b % P,
+        scaled=lambda a, c: a * c % P,
+    )
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -357,7 +392,7 @@ def test_gate_check_matches_per_row_reference(poly, values, tampered, int64_enco
     out_column = Column(ColumnKind.ADVICE, 3, "out")
     gate = Gate("g", Q, (("g", out_column.cur() - poly),))
     q = np.zeros(rows, dtype=np.int64)
-    q[1:rows - 1] = 1  # rotations ±1 stay inside [0, rows)
+    q[1 : rows - 1] = 1  # rotations ±1 stay inside [0, rows)
     cs = _circuit(rows, k, (A, B, C, out_column, Q), gates=[gate], fixed={"q": q})
     columns = {name: [v[i] for v in values] for i, name in enumerate("abc")}
     out = [reference_value(poly, columns, r, 1 << k) if q[r] else 0 for r in range(rows)]
@@ -385,10 +420,17 @@ def test_gate_check_matches_per_row_reference(poly, values, tampered, int64_enco
 def test_lookup_check_matches_set_membership(table, inputs):
     rows = 6
     lookup = Lookup("lk", Q, (A.cur(), B.cur() + 3), (T0, T1))
-    cs = _circuit(rows, 5, (A, B, Q, T0, T1), lookups=[lookup],
-                  fixed={"q": np.ones(rows, dtype=np.int64),
-                         "t0": np.array([t[0] for t in table], dtype=object),
-                         "t1": np.array([t[1] for t in table], dtype=object)})
+    cs = _circuit(
+        rows,
+        5,
+        (A, B, Q, T0, T1),
+        lookups=[lookup],
+        fixed={
+            "q": np.ones(rows, dtype=np.int64),
+            "t0": np.array([t[0] for t in table], dtype=object),
+            "t1": np.array([t[1] for t in table], dtype=object),
+        },
+    )
     entries = set(table) | {(0, 0)}  # tables are zero-padded
     a, b = [], []
     for from_table, index, x, y in inputs:
@@ -403,13 +445,13 @@ def test_lookup_check_matches_set_membership(table, inputs):
 @settings(max_examples=40, deadline=None)
 @given(
     values=st.lists(st.tuples(cell_values, cell_values), min_size=8, max_size=8),
-    copies=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 7), st.integers(0, 1), st.integers(0, 7)),
-                    min_size=1, max_size=10),
+    copies=st.lists(
+        st.tuples(st.integers(0, 1), st.integers(0, 7), st.integers(0, 1), st.integers(0, 7)), min_size=1, max_size=10
+    ),
 )
 def test_copy_check_matches_cell_equality(values, copies):
     cs = _circuit(8, 5, (A, B), copies=copies)
     columns = {"a": [v[0] for v in values], "b": [v[1] for v in values]}
     failures = check(cs, Assignment({n: np.array(v, dtype=object) for n, v in columns.items()}, {}, {}), P)
-    expected = sorted((ca, ra) for ca, ra, cb, rb in copies
-                      if columns["ab"[ca]][ra] != columns["ab"[cb]][rb])
+    expected = sorted((ca, ra) for ca, ra, cb, rb in copies if columns["ab"[ca]][ra] != columns["ab"[cb]][rb])
     assert sorted(("ab".index(f.cells[0].column), f.row) for f in failures) == expected

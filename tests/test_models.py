@@ -124,8 +124,11 @@ def test_target_paths_follow_block_order():
     fc1 = mlp_target_paths(shapes)
     assert fc1 == tuple(("params", f"block_{i}", "mlp", "fc1", "kernel") for i in range(12))
     both = mlp_target_paths(shapes, which=("fc1", "fc2"))
-    assert both[:3] == (("params", "block_0", "mlp", "fc1", "kernel"), ("params", "block_0", "mlp", "fc2", "kernel"),
-                        ("params", "block_1", "mlp", "fc1", "kernel"))
+    assert both[:3] == (
+        ("params", "block_0", "mlp", "fc1", "kernel"),
+        ("params", "block_0", "mlp", "fc2", "kernel"),
+        ("params", "block_1", "mlp", "fc1", "kernel"),
+    )
     with pytest.raises(ValueError, match="which must name MLP layers"):
         mlp_target_paths(shapes, which=("fc3",))
 
@@ -134,8 +137,11 @@ def test_target_paths_follow_block_order():
 def test_hidden_fn_returns_post_activation_fc1_outputs(vit, lm, which):
     """The sown activations equal the activation applied to fc1's captured output, keyed by fc1's path."""
     model, params = vit if which == "vit" else lm
-    batch = ({"image": jax.random.uniform(jax.random.PRNGKey(2), (3, 8, 8, 1)), "label": jnp.zeros(3, int)}
-             if which == "vit" else {"tokens": jax.random.randint(jax.random.PRNGKey(2), (3, 9), 0, 32)})
+    batch = (
+        {"image": jax.random.uniform(jax.random.PRNGKey(2), (3, 8, 8, 1)), "label": jnp.zeros(3, int)}
+        if which == "vit"
+        else {"tokens": jax.random.randint(jax.random.PRNGKey(2), (3, 9), 0, 32)}
+    )
     hidden = make_hidden_fn(model)(params, batch)
     inputs = batch["image"] if which == "vit" else batch["tokens"][:, :-1]
     _, state = model.apply(params, inputs, capture_intermediates=True)
@@ -170,7 +176,9 @@ def test_loss_functions_agree_with_a_manual_cross_entropy(vit, lm):
     sub = np.array([1, 3])
     restricted = -(logits[np.arange(5), labels] - np.log(np.exp(logits[:, sub]).sum(1)))
     keep = np.isin(labels, sub)
-    np.testing.assert_allclose(per_example_losses_fn(model, classes=sub)(params, batch)[keep], restricted[keep], rtol=1e-5)
+    np.testing.assert_allclose(
+        per_example_losses_fn(model, classes=sub)(params, batch)[keep], restricted[keep], rtol=1e-5
+    )
 
     model, params = lm
     tokens = jax.random.randint(jax.random.PRNGKey(4), (2, 7), 0, 32)

@@ -29,10 +29,18 @@ def test_unbuilt_tree_says_how_to_build(tmp_path):
 
 
 def test_importing_a_source_copy_without_extension_fails_with_the_explanation(tmp_path):
-    shutil.copytree(REPO / "circuit_compiler", tmp_path / "circuit_compiler",
-                    ignore=shutil.ignore_patterns("_halo2*", "__pycache__"))
-    run = subprocess.run([sys.executable, "-c", "import circuit_compiler.backend"], cwd=tmp_path,
-                         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    shutil.copytree(
+        REPO / "circuit_compiler",
+        tmp_path / "circuit_compiler",
+        ignore=shutil.ignore_patterns("_halo2*", "__pycache__"),
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", "import circuit_compiler.backend"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert run.returncode != 0
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: the Halo2 extension") and "pip install -e ." in last, last

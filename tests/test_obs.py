@@ -40,8 +40,9 @@ def random_fisher(rng, n, B, rank, damp):
     return V, np.einsum("nri,nrj->nij", V, V) + damp * np.eye(B)
 
 
-problems = st.tuples(st.integers(1, 4), st.integers(1, 12), st.integers(1, 16), st.integers(0, 2**31 - 1),
-                     st.floats(0.0, 1.0))
+problems = st.tuples(
+    st.integers(1, 4), st.integers(1, 12), st.integers(1, 16), st.integers(0, 2**31 - 1), st.floats(0.0, 1.0)
+)
 
 
 @given(problems)
@@ -195,7 +196,7 @@ def mlp_problem():
     def loss_fn(p, example):
         return -jax.nn.log_softmax(model.apply(p, example["x"][None])[0])[example["y"]]
 
-    batches = [{"x": x[i:i + 5], "y": y[i:i + 5]} for i in range(0, 21, 5)]
+    batches = [{"x": x[i : i + 5], "y": y[i : i + 5]} for i in range(0, 21, 5)]
     scores = {path: rng.standard_normal(get_matrix(params, path).shape) for path in (FC1, FC2)}
     masks = top_fraction_mask(scores, 0.15)
     return params, loss_fn, batches, masks
@@ -219,8 +220,11 @@ def test_unlearn_equals_fisher_inverse_obs_pipeline(mlp_problem):
         np.testing.assert_array_equal(layer["block_indices"], touched)
         np.testing.assert_allclose(layer["G"], np.asarray(G)[touched], rtol=1e-6)
         theta, Gn = np.asarray(to_blocks(get_matrix(params, path), 8), np.float64), np.asarray(G, np.float64)
-        closed = sum(0.5 * theta[b, m] @ np.linalg.solve(Gn[b][np.ix_(m, m)], theta[b, m])
-                     for b, m in enumerate(to_blocks(mask, 8)) if m.any())
+        closed = sum(
+            0.5 * theta[b, m] @ np.linalg.solve(Gn[b][np.ix_(m, m)], theta[b, m])
+            for b, m in enumerate(to_blocks(mask, 8))
+            if m.any()
+        )
         np.testing.assert_allclose(layer["quadratic_increase"], closed, rtol=1e-3)
     for name in ("fc1", "fc2"):  # biases never move
         np.testing.assert_array_equal(new_params["params"][name]["bias"], params["params"][name]["bias"])
@@ -241,9 +245,13 @@ def test_unlearn_routes_groups_iterators_and_devices_agree(mlp_problem):
     assert variants["groups+iterator"][1][FC1]["passes"] == variants["groups+iterator"][1][FC1]["touched_blocks"]
     for name, (new_params, info) in variants.items():
         for path in masks:
-            np.testing.assert_allclose(np.asarray(get_matrix(new_params, path)),
-                                       np.asarray(get_matrix(reference, path)), rtol=1e-4, atol=1e-5,
-                                       err_msg=name)
+            np.testing.assert_allclose(
+                np.asarray(get_matrix(new_params, path)),
+                np.asarray(get_matrix(reference, path)),
+                rtol=1e-4,
+                atol=1e-5,
+                err_msg=name,
+            )
             assert info[path]["n_examples"] == 6
 
 
@@ -281,7 +289,7 @@ def wide_mlp_problem():
     def loss_fn(p, example):
         return -jax.nn.log_softmax(model.apply(p, example["x"][None])[0])[example["y"]]
 
-    batches = [{"x": x[i:i + 32], "y": y[i:i + 32]} for i in range(0, 56, 32)]
+    batches = [{"x": x[i : i + 32], "y": y[i : i + 32]} for i in range(0, 56, 32)]
     masks = {FC1: rng.random(get_matrix(params, FC1).shape) < 0.1}
     return params, loss_fn, batches, masks
 
@@ -314,16 +322,22 @@ def test_lowrank_unlearn_on_two_cpu_devices_finishes_and_matches_one_device_and_
     python_path = [str(tests_dir.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
     try:
-        done = subprocess.run([sys.executable, "-c", TWO_DEVICE_UNLEARN, str(tests_dir), str(out)], env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", TWO_DEVICE_UNLEARN, str(tests_dir), str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("low-rank unlearn on two CPU devices did not finish in 120 s (deadlock)")
     assert done.returncode == 0, done.stderr[-3000:]
     two_devices = np.load(out)
 
     params, loss_fn, batches, masks = wide_mlp_problem()
-    one_device, info = unlearn(params, masks, loss_fn, batches, block_size=64, damp=1e-2,
-                               mesh=batch_mesh(jax.devices()[:1]))
+    one_device, info = unlearn(
+        params, masks, loss_fn, batches, block_size=64, damp=1e-2, mesh=batch_mesh(jax.devices()[:1])
+    )
     dense, dense_info = unlearn(params, masks, loss_fn, batches, block_size=64, damp=1e-2, method="dense")
     assert info[FC1]["method"] == "lowrank" and dense_info[FC1]["method"] == "dense"
     assert info[FC1]["touched_blocks"] == 256
@@ -350,8 +364,10 @@ def test_per_block_solves_run_on_one_device_whatever_the_input_placement():
         return replicate(jnp.asarray(a), mesh)
 
     solves = {
-        "lowrank": (group_obs_lowrank(theta, on_mesh(V.astype(np.float32)), mask, damp=1e-2),
-                    group_obs_lowrank(theta, V.astype(np.float32), mask, damp=1e-2)),
+        "lowrank": (
+            group_obs_lowrank(theta, on_mesh(V.astype(np.float32)), mask, damp=1e-2),
+            group_obs_lowrank(theta, V.astype(np.float32), mask, damp=1e-2),
+        ),
         "dense": (group_obs(theta, on_mesh(G), mask), group_obs(theta, G, mask)),
     }
     for name, (from_mesh, from_host) in solves.items():

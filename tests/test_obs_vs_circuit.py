@@ -25,10 +25,15 @@ def jax_inverse_fisher(rng, *, n_blocks: int, B: int, examples: int, damp: float
 
 # Few distinct shapes (each compiles once): B, blocks and example counts low-rank (3) and full-rank (24).
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(B=st.sampled_from([4, 8, 16]), n_blocks=st.sampled_from([1, 3]), density=st.sampled_from([0.1, 0.3, 0.6, 1.0]),
-       examples=st.sampled_from([3, 24]), damp=st.sampled_from([0.05, 0.3, 1.0]), seed=st.integers(0, 2**32 - 1))
-def test_jax_group_obs_and_the_circuit_delta_agree_within_the_stated_bound(B, n_blocks, density, examples, damp,
-                                                                         seed):
+@given(
+    B=st.sampled_from([4, 8, 16]),
+    n_blocks=st.sampled_from([1, 3]),
+    density=st.sampled_from([0.1, 0.3, 0.6, 1.0]),
+    examples=st.sampled_from([3, 24]),
+    damp=st.sampled_from([0.05, 0.3, 1.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_jax_group_obs_and_the_circuit_delta_agree_within_the_stated_bound(B, n_blocks, density, examples, damp, seed):
     rng = np.random.default_rng(seed)
     theta = np.clip(rng.normal(scale=0.5, size=(n_blocks * B // 4, 4)), -3, 3)
     mask = rng.random(theta.shape) < density
@@ -64,6 +69,6 @@ def test_the_bound_is_not_vacuous():
     theta_hat, G_hat = dequantize(witness.theta_q, spec.f_w), dequantize(witness.G_q, spec.f_g)
     _, delta_jax = group_obs(jnp.asarray(theta_hat, jnp.float32), G_hat, witness.mask)
     error = np.abs(dequantize(witness.theta_new_q, spec.f_w) - theta_hat - np.asarray(delta_jax, np.float64))
-    ulp = 2.0 ** -spec.f_w
+    ulp = 2.0**-spec.f_w
     assert 0 < error.max() <= 2 * ulp
     assert np.median(delta_error_bound(G_hat, witness.mask, spec)[~witness.mask]) < 50 * ulp

@@ -23,14 +23,16 @@ def _gradients(params, loss_fn, batches, paths, limit=None):
 def test_gradients_give_the_pipelines_update(mlp_problem, examples, route):  # noqa: F811
     params, loss_fn, batches, masks = mlp_problem
     expected, info_expected = unlearn(params, masks, loss_fn, batches, block_size=8, damp=1e-3, max_examples=examples)
-    got, info = unlearn_from_statistics(params, masks, block_size=8, damp=1e-3,
-                                        gradients=_gradients(params, loss_fn, batches, list(masks), examples))
+    got, info = unlearn_from_statistics(
+        params, masks, block_size=8, damp=1e-3, gradients=_gradients(params, loss_fn, batches, list(masks), examples)
+    )
     for path, mask in masks.items():
         assert info[path]["method"] == info_expected[path]["method"] == route
         for key in ("n_examples", "touched_blocks", "n_masked", "max_masked_per_block"):
             assert info[path][key] == info_expected[path][key], key
-        np.testing.assert_allclose(info[path]["quadratic_increase"], info_expected[path]["quadratic_increase"],
-                                   rtol=1e-3)
+        np.testing.assert_allclose(
+            info[path]["quadratic_increase"], info_expected[path]["quadratic_increase"], rtol=1e-3
+        )
         W = np.asarray(get_matrix(got, path))
         np.testing.assert_allclose(W, np.asarray(get_matrix(expected, path)), rtol=1e-4, atol=1e-5)
         assert np.all(W[mask] == 0)
@@ -42,19 +44,23 @@ def test_fisher_blocks_give_the_pipelines_update_and_must_cover_the_mask(mlp_pro
     fisher = {}
     for path, mask in masks.items():
         touched = np.flatnonzero(to_blocks(mask, 8).any(axis=1))
-        fisher[path] = (touched, blockwise_fisher(loss_fn, params, path, batches, block_size=8, damp=1e-3,
-                                                  block_indices=touched))
+        fisher[path] = (
+            touched,
+            blockwise_fisher(loss_fn, params, path, batches, block_size=8, damp=1e-3, block_indices=touched),
+        )
     got, info = unlearn_from_statistics(params, masks, block_size=8, damp=1e-3, fisher=fisher)
     for path in masks:
-        np.testing.assert_allclose(np.asarray(get_matrix(got, path)), np.asarray(get_matrix(expected, path)),
-                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(get_matrix(got, path)), np.asarray(get_matrix(expected, path)), rtol=1e-4, atol=1e-5
+        )
         assert info[path]["method"] == "dense" and info[path]["passes"] == 0
 
     indices, F = fisher[FC1]
     with pytest.raises(ValueError, match=rf"fc1/kernel'.*no Fisher block for touched blocks \[{indices[0]}\]"):
         unlearn_from_statistics(params, masks, block_size=8, fisher={**fisher, FC1: (indices[1:], F[1:])})
     with pytest.raises(ValueError, match="give its statistics once.*both"):
-        unlearn_from_statistics(params, masks, block_size=8, fisher=fisher,
-                                gradients=_gradients(params, loss_fn, batches, list(masks)))
+        unlearn_from_statistics(
+            params, masks, block_size=8, fisher=fisher, gradients=_gradients(params, loss_fn, batches, list(masks))
+        )
     with pytest.raises(ValueError, match=r"gradients must be \(m > 0, 8, 6\)"):
         unlearn_from_statistics(params, {FC1: masks[FC1]}, block_size=8, gradients={FC1: np.zeros((3, 6, 8))})

@@ -66,8 +66,9 @@ def committed(srs):
     params = {"params": {"mlp": {"fc1": {"kernel": rng.normal(size=(IN, OUT)) * 0.2}}}}
     config = ProofConfig(layers=(LayerShape(LAYER, OUT, IN),), level="F", block_size=B, lanes=4, blocks_per_chunk=4)
     G = _inverse_fisher(rng, OUT * IN // B)
-    state0, registration = client.commit(client_id="alice", params=params, config=config, srs=srs,
-                                         inverse_fisher={LAYER: G}, rng=rng, executor="serial")
+    state0, registration = client.commit(
+        client_id="alice", params=params, config=config, srs=srs, inverse_fisher={LAYER: G}, rng=rng, executor="serial"
+    )
     return params, config, G, state0, registration
 
 
@@ -82,13 +83,16 @@ def world(tmp_path, srs, committed) -> World:
     return World(tmp_path, srs, config, registry, state0, params, G, request)
 
 
-def _bundle(w: World, state: client.ClientState, name: str, request: UnlearningRequest | None = None,
-            executor: str = "serial") -> Path:
+def _bundle(
+    w: World, state: client.ClientState, name: str, request: UnlearningRequest | None = None, executor: str = "serial"
+) -> Path:
     fields, blobs = client.prove(state, request or w.request, w.srs, progress=False, executor=executor)
     return client.write_bundle(w.root / name, fields, blobs)
 
 
-def _rejected(w: World, bundle: Path, check: str, request: UnlearningRequest | None = None) -> provider.VerificationFailed:
+def _rejected(
+    w: World, bundle: Path, check: str, request: UnlearningRequest | None = None
+) -> provider.VerificationFailed:
     before = w.registry_bytes()
     with pytest.raises(provider.VerificationFailed) as info:
         provider.verify(w.registry, request or w.request, bundle, srs=w.srs)

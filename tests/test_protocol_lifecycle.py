@@ -48,8 +48,12 @@ def _cli(*argv) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-            "RAYON_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "RAYON_NUM_THREADS": "1",
+        "PYTHONWARNINGS": "ignore",
+    }
 
 
 def _request(root: Path, request_id: str, chunk: int) -> Path:
@@ -80,19 +84,51 @@ def world(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         Srs.generate_dev(11, root / "srs.bin", seed=3)
-    assert run("commit", "--model", root / "personal.ckpt", "--data", root / "personal.npz", "--client-id", "alice",
-               "--srs", root / "srs.bin", "--block-size", B, "--lanes", B, "--blocks-per-chunk", BLOCKS_PER_CHUNK,
-               "--state", root / "state-0", "--registration", root / "registration") == 0
-    assert run("register", "--registry", root / "registry.db", "--registration", root / "registration",
-               "--srs", root / "srs.bin") == 0
+    assert (
+        run(
+            "commit",
+            "--model",
+            root / "personal.ckpt",
+            "--data",
+            root / "personal.npz",
+            "--client-id",
+            "alice",
+            "--srs",
+            root / "srs.bin",
+            "--block-size",
+            B,
+            "--lanes",
+            B,
+            "--blocks-per-chunk",
+            BLOCKS_PER_CHUNK,
+            "--state",
+            root / "state-0",
+            "--registration",
+            root / "registration",
+        )
+        == 0
+    )
+    assert (
+        run(
+            "register",
+            "--registry",
+            root / "registry.db",
+            "--registration",
+            root / "registration",
+            "--srs",
+            root / "srs.bin",
+        )
+        == 0
+    )
     return root
 
 
 def _prove(srs: Path, state: Path, request: Path, out: Path) -> Path:
     pending = out.with_name(f"{out.name}-state")
     assert run("unlearn", "--state", state, "--request", request, "--out", pending) == 0
-    assert run("prove", "--state", pending, "--request", request, "--srs", srs, "--out", out,
-               "--executor", "serial") == 0
+    assert (
+        run("prove", "--state", pending, "--request", request, "--srs", srs, "--out", out, "--executor", "serial") == 0
+    )
     return pending
 
 
@@ -108,8 +144,22 @@ def test_three_successive_requests_through_the_cli(world, tmp_path, capsys):
         request = _request(root, f"req-{i}", chunk)
         before = registry.get("alice")["commitments"][FC1]
         pending = _prove(root / "srs.bin", state, request, root / f"bundle-{i}")
-        assert run("verify", "--registry", root / "registry.db", "--request", request, "--bundle", root / f"bundle-{i}",
-                   "--srs", root / "srs.bin", "--json", root / f"verdict-{i}.json") == 0
+        assert (
+            run(
+                "verify",
+                "--registry",
+                root / "registry.db",
+                "--request",
+                request,
+                "--bundle",
+                root / f"bundle-{i}",
+                "--srs",
+                root / "srs.bin",
+                "--json",
+                root / f"verdict-{i}.json",
+            )
+            == 0
+        )
         out = capsys.readouterr().out
         assert "VERIFIED" in out and "per chunk" in out and "peak RSS" in out
         record = registry.get("alice")
@@ -164,8 +214,22 @@ def test_request_beyond_the_registration_is_rejected_and_names_the_layer(world, 
     manifest["mask_hash"] = full.mask_hash
     (tmp_path / "bundle" / "manifest.json").write_text(json.dumps(manifest))
     _copy_db(world / "registry.db", tmp_path / "registry.db")
-    assert run("verify", "--registry", tmp_path / "registry.db", "--request", tmp_path / "full", "--bundle",
-               tmp_path / "bundle", "--srs", world / "srs.bin", "--json", tmp_path / "v.json") == 1
+    assert (
+        run(
+            "verify",
+            "--registry",
+            tmp_path / "registry.db",
+            "--request",
+            tmp_path / "full",
+            "--bundle",
+            tmp_path / "bundle",
+            "--srs",
+            world / "srs.bin",
+            "--json",
+            tmp_path / "v.json",
+        )
+        == 1
+    )
     verdict = json.loads((tmp_path / "v.json").read_text())
     assert verdict["check"] == "request" and verdict["layer"] == fc2
     assert Registry(tmp_path / "registry.db").get("alice")["history"] == []
@@ -188,8 +252,20 @@ def two_bundles(world):
     trial = root / "warm"
     trial.mkdir()
     _copy_db(world / "registry.db", trial / "registry.db")
-    assert run("verify", "--registry", trial / "registry.db", "--request", bundles["req-a"][0],
-               "--bundle", bundles["req-a"][1], "--srs", world / "srs.bin") == 0
+    assert (
+        run(
+            "verify",
+            "--registry",
+            trial / "registry.db",
+            "--request",
+            bundles["req-a"][0],
+            "--bundle",
+            bundles["req-a"][1],
+            "--srs",
+            world / "srs.bin",
+        )
+        == 0
+    )
     shutil.copytree(trial / "registry.db.vk", world / "registry.db.vk", dirs_exist_ok=True)
     return bundles
 
@@ -205,10 +281,26 @@ def test_concurrent_verifications_accept_exactly_one(world, two_bundles, tmp_pat
         procs = []
         for i, name in enumerate((first, second)):
             request, bundle = two_bundles[name]
-            procs.append(subprocess.Popen(
-                _cli("verify", "--registry", d / "registry.db", "--request", request, "--bundle", bundle,
-                     "--srs", world / "srs.bin", "--json", d / f"v{i}.json"),
-                env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+            procs.append(
+                subprocess.Popen(
+                    _cli(
+                        "verify",
+                        "--registry",
+                        d / "registry.db",
+                        "--request",
+                        request,
+                        "--bundle",
+                        bundle,
+                        "--srs",
+                        world / "srs.bin",
+                        "--json",
+                        d / f"v{i}.json",
+                    ),
+                    env=_env(),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+            )
         codes = [p.wait(timeout=120) for p in procs]
         verdicts = [json.loads((d / f"v{i}.json").read_text()) for i in range(2)]
         assert sorted(codes) == [0, 1], (codes, [p.stderr.read() for p in procs])
@@ -242,8 +334,17 @@ def test_sigkill_during_verify_leaves_old_or_new_registry(world, two_bundles, tm
     request, bundle = two_bundles["req-a"]
 
     def verify_cmd(d: Path) -> list[str]:
-        return _cli("verify", "--registry", d / "registry.db", "--request", request, "--bundle", bundle,
-                    "--srs", world / "srs.bin")
+        return _cli(
+            "verify",
+            "--registry",
+            d / "registry.db",
+            "--request",
+            request,
+            "--bundle",
+            bundle,
+            "--srs",
+            world / "srs.bin",
+        )
 
     (tmp_path / "timing").mkdir()
     _copy_db(world / "registry.db", tmp_path / "timing" / "registry.db")
@@ -275,8 +376,19 @@ def test_sigkill_during_prove_leaves_old_or_new_bundle(world, two_bundles, tmp_p
     request, old_bundle = two_bundles["req-a"]
     pending = world / "race" / "bundle-req-a-state"
     out = tmp_path / "bundle"
-    cmd = _cli("prove", "--state", pending, "--request", request, "--srs", world / "srs.bin", "--out", out,
-               "--executor", "serial")
+    cmd = _cli(
+        "prove",
+        "--state",
+        pending,
+        "--request",
+        request,
+        "--srs",
+        world / "srs.bin",
+        "--out",
+        out,
+        "--executor",
+        "serial",
+    )
     duration = _timed(cmd)
     for _ in range(10):
         shutil.rmtree(out)
@@ -331,12 +443,14 @@ def test_bad_input_gives_one_line_errors(world, two_bundles, tmp_path, capsys):
     _copy_db(world / "registry.db", tmp_path / "registry.db")
 
     def verify(bundle_dir, srs=world / "srs.bin") -> int:
-        return run("verify", "--registry", tmp_path / "registry.db", "--request", request, "--bundle", bundle_dir,
-                   "--srs", srs)
+        return run(
+            "verify", "--registry", tmp_path / "registry.db", "--request", request, "--bundle", bundle_dir, "--srs", srs
+        )
 
     # Manifest fields of the wrong type.
-    for i, (value, field) in enumerate((("x", "field 'chunks'"), (["x"], "field 'chunks'[0]"),
-                                        ([{"layer": FC1, "chunk": "0"}], "field 'chunks'[0]"))):
+    for i, (value, field) in enumerate(
+        (("x", "field 'chunks'"), (["x"], "field 'chunks'[0]"), ([{"layer": FC1, "chunk": "0"}], "field 'chunks'[0]"))
+    ):
         bad = tmp_path / f"bad-{i}"
         shutil.copytree(bundle, bad)
         manifest = json.loads((bad / "manifest.json").read_text())
@@ -365,8 +479,20 @@ def test_bad_input_gives_one_line_errors(world, two_bundles, tmp_path, capsys):
     assert verify(bundle, tmp_path / "small.bin") == 1
     line = _one_line_error(capsys)
     assert "[srs]" in line and f"k >= {k}" in line and f"k = {k - 1}" in line
-    assert run("prove", "--state", world / "race" / "bundle-req-a-state", "--request", request,
-               "--srs", tmp_path / "small.bin", "--out", tmp_path / "b") == 2
+    assert (
+        run(
+            "prove",
+            "--state",
+            world / "race" / "bundle-req-a-state",
+            "--request",
+            request,
+            "--srs",
+            tmp_path / "small.bin",
+            "--out",
+            tmp_path / "b",
+        )
+        == 2
+    )
     line = _one_line_error(capsys)
     assert "small.bin" in line and f"k >= {k}" in line
     assert Registry(tmp_path / "registry.db").get("alice")["history"] == []
@@ -385,9 +511,26 @@ def test_bad_input_gives_one_line_errors(world, two_bundles, tmp_path, capsys):
     else:
         attention[name] = leaf
     save_checkpoint(tmp_path / "nan.ckpt", params, config)
-    assert run("commit", "--model", tmp_path / "nan.ckpt", "--data", world / "personal.npz", "--client-id", "eve",
-               "--srs", world / "srs.bin", "--block-size", B, "--state", tmp_path / "s",
-               "--registration", tmp_path / "r") == 2
+    assert (
+        run(
+            "commit",
+            "--model",
+            tmp_path / "nan.ckpt",
+            "--data",
+            world / "personal.npz",
+            "--client-id",
+            "eve",
+            "--srs",
+            world / "srs.bin",
+            "--block-size",
+            B,
+            "--state",
+            tmp_path / "s",
+            "--registration",
+            tmp_path / "r",
+        )
+        == 2
+    )
     line = _one_line_error(capsys)
     assert "nan.ckpt" in line and "attn" in line and "NaN" in line
 

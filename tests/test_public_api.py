@@ -64,7 +64,9 @@ def test_internals_stay_importable_but_unlisted():
 
 
 def test_importing_a_package_loads_nothing_heavy():
-    code = ("import sys, jaxapex, circuit_compiler; "
-            "print(sorted(m for m in ('jax', 'galois', 'circuit_compiler._halo2') if m in sys.modules))")
+    code = (
+        "import sys, jaxapex, circuit_compiler; "
+        "print(sorted(m for m in ('jax', 'galois', 'circuit_compiler._halo2') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

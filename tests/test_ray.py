@@ -52,8 +52,12 @@ def test_provider_verifies_a_batch_of_clients_on_ray(world):
     manifest["client_id"] = "carol"
     (stolen / "manifest.json").write_text(json.dumps(manifest))
 
-    submissions = [(request, bundles["alice"]), (request, stolen), (request, bundles["bob"]),
-                   (request, bundles["alice"])]  # alice twice: the second is a replay of the first
+    submissions = [
+        (request, bundles["alice"]),
+        (request, stolen),
+        (request, bundles["bob"]),
+        (request, bundles["alice"]),
+    ]  # alice twice: the second is a replay of the first
     outcomes = provider.verify_many(registry, submissions, srs=srs, executor="ray", workers=2, progress=False)
     assert [o.accepted for o in outcomes] == [True, False, True, False]
     assert [o.client_id for o in outcomes] == ["alice", "carol", "bob", "alice"]
@@ -67,9 +71,26 @@ def test_provider_verifies_a_batch_of_clients_on_ray(world):
             assert after["commitments"][LAYER][e["chunk"]]["theta"] == e["theta_new"]
 
     # the CLI, on the updated registry: bob's bundle is now a replay, carol's still not hers
-    code = main(["verify-batch", "--registry", str(registry.path), "--request", str(_request_file(root, request)),
-                 "--bundles", str(bundles["bob"]), str(stolen), "--srs", str(srs.path),
-                 "--executor", "ray", "--workers", "2", "--json", str(root / "batch.json")])
+    code = main(
+        [
+            "verify-batch",
+            "--registry",
+            str(registry.path),
+            "--request",
+            str(_request_file(root, request)),
+            "--bundles",
+            str(bundles["bob"]),
+            str(stolen),
+            "--srs",
+            str(srs.path),
+            "--executor",
+            "ray",
+            "--workers",
+            "2",
+            "--json",
+            str(root / "batch.json"),
+        ]
+    )
     rows = json.loads((root / "batch.json").read_text())["bundles"]
     assert code == 1 and [r["verified"] for r in rows] == [False, False]
     assert [r["check"] for r in rows] == ["replay", "commitment"]

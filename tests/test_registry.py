@@ -19,9 +19,13 @@ def _point(i: int) -> str:
 
 
 def _record(client_id: str = "alice", chunks: int = 3) -> dict:
-    return {"client_id": client_id, "config": {"level": "F", "layers": [{"name": "fc1"}]}, "config_digest": "cfg",
-            "registration": "reg-hash",
-            "commitments": {"fc1": [{"theta": _point(c), "g_0": _point(100 + c)} for c in range(chunks)]}}
+    return {
+        "client_id": client_id,
+        "config": {"level": "F", "layers": [{"name": "fc1"}]},
+        "config_digest": "cfg",
+        "registration": "reg-hash",
+        "commitments": {"fc1": [{"theta": _point(c), "g_0": _point(100 + c)} for c in range(chunks)]},
+    }
 
 
 def test_record_round_trip_and_accept(tmp_path):
@@ -33,8 +37,9 @@ def test_record_round_trip_and_accept(tmp_path):
     with pytest.raises(RegistryError, match="already registered"):
         registry.add(_record())
 
-    version = registry.accept("alice", request_id="req-1", base_version=0,
-                              updates={("fc1", 1): (_point(1), _point(7))}, bundle_hash="b1")
+    version = registry.accept(
+        "alice", request_id="req-1", base_version=0, updates={("fc1", 1): (_point(1), _point(7))}, bundle_hash="b1"
+    )
     assert version == 1
     record = registry.get("alice")
     assert record["commitments"]["fc1"][1] == {"theta": _point(7), "g_0": _point(101)}
@@ -48,13 +53,18 @@ def test_record_round_trip_and_accept(tmp_path):
         registry.accept("alice", request_id="req-1", base_version=1, updates={}, bundle_hash="b1")
     assert info.value.check == "replay"
     with pytest.raises(RegistryConflict) as info:  # built on version 0, registry is at 1
-        registry.accept("alice", request_id="req-2", base_version=0, updates={("fc1", 2): (_point(2), _point(8))},
-                        bundle_hash="b2")
+        registry.accept(
+            "alice", request_id="req-2", base_version=0, updates={("fc1", 2): (_point(2), _point(8))}, bundle_hash="b2"
+        )
     assert info.value.check == "stale"
     with pytest.raises(RegistryConflict) as info:  # right version, but an old commitment that is not current
-        registry.accept("alice", request_id="req-2", base_version=1,
-                        updates={("fc1", 2): (_point(2), _point(8)), ("fc1", 1): (_point(1), _point(9))},
-                        bundle_hash="b2")
+        registry.accept(
+            "alice",
+            request_id="req-2",
+            base_version=1,
+            updates={("fc1", 2): (_point(2), _point(8)), ("fc1", 1): (_point(1), _point(9))},
+            bundle_hash="b2",
+        )
     assert info.value.check == "stale"
     assert registry.export("alice") == before  # a lost compare-and-swap writes nothing
 
@@ -63,8 +73,13 @@ def _racer(path: Path, request_id: str, chunk: int, barrier: threading.Barrier, 
     registry = Registry(path)  # its own connections, as another process would have
     barrier.wait()
     try:
-        registry.accept("alice", request_id=request_id, base_version=0,
-                        updates={("fc1", chunk): (_point(chunk), _point(50 + chunk))}, bundle_hash=request_id)
+        registry.accept(
+            "alice",
+            request_id=request_id,
+            base_version=0,
+            updates={("fc1", chunk): (_point(chunk), _point(50 + chunk))},
+            bundle_hash=request_id,
+        )
         results.append((request_id, "accepted"))
     except RegistryConflict as err:
         results.append((request_id, err.check))

@@ -60,14 +60,24 @@ def columns(chunk, salts):
 def rerandomized(srs, chunk, registered_salts, new_salts):
     """(registered commitments, presented commitments, shifts, k) of the reused columns."""
     old, new = columns(chunk, registered_salts), columns(chunk, new_salts)
-    k = lower_chunk(*chunk.lowering_inputs(), spec=SPEC, level="F", lanes=B, salts={**registered_salts,
-                    "theta_new": 1})[0].k
+    k = lower_chunk(
+        *chunk.lowering_inputs(), spec=SPEC, level="F", lanes=B, salts={**registered_salts, "theta_new": 1}
+    )[0].k
     p = SHAPE.field.modulus
-    shifts = {name: rr.salt_shifts(expand_salts(registered_salts[name], name, SHAPE.salt_counts[name], p),
-                                   expand_salts(new_salts[name], name, SHAPE.salt_counts[name], p), p)
-              for name in old}
-    return ({n: be.commit(srs, k, v) for n, v in old.items()}, {n: be.commit(srs, k, v) for n, v in new.items()},
-            shifts, k)
+    shifts = {
+        name: rr.salt_shifts(
+            expand_salts(registered_salts[name], name, SHAPE.salt_counts[name], p),
+            expand_salts(new_salts[name], name, SHAPE.salt_counts[name], p),
+            p,
+        )
+        for name in old
+    }
+    return (
+        {n: be.commit(srs, k, v) for n, v in old.items()},
+        {n: be.commit(srs, k, v) for n, v in new.items()},
+        shifts,
+        k,
+    )
 
 
 SALT_ROWS = {name: list(SHAPE.salt_rows(name)) for name in SHAPE.committed_names()}
@@ -80,8 +90,7 @@ def test_chunk_proof_verifies_against_the_rerandomized_commitments(srs, chunk):
     assert all(registered[n] != presented[n] for n in registered)
     derived, proofs = rr.prove_columns(srs, k, salt_rows=SALT_ROWS, shifts=shifts, presented=presented, ctx=CTX)
     assert derived == registered  # C' − Σ r_j P_j is the registered commitment
-    rr.verify_columns(srs, k, salt_rows=SALT_ROWS, registered=registered, presented=presented, proofs=proofs,
-                      ctx=CTX)
+    rr.verify_columns(srs, k, salt_rows=SALT_ROWS, registered=registered, presented=presented, proofs=proofs, ctx=CTX)
     # the chunk proof made with the shifted salts verifies against C' (and not against C)
     cs, a = lower_chunk(*chunk.lowering_inputs(), spec=SPEC, level="F", lanes=B, salts=new_salts)
     keys = be.keygen(srs, cs)
@@ -136,20 +145,21 @@ def test_wrong_shift_is_rejected(srs, honest):
         rr.verify_columns(srs, k, salt_rows=SALT_ROWS, registered=registered, presented=presented, proofs=bad, ctx=CTX)
     forged = {**proofs, "theta": dataclasses.replace(proofs["theta"], responses=(1,) + proofs["theta"].responses[1:])}
     with pytest.raises(rr.RerandomizationError, match="column 'theta'"):
-        rr.verify_columns(srs, k, salt_rows=SALT_ROWS, registered=registered, presented=presented, proofs=forged,
-                          ctx=CTX)
+        rr.verify_columns(
+            srs, k, salt_rows=SALT_ROWS, registered=registered, presented=presented, proofs=forged, ctx=CTX
+        )
 
 
 def test_proof_for_another_request_or_chunk_is_rejected(srs, honest):
     registered, presented, _, proofs, k = honest
     for ctx in (rr.context("req-2", "fc1", 0), rr.context("req-1", "fc1", 1), rr.context("req-1", "fc2", 0)):
         with pytest.raises(rr.RerandomizationError, match="proof of knowledge rejected"):
-            rr.verify_columns(srs, k, salt_rows=SALT_ROWS, registered=registered, presented=presented, proofs=proofs,
-                              ctx=ctx)
+            rr.verify_columns(
+                srs, k, salt_rows=SALT_ROWS, registered=registered, presented=presented, proofs=proofs, ctx=ctx
+            )
     swapped = {"theta": presented["g_2"], "g_2": presented["theta"]}
     with pytest.raises(rr.RerandomizationError):
-        rr.verify_columns(srs, k, salt_rows=SALT_ROWS, registered=registered, presented=swapped, proofs=proofs,
-                          ctx=CTX)
+        rr.verify_columns(srs, k, salt_rows=SALT_ROWS, registered=registered, presented=swapped, proofs=proofs, ctx=CTX)
 
 
 def test_rerandomized_commitment_that_changes_a_value_is_rejected(srs, honest, chunk):
@@ -159,12 +169,27 @@ def test_rerandomized_commitment_that_changes_a_value_is_rejected(srs, honest, c
     weight_row = np.zeros(B, dtype=np.int64)
     weight_row[B - 1] = 1
     moved = be.g1_msm([presented["theta"], be.commit(srs, k, weight_row)], [1, 1])
-    _, proofs = rr.prove_columns(srs, k, salt_rows=SALT_ROWS, shifts={"theta": shifts["theta"]},
-                                 presented={"theta": moved}, ctx=CTX)
+    _, proofs = rr.prove_columns(
+        srs, k, salt_rows=SALT_ROWS, shifts={"theta": shifts["theta"]}, presented={"theta": moved}, ctx=CTX
+    )
     with pytest.raises(rr.RerandomizationError, match="column 'theta'"):
-        rr.verify_columns(srs, k, salt_rows=SALT_ROWS, registered={"theta": registered["theta"]},
-                          presented={"theta": moved}, proofs=proofs, ctx=CTX)
+        rr.verify_columns(
+            srs,
+            k,
+            salt_rows=SALT_ROWS,
+            registered={"theta": registered["theta"]},
+            presented={"theta": moved},
+            proofs=proofs,
+            ctx=CTX,
+        )
     # and a malformed point is a named error, not a crash
     with pytest.raises(rr.RerandomizationError, match="48 bytes"):
-        rr.verify_columns(srs, k, salt_rows=SALT_ROWS, registered={"theta": registered["theta"]},
-                          presented={"theta": b"\x00" * 47}, proofs=proofs, ctx=CTX)
+        rr.verify_columns(
+            srs,
+            k,
+            salt_rows=SALT_ROWS,
+            registered={"theta": registered["theta"]},
+            presented={"theta": b"\x00" * 47},
+            proofs=proofs,
+            ctx=CTX,
+        )

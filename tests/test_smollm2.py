@@ -26,8 +26,10 @@ from jaxapex.importers import ConfigMismatchError, import_llama_hf, save_llama_h
 from jaxapex.models import LLAMA_PRESETS, Llama
 
 PROMPT = "The capital of France is"
-PASSAGE = ("The old lighthouse stood at the edge of the cliff, and every night its keeper climbed the stairs to "
-           "light the lamp. Ships passing in the dark relied on its beam to find their way home.")
+PASSAGE = (
+    "The old lighthouse stood at the edge of the cliff, and every night its keeper climbed the stairs to "
+    "light the lamp. Ships passing in the dark relied on its beam to find their way home."
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +82,10 @@ def _reference_logits(reader, ids: list[int]) -> np.ndarray:
     """float64 forward straight from the GGUF tensors, in llama.cpp's own layout: q/k rows interleaved, so
     rotary pairs are adjacent dimensions (2i, 2i + 1) — no un-permutation, unlike the importer."""
     heads, kv_heads, eps, theta = 9, 3, 1e-5, 1e5
-    W = {t.name: np.asarray(quants.dequantize(t.data, t.tensor_type), np.float64).reshape(t.shape[::-1])
-         for t in reader.tensors}
+    W = {
+        t.name: np.asarray(quants.dequantize(t.data, t.tensor_type), np.float64).reshape(t.shape[::-1])
+        for t in reader.tensors
+    }
     x = W["token_embd.weight"][ids]
     T, dim = x.shape
     d = dim // heads

@@ -37,8 +37,9 @@ def vision_run():
         base,
         model=ViTConfig(image_size=8, patch_size=2, channels=1, dim=32, depth=2, heads=2, mlp_dim=128, num_classes=10),
         global_train=dataclasses.replace(base.global_train, steps=400),
-        personalization=dataclasses.replace(base.personalization,
-                                            train=dataclasses.replace(base.personalization.train, steps=60)),
+        personalization=dataclasses.replace(
+            base.personalization, train=dataclasses.replace(base.personalization.train, steps=60)
+        ),
         unlearning=dataclasses.replace(base.unlearning, mask_fraction=0.25, block_size=64),
     )
     return run_vision_task(config=cfg, seed=0)
@@ -54,8 +55,9 @@ def code_run():
         window=33,
         max_windows_per_file=4,
         global_train=dataclasses.replace(base.global_train, steps=200),
-        personalization=dataclasses.replace(base.personalization,
-                                            train=dataclasses.replace(base.personalization.train, steps=40)),
+        personalization=dataclasses.replace(
+            base.personalization, train=dataclasses.replace(base.personalization.train, steps=40)
+        ),
         # B below the client's window count keeps OBS on the dense-Fisher path
         unlearning=dataclasses.replace(base.unlearning, mask_fraction=0.2, block_size=32, score_examples=64),
     )
@@ -73,7 +75,8 @@ def _check_summary(summary: dict, run) -> None:
     json.dumps(summary)  # JSON-ready as it is
     rows = summary["rows"]
     expected = (rows["obs"]["personal_acc"] - rows["masked"]["personal_acc"]) / (
-        rows["personalized"]["personal_acc"] - rows["masked"]["personal_acc"])
+        rows["personalized"]["personal_acc"] - rows["masked"]["personal_acc"]
+    )
     assert summary["recovery"] == pytest.approx(expected)
 
 
@@ -181,14 +184,29 @@ def test_benchmark_json_has_the_table_shape(vision_run, tmp_path, monkeypatch, c
     import jaxapex.tasks
 
     monkeypatch.setattr(jaxapex.tasks, "run_vision_task", lambda **kwargs: vision_run)
-    monkeypatch.setattr(table1, "compare_outgoing", lambda run: {  # the comparison itself is tested above
-        "rows": run.rows, "recovery": run.recovery, "masked_weight_fraction": 0.0, "unlearning": {}})
+    monkeypatch.setattr(
+        table1,
+        "compare_outgoing",
+        lambda run: {  # the comparison itself is tested above
+            "rows": run.rows,
+            "recovery": run.recovery,
+            "masked_weight_fraction": 0.0,
+            "unlearning": {},
+        },
+    )
     path = tmp_path / "t1.json"
     assert table1.main(["--quick", "--json", str(path)]) == 0
     payload = json.loads(path.read_text())
     assert set(payload["rows"]) == {"personalized", "masked", "obs"}
-    assert {"recovery", "mask_fraction", "block_size", "comparison", "forget_drop_points",
-            "personal_cost_points", "obs_forget_rebound_points"} <= set(payload)
+    assert {
+        "recovery",
+        "mask_fraction",
+        "block_size",
+        "comparison",
+        "forget_drop_points",
+        "personal_cost_points",
+        "obs_forget_rebound_points",
+    } <= set(payload)
     printed = capsys.readouterr().out
     assert f"mask_fraction={vision_run.unlearning.mask_fraction}" in printed
     assert f"block_size B={vision_run.unlearning.block_size}" in printed
@@ -231,7 +249,9 @@ def test_benchmark_prints_the_extra_seeds(vision_run, tmp_path, monkeypatch, cap
     import jaxapex.tasks
 
     seeds_run = []
-    monkeypatch.setattr(jaxapex.tasks, "run_vision_task", lambda **kwargs: seeds_run.append(kwargs["seed"]) or vision_run)
+    monkeypatch.setattr(
+        jaxapex.tasks, "run_vision_task", lambda **kwargs: seeds_run.append(kwargs["seed"]) or vision_run
+    )
     path = tmp_path / "t1.json"
     assert table1.main(["--quick", "--no-compare", "--extra-seeds", "3,4", "--json", str(path)]) == 0
     assert seeds_run == [0, 3, 4]

@@ -94,15 +94,19 @@ def test_personalize_freezes_early_blocks_and_decays_learning_rates():
     rng = np.random.default_rng(0)  # no zero (or constant) leaves, so every gradient is non-zero
     params = jax.tree.map(lambda a: a + rng.normal(0, 0.3, a.shape).astype(np.float32), params)
     lr, decay = 1e-2, 0.5
-    cfg = PersonalizeConfig(train=TrainConfig(steps=1, batch_size=48, learning_rate=lr, grad_clip=None),
-                            layer_decay=decay, freeze_blocks=1)
+    cfg = PersonalizeConfig(
+        train=TrainConfig(steps=1, batch_size=48, learning_rate=lr, grad_clip=None), layer_decay=decay, freeze_blocks=1
+    )
     new, _ = personalize(batch_loss_fn(model), params, _vision_data(), cfg)
     moved = lambda *keys: np.abs(_leaf(new, "params", *keys) - _leaf(params, "params", *keys)).max()
     assert moved("patch_embed", "kernel") == 0 and moved("cls_token") == 0  # embeddings frozen
     assert moved("block_0", "mlp", "fc1", "kernel") == 0  # block 0 frozen
     top = 4
-    for keys, depth in ((("block_1", "mlp", "fc1", "kernel"), 2), (("block_2", "attn", "query", "kernel"), 3),
-                        (("head", "kernel"), 4)):
+    for keys, depth in (
+        (("block_1", "mlp", "fc1", "kernel"), 2),
+        (("block_2", "attn", "query", "kernel"), 3),
+        (("head", "kernel"), 4),
+    ):
         assert moved(*keys) == pytest.approx(lr * decay ** (top - depth), rel=1e-3), keys
 
 
@@ -110,14 +114,22 @@ def test_lora_adapters_start_at_zero_and_merge_low_rank():
     model = OPT(LM)
     params = init_params(model, 0)
     paths = lora_target_paths(params, ("mlp",))
-    assert paths == (("params", "layer_0", "mlp", "fc1", "kernel"), ("params", "layer_0", "mlp", "fc2", "kernel"),
-                     ("params", "layer_1", "mlp", "fc1", "kernel"), ("params", "layer_1", "mlp", "fc2", "kernel"))
+    assert paths == (
+        ("params", "layer_0", "mlp", "fc1", "kernel"),
+        ("params", "layer_0", "mlp", "fc2", "kernel"),
+        ("params", "layer_1", "mlp", "fc1", "kernel"),
+        ("params", "layer_1", "mlp", "fc2", "kernel"),
+    )
     adapters = lora_init(params, paths, rank=2, seed=0)
     jax.tree.map(np.testing.assert_array_equal, lora_merge(params, adapters, alpha=4.0), params)
 
     tokens = np.random.default_rng(0).integers(0, 16, (32, 8)).astype(np.int32)
-    cfg = PersonalizeConfig(train=TrainConfig(steps=20, batch_size=8, learning_rate=1e-2), lora_rank=2,
-                            lora_targets=("mlp",), freeze_blocks=1)
+    cfg = PersonalizeConfig(
+        train=TrainConfig(steps=20, batch_size=8, learning_rate=1e-2),
+        lora_rank=2,
+        lora_targets=("mlp",),
+        freeze_blocks=1,
+    )
     new, _ = personalize(batch_loss_fn(model), params, {"tokens": tokens}, cfg)
     flat_old, flat_new = flatten_params(params), flatten_params(new)
     changed = {k for k in flat_old if not np.array_equal(flat_old[k], flat_new[k])}

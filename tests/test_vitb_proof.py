@@ -26,8 +26,24 @@ def test_masks_have_the_stated_density_and_touched_chunks_cover_every_masked_blo
 @pytest.mark.parametrize("level, block_size", [("F", 16), ("F", 32), ("R", 16)])
 def test_sampled_chunks_are_proven_verified_and_extrapolated(tmp_path, level, block_size, capsys):
     out = tmp_path / "vitb.json"
-    code = vp.main(["--sample", "2", "--k", "10", "--workers", "1", "--level", level, "--block-size",
-                    str(block_size), "--srs-dir", str(tmp_path / "srs"), "--json", str(out)])
+    code = vp.main(
+        [
+            "--sample",
+            "2",
+            "--k",
+            "10",
+            "--workers",
+            "1",
+            "--level",
+            level,
+            "--block-size",
+            str(block_size),
+            "--srs-dir",
+            str(tmp_path / "srs"),
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     assert result["chunks_proved"] == len(result["per_chunk"]) == 2
@@ -38,7 +54,9 @@ def test_sampled_chunks_are_proven_verified_and_extrapolated(tmp_path, level, bl
     assert chunks == vp.LAYERS * result["chunks_per_layer"]  # a random 4 % mask touches every chunk
     mean_bytes = np.mean([c["proof_bytes"] for c in result["per_chunk"]])
     assert result["proof_bytes_total"] == pytest.approx(chunks * mean_bytes, rel=1e-6)
-    assert result["prove_s_total"] == pytest.approx(result["one_time_s"] + chunks * result["prove_s_per_chunk"], rel=1e-2)
+    assert result["prove_s_total"] == pytest.approx(
+        result["one_time_s"] + chunks * result["prove_s_per_chunk"], rel=1e-2
+    )
     assert result["peak_rss_mb"] == pytest.approx(max(c["rss_mb"] for c in result["per_chunk"]), abs=0.1)  # rounded
     assert "whole workload" in capsys.readouterr().out
 

@@ -105,11 +105,13 @@ def test_real_proof_binds_the_registered_commitments(srs):
     assignment = wellformed_assignment(circuit, columns)
     keys = be.keygen(srs, circuit.cs)
     proof = be.prove(srs, keys, circuit.cs, assignment)
-    commitments = {name: be.commit(srs, circuit.cs.k, values) for name, values in columns.items()
-                   if name != "theta_new"}
+    commitments = {
+        name: be.commit(srs, circuit.cs.k, values) for name, values in columns.items() if name != "theta_new"
+    }
     assert be.verify(srs, keys.vk, circuit.cs, proof, {}, commitments)
     # against the commitment of an attack-B lane the same proof fails
     attacked = columns["g_1"].copy()
     attacked[shape.first_row + 1] = (attack_b_value() + shape.g_offset) % P
-    assert not be.verify(srs, keys.vk, circuit.cs, proof, {}, {**commitments,
-                                                                "g_1": be.commit(srs, circuit.cs.k, attacked)})
+    assert not be.verify(
+        srs, keys.vk, circuit.cs, proof, {}, {**commitments, "g_1": be.commit(srs, circuit.cs.k, attacked)}
+    )

@@ -34,5 +34,14 @@ from .residual import ResidualConfig
 from .update import UpdateConfig
 from .weight_rows import WeightRowsConfig
 
-__all__ = ["DiagonalMacConfig", "LimbsConfig", "MacConfig", "RangeCheckConfig", "RemovalConfig", "RescaleConfig",
-           "ResidualConfig", "UpdateConfig", "WeightRowsConfig"]
+__all__ = [
+    "DiagonalMacConfig",
+    "LimbsConfig",
+    "MacConfig",
+    "RangeCheckConfig",
+    "RemovalConfig",
+    "RescaleConfig",
+    "ResidualConfig",
+    "UpdateConfig",
+    "WeightRowsConfig",
+]

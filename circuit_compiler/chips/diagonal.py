@@ -78,7 +78,9 @@ class DiagonalMacConfig:
         builder.assign_fixed(self.first, offset + np.arange(blocks + 1) * B, 1)
         if self.q_outside is not None:
             end = offset + blocks * B
-            builder.enable(self.q_outside, np.concatenate([np.arange(offset - margin, offset), np.arange(end, end + margin)]))
+            builder.enable(
+                self.q_outside, np.concatenate([np.arange(offset - margin, offset), np.arange(end, end + margin)])
+            )
 
     def lanes(self, G: np.ndarray) -> dict[str, np.ndarray]:
         """The committed lanes of G (nb, B, B) int64, by column name: (nb·B,) each, ``G + o`` on used cells."""

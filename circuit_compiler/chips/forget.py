@@ -80,8 +80,10 @@ class ForgetRowsConfig:
             final = partial[:, a, -1]
             if np.any((final < -tol) | (final >= tol)):
                 b = int(np.flatnonzero((final < -tol) | (final >= tol))[0])
-                raise QuantizationError(f"forget direction {a}, block {b}: U_b Δ = {final[b]} is outside the stated "
-                                        f"tolerance [-{tol}, {tol}) (2^{self.spec.tol_bits})")
+                raise QuantizationError(
+                    f"forget direction {a}, block {b}: U_b Δ = {final[b]} is outside the stated "
+                    f"tolerance [-{tol}, {tol}) (2^{self.spec.tol_bits})"
+                )
             err = np.where(np.tile(last, nb), np.repeat(final + tol, B), 0).astype(np.int64)
             out.update(self.err_limbs[a].assign(err))
         return out
@@ -105,25 +107,30 @@ def configure(
         u_a = builder.instance(f"u_{a}")
         mu_a = builder.advice(f"mu_{a}")
         acc_a = builder.advice(f"acc_{a}")
-        mu_l = range_check.configure_limbs(builder, name=f"mu_{a}", bits=spec.w_mu, limb_bits=limb_bits,
-                                           selector=selector)
-        err_l = range_check.configure_limbs(builder, name=f"err_{a}", bits=spec.tol_bits + 1, limb_bits=limb_bits,
-                                            selector=selector)
+        mu_l = range_check.configure_limbs(
+            builder, name=f"mu_{a}", bits=spec.w_mu, limb_bits=limb_bits, selector=selector
+        )
+        err_l = range_check.configure_limbs(
+            builder, name=f"err_{a}", bits=spec.tol_bits + 1, limb_bits=limb_bits, selector=selector
+        )
         builder.gate(f"mu_constant_{a}", selector, [(f"mu_constant_{a}", (1 - last) * (mu_a.query(1) - mu_a.cur()))])
         builder.gate(f"mu_range_{a}", selector, [(f"mu_range_{a}", mu_a.cur() + spec.mu_offset - mu_l.value)])
         step = acc_a.cur() - (1 - first.cur()) * acc_a.query(-1) - u_a.cur() * (theta_new.cur() - theta.cur())
         builder.gate(f"accumulate_{a}", selector, [(f"accumulate_{a}", step)])
-        builder.gate(f"within_tol_{a}", selector,
-                     [(f"within_tol_{a}", err_l.value - last * (acc_a.cur() + spec.tolerance))])
-        builder.gate(f"forget_outside_{a}", outside,
-                     [(f"mu_outside_{a}", mu_a.cur()), (f"acc_outside_{a}", acc_a.cur())])
+        builder.gate(
+            f"within_tol_{a}", selector, [(f"within_tol_{a}", err_l.value - last * (acc_a.cur() + spec.tolerance))]
+        )
+        builder.gate(
+            f"forget_outside_{a}", outside, [(f"mu_outside_{a}", mu_a.cur()), (f"acc_outside_{a}", acc_a.cur())]
+        )
         u.append(u_a)
         mu.append(mu_a)
         acc.append(acc_a)
         mu_limbs.append(mu_l)
         err_limbs.append(err_l)
-    return ForgetRowsConfig(spec=spec, u=tuple(u), mu=tuple(mu), acc=tuple(acc), mu_limbs=tuple(mu_limbs),
-                            err_limbs=tuple(err_limbs))
+    return ForgetRowsConfig(
+        spec=spec, u=tuple(u), mu=tuple(mu), acc=tuple(acc), mu_limbs=tuple(mu_limbs), err_limbs=tuple(err_limbs)
+    )
 
 
 def off_mask_directions(U_q: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -48,7 +48,9 @@ class MacConfig:
         """Rows of the MAC region for ``blocks`` blocks: nb · (B/L) · B."""
         return blocks * self.groups * self.block_size
 
-    def layout(self, builder: CircuitBuilder, *, blocks: int, y: Column, z: Column, offset: int = 0, y_offset: int = 0) -> None:
+    def layout(
+        self, builder: CircuitBuilder, *, blocks: int, y: Column, z: Column, offset: int = 0, y_offset: int = 0
+    ) -> None:
         """Enable the selectors of ``blocks`` blocks and copy ỹ in and z out (shape-only; no values).
 
         The region starts at row ``offset``; the finalization rows holding ``y``/``z`` start at ``y_offset``.
@@ -102,13 +104,18 @@ def configure(builder: CircuitBuilder, *, block_size: int, lanes: int, g: tuple[
     acc = tuple(builder.advice(f"acc_{l}") for l in range(lanes))
     q_first = builder.selector("q_first")
     q_step = builder.selector("q_step")
-    builder.gate("mac_first", q_first, [(f"mac_first_{l}", acc[l].cur() - g[l].cur() * y_mac.cur()) for l in range(lanes)])
     builder.gate(
-        "mac_step", q_step,
+        "mac_first", q_first, [(f"mac_first_{l}", acc[l].cur() - g[l].cur() * y_mac.cur()) for l in range(lanes)]
+    )
+    builder.gate(
+        "mac_step",
+        q_step,
         [(f"mac_step_{l}", acc[l].cur() - acc[l].prev() - g[l].cur() * y_mac.cur()) for l in range(lanes)],
     )
     q_rep = None
     if block_size > lanes:
         q_rep = builder.selector("q_rep")
         builder.gate("y_repeat", q_rep, [("y_repeat", y_mac.cur() - y_mac.query(-block_size))])
-    return MacConfig(block_size=block_size, lanes=lanes, g=g, y_mac=y_mac, acc=acc, q_first=q_first, q_step=q_step, q_rep=q_rep)
+    return MacConfig(
+        block_size=block_size, lanes=lanes, g=g, y_mac=y_mac, acc=acc, q_first=q_first, q_step=q_step, q_rep=q_rep
+    )

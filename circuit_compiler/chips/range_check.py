@@ -66,7 +66,12 @@ def _check_range(name: str, values: np.ndarray, lo: int, hi: int, description: s
 
 
 def _constrain_limbs(
-    builder: CircuitBuilder, *, name: str, limbs: tuple[Column, ...], widths: tuple[int, ...], limb_bits: int,
+    builder: CircuitBuilder,
+    *,
+    name: str,
+    limbs: tuple[Column, ...],
+    widths: tuple[int, ...],
+    limb_bits: int,
     selector: Column,
 ) -> tuple[Column, ...]:
     """Register each limb's check (lookup, or polynomial gate for a short top limb); returns their tables."""
@@ -164,7 +169,14 @@ def configure(
         _constrain_limbs(builder, name=name, limbs=limbs, widths=widths, limb_bits=limb_bits, selector=selector)
         table = builder.range_table(limb_bits)
     return RangeCheckConfig(
-        name=name, value=value, bits=bits, limb_bits=limb_bits, signed=signed, limbs=limbs, selector=selector, table=table
+        name=name,
+        value=value,
+        bits=bits,
+        limb_bits=limb_bits,
+        signed=signed,
+        limbs=limbs,
+        selector=selector,
+        table=table,
     )
 
 
@@ -207,5 +219,3 @@ def configure_limbs(builder: CircuitBuilder, *, name: str, bits: int, limb_bits:
 def lookups_needed(bits: int, limb_bits: int) -> int:
     """Lookup arguments a ``bits``-wide limb decomposition costs (short top limbs of ≤ 2 bits are gates)."""
     return sum(1 for w in limb_widths(bits, limb_bits) if not (w < limb_bits and w <= POLYNOMIAL_LIMB_BITS))
-
-

@@ -79,11 +79,22 @@ def configure(
 ) -> RescaleConfig:
     """Register gate ``<name>``: ``selector · condition · (d·2^s + r - n) = 0`` and the remainder's range check."""
     rem_range = range_check.configure(
-        builder, name=remainder.name, value=remainder.cur(), bits=shift, limb_bits=limb_bits, signed=False, selector=selector
+        builder,
+        name=remainder.name,
+        value=remainder.cur(),
+        bits=shift,
+        limb_bits=limb_bits,
+        signed=False,
+        selector=selector,
     )
     config = RescaleConfig(
-        numerator=numerator, quotient=quotient, remainder=remainder, shift=shift, condition=condition,
-        remainder_range=rem_range, selector=selector,
+        numerator=numerator,
+        quotient=quotient,
+        remainder=remainder,
+        shift=shift,
+        condition=condition,
+        remainder_range=rem_range,
+        selector=selector,
     )
     identity = config.identity()
     builder.gate(name, selector, [(name, condition * identity if condition is not None else identity)])

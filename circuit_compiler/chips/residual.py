@@ -78,5 +78,7 @@ def configure(
     m = mask.cur()
     builder.gate("residual", selector, [("residual", m * (z.cur() - theta.cur() * (1 << shift) - rem.cur() + tau))])
     builder.gate("y_off_mask", selector, [("y_off_mask", (1 - m) * y.cur())])
-    y_range = range_check.configure(builder, name="y", value=y.cur(), bits=y_bits, limb_bits=limb_bits, signed=True, selector=selector)
+    y_range = range_check.configure(
+        builder, name="y", value=y.cur(), bits=y_bits, limb_bits=limb_bits, signed=True, selector=selector
+    )
     return ResidualConfig(z=z, theta=theta, rem=rem, mask=mask, y=y, shift=shift, y_range=y_range, selector=selector)

@@ -81,5 +81,11 @@ def configure(
         builder, name="delta", value=delta.cur(), bits=delta_bits, limb_bits=limb_bits, signed=True, selector=selector
     )
     return UpdateConfig(
-        theta=theta, theta_new=theta_new, delta=delta, mask=mask, touched=touched, delta_range=delta_range, selector=selector
+        theta=theta,
+        theta_new=theta_new,
+        delta=delta,
+        mask=mask,
+        touched=touched,
+        delta_range=delta_range,
+        selector=selector,
     )

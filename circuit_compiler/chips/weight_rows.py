@@ -67,8 +67,9 @@ class WeightRowsConfig:
         """``H - h``: Δ on unmasked rows, ỹ on masked rows."""
         return self.high.value - self.high_offset
 
-    def assign(self, *, mask: np.ndarray, delta: np.ndarray, y: np.ndarray | None = None,
-               rem: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def assign(
+        self, *, mask: np.ndarray, delta: np.ndarray, y: np.ndarray | None = None, rem: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Limb columns (int64, one value per weight row) from the mask and the witness values.
 
         ``delta``, ``y``, ``rem``: (weights,) int64; ``y`` and ``rem`` only at level F. Values outside the
@@ -112,10 +113,23 @@ def configure(
         raise ValueError("weight rows at level R need the 'touched' instance column")
     m = mask.cur()
     high = range_check.configure_limbs(builder, name="high", bits=high_bits, limb_bits=limb_bits, selector=selector)
-    low = (range_check.configure_limbs(builder, name="low", bits=shift, limb_bits=limb_bits, selector=selector)
-           if level_f else None)
-    config = WeightRowsConfig(theta=theta, theta_new=theta_new, mask=mask, touched=touched, y=y, low=low, high=high,
-                              shift=shift or 0, theta_offset=theta_offset, selector=selector)
+    low = (
+        range_check.configure_limbs(builder, name="low", bits=shift, limb_bits=limb_bits, selector=selector)
+        if level_f
+        else None
+    )
+    config = WeightRowsConfig(
+        theta=theta,
+        theta_new=theta_new,
+        mask=mask,
+        touched=touched,
+        y=y,
+        low=low,
+        high=high,
+        shift=shift or 0,
+        theta_offset=theta_offset,
+        selector=selector,
+    )
     delta = config.signed_high()
     builder.gate("removal", selector, [("removal", m * (theta_new.cur() - theta_offset))])
     builder.gate("update", selector, [("update", (1 - m) * (theta_new.cur() - theta.cur() - delta))])

@@ -39,8 +39,8 @@ use pyo3::{
     types::{PyBytes, PyDict, PyTuple},
 };
 use rand_chacha::{rand_core::SeedableRng, ChaCha20Rng};
-use rayon::prelude::*;
 use rand_core::OsRng;
+use rayon::prelude::*;
 
 use crate::{
     circuit::{GenericCircuit, Mode, Witness},
@@ -589,7 +589,10 @@ fn prove<'py>(
 }
 
 /// The commitments of the committed instance columns in Halo2 order, decoded and checked by name.
-fn decode_commitments(s: &Structure, commitments: &Bound<'_, PyDict>) -> PyResult<Vec<G1Projective>> {
+fn decode_commitments(
+    s: &Structure,
+    commitments: &Bound<'_, PyDict>,
+) -> PyResult<Vec<G1Projective>> {
     let mut committed = Vec::with_capacity(s.num_committed);
     for &position in &s.instance_order[..s.num_committed] {
         let name = &s.columns[position].name;
@@ -695,8 +698,12 @@ fn verify_batch(
                 .enumerate()
                 .map(|(i, (proof, publics, committed))| {
                     prepare_one(&vk, proof, publics, committed).map_err(|e| match e {
-                        BackendError::Verification(m) => BackendError::rejected(format!("proof {i}: {m}")),
-                        BackendError::Invalid(m) => BackendError::invalid(format!("proof {i}: {m}")),
+                        BackendError::Verification(m) => {
+                            BackendError::rejected(format!("proof {i}: {m}"))
+                        }
+                        BackendError::Invalid(m) => {
+                            BackendError::invalid(format!("proof {i}: {m}"))
+                        }
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;

@@ -121,7 +121,9 @@ class CertifiedConfig:
         if self.finetune_steps < 0 or self.batch_size <= 0 or self.finetune_batch_size <= 0:
             raise ValueError("CertifiedConfig: batch sizes must be positive and finetune_steps >= 0")
         if self.retain_source not in RETAIN_SOURCES:
-            raise ValueError(f"CertifiedConfig.retain_source must be one of {RETAIN_SOURCES}, got {self.retain_source!r}")
+            raise ValueError(
+                f"CertifiedConfig.retain_source must be one of {RETAIN_SOURCES}, got {self.retain_source!r}"
+            )
 
 
 # ------------------------------------------------------------------------------------------ accounting
@@ -137,7 +139,9 @@ def default_steps(*, model_clip: float, grad_clip: float, learning_rate: float, 
     return max(1, steps)
 
 
-def shift_budget(*, model_clip: float, grad_clip: float, learning_rate: float, weight_decay: float, steps: int) -> float:
+def shift_budget(
+    *, model_clip: float, grad_clip: float, learning_rate: float, weight_decay: float, steps: int
+) -> float:
     """K = ρ^T · 2 C0 + Σ_t ρ^{T−1−t} · 2 γ C1 with ρ = 1 − γλ: the total shift the noise must absorb."""
     rho = 1.0 - learning_rate * weight_decay
     geometric = steps if rho == 1.0 else (1.0 - rho**steps) / (1.0 - rho)
@@ -150,15 +154,20 @@ def noise_weight(*, learning_rate: float, weight_decay: float, steps: int) -> fl
     return float(steps) if rho == 1.0 else (1.0 - rho ** (2 * steps)) / (1.0 - rho**2)
 
 
-def rdp_coefficient(sigma: float, *, model_clip: float, grad_clip: float, learning_rate: float,
-                    weight_decay: float, steps: int) -> float:
+def rdp_coefficient(
+    sigma: float, *, model_clip: float, grad_clip: float, learning_rate: float, weight_decay: float, steps: int
+) -> float:
     """c such that the noisy phase is (α, α·c)-Rényi-unlearning for every α > 1."""
     if not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
-    k = shift_budget(model_clip=model_clip, grad_clip=grad_clip, learning_rate=learning_rate,
-                     weight_decay=weight_decay, steps=steps)
-    return k * k / (2.0 * sigma * sigma * noise_weight(learning_rate=learning_rate, weight_decay=weight_decay,
-                                                        steps=steps))
+    k = shift_budget(
+        model_clip=model_clip, grad_clip=grad_clip, learning_rate=learning_rate, weight_decay=weight_decay, steps=steps
+    )
+    return (
+        k
+        * k
+        / (2.0 * sigma * sigma * noise_weight(learning_rate=learning_rate, weight_decay=weight_decay, steps=steps))
+    )
 
 
 def _conversion(alpha: np.ndarray, c: float, delta: float) -> np.ndarray:
@@ -176,8 +185,12 @@ def rdp_to_dp(c: float, delta: float) -> tuple[float, float]:
     values = _conversion(1.0 + np.exp(log_excess), c, delta)
     i = int(np.argmin(values))
     lo, hi = log_excess[max(i - 1, 0)], log_excess[min(i + 1, len(log_excess) - 1)]
-    res = optimize.minimize_scalar(lambda u: float(_conversion(1.0 + math.exp(u), c, delta)),
-                                   bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
+    res = optimize.minimize_scalar(
+        lambda u: float(_conversion(1.0 + math.exp(u), c, delta)),
+        bounds=(lo, hi),
+        method="bounded",
+        options={"xatol": 1e-10},
+    )
     best_u, best = (res.x, float(res.fun)) if res.fun < values[i] else (log_excess[i], float(values[i]))
     return best, 1.0 + math.exp(best_u)
 
@@ -193,12 +206,21 @@ def rdp_coefficient_for(epsilon: float, delta: float) -> float:
     return math.exp(optimize.brentq(f, lo, hi, xtol=1e-12, rtol=1e-12))
 
 
-def noise_std(*, epsilon: float, delta: float, model_clip: float, grad_clip: float, learning_rate: float,
-              weight_decay: float, steps: int) -> float:
+def noise_std(
+    *,
+    epsilon: float,
+    delta: float,
+    model_clip: float,
+    grad_clip: float,
+    learning_rate: float,
+    weight_decay: float,
+    steps: int,
+) -> float:
     """σ of the per-step Gaussian noise for (ε, δ)-unlearning after ``steps`` noisy steps."""
     c = rdp_coefficient_for(epsilon, delta)
-    k = shift_budget(model_clip=model_clip, grad_clip=grad_clip, learning_rate=learning_rate,
-                     weight_decay=weight_decay, steps=steps)
+    k = shift_budget(
+        model_clip=model_clip, grad_clip=grad_clip, learning_rate=learning_rate, weight_decay=weight_decay, steps=steps
+    )
     return k / math.sqrt(2.0 * c * noise_weight(learning_rate=learning_rate, weight_decay=weight_decay, steps=steps))
 
 
@@ -245,19 +267,36 @@ def unlearn(run_or_inputs: Any, *, config: CertifiedConfig = CertifiedConfig()) 
 
     def draw(streams):
         return [next(stream) for stream in streams]
+
     initial_norm = float(global_norm(inputs.params))
     model_clip = initial_norm if config.model_clip is None else float(config.model_clip)
-    steps = config.steps or default_steps(model_clip=model_clip, grad_clip=config.grad_clip,
-                                          learning_rate=config.learning_rate, weight_decay=config.weight_decay)
-    schedule = dict(model_clip=model_clip, grad_clip=config.grad_clip, learning_rate=config.learning_rate,
-                    weight_decay=config.weight_decay, steps=steps)
+    steps = config.steps or default_steps(
+        model_clip=model_clip,
+        grad_clip=config.grad_clip,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+    )
+    schedule = dict(
+        model_clip=model_clip,
+        grad_clip=config.grad_clip,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        steps=steps,
+    )
     sigma = noise_std(epsilon=config.epsilon, delta=config.delta, **schedule)
     guarantee = achieved_guarantee(sigma, delta=config.delta, **schedule)
 
-    step = noisy_step_fn(loss_fn, grad_clip=config.grad_clip, learning_rate=config.learning_rate,
-                         weight_decay=config.weight_decay, sigma=sigma)
+    step = noisy_step_fn(
+        loss_fn,
+        grad_clip=config.grad_clip,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        sigma=sigma,
+    )
     key = jax.random.PRNGKey(config.seed)
-    noisy_streams = [iterate_batches(data, config.batch_size, seed=config.seed + i) for i, (data, _) in enumerate(sources)]
+    noisy_streams = [
+        iterate_batches(data, config.batch_size, seed=config.seed + i) for i, (data, _) in enumerate(sources)
+    ]
     with Stopwatch() as sw:
         params = clip_by_norm(inputs.params, model_clip)
         for _ in range(steps):
@@ -274,8 +313,10 @@ def unlearn(run_or_inputs: Any, *, config: CertifiedConfig = CertifiedConfig()) 
                 return optax.apply_updates(params, updates), opt_state
 
             opt_state = optimizer.init(params)
-            tune_streams = [iterate_batches(data, config.finetune_batch_size, seed=config.seed + 100 + i)
-                            for i, (data, _) in enumerate(sources)]
+            tune_streams = [
+                iterate_batches(data, config.finetune_batch_size, seed=config.seed + 100 + i)
+                for i, (data, _) in enumerate(sources)
+            ]
             for _ in range(config.finetune_steps):
                 params, opt_state = finetune_step(params, opt_state, draw(tune_streams))
         Stopwatch.ready(params)

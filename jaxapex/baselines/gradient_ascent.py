@@ -63,7 +63,9 @@ class GradientAscentConfig:
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"GradientAscentConfig.optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.retain_source not in RETAIN_SOURCES:
-            raise ValueError(f"GradientAscentConfig.retain_source must be one of {RETAIN_SOURCES}, got {self.retain_source!r}")
+            raise ValueError(
+                f"GradientAscentConfig.retain_source must be one of {RETAIN_SOURCES}, got {self.retain_source!r}"
+            )
         if self.trainable not in TRAINABLE:
             raise ValueError(f"GradientAscentConfig.trainable must be one of {TRAINABLE}, got {self.trainable!r}")
 
@@ -110,8 +112,12 @@ def unlearn(run_or_inputs: Any, *, config: GradientAscentConfig = GradientAscent
     retain_losses = [loss for _, loss in sources]
     loss_fn = jax.jit(inputs.batch_loss)
     cap = jnp.inf if config.forget_loss_cap is None else float(config.forget_loss_cap)
-    optimizer = make_optimizer(inputs.params, name=config.optimizer, learning_rate=config.learning_rate,
-                               trainable=_trainable_paths(inputs, config.trainable))
+    optimizer = make_optimizer(
+        inputs.params,
+        name=config.optimizer,
+        learning_rate=config.learning_rate,
+        trainable=_trainable_paths(inputs, config.trainable),
+    )
 
     def objective(params, forget_batch, retain_batches):
         forget_loss = inputs.batch_loss(params, forget_batch)
@@ -132,13 +138,16 @@ def unlearn(run_or_inputs: Any, *, config: GradientAscentConfig = GradientAscent
     def retain_loss_of(params):
         if not sources:
             return None
-        return sum(mean_loss(loss, params, data) for (data, _), loss in zip(sources, jitted_retain_losses)) / len(sources)
+        return sum(mean_loss(loss, params, data) for (data, _), loss in zip(sources, jitted_retain_losses)) / len(
+            sources
+        )
 
     forget_before = mean_loss(loss_fn, inputs.params, inputs.forget)
     retain_before = retain_loss_of(inputs.params)
     forget_batches = iterate_batches(inputs.forget, config.forget_batch_size, seed=config.seed)
-    retain_streams = [iterate_batches(data, config.retain_batch_size, seed=config.seed + 1 + i)
-                      for i, (data, _) in enumerate(sources)]
+    retain_streams = [
+        iterate_batches(data, config.retain_batch_size, seed=config.seed + 1 + i) for i, (data, _) in enumerate(sources)
+    ]
     params, opt_state = inputs.params, optimizer.init(inputs.params)
     with Stopwatch() as sw:
         for _ in range(config.steps):

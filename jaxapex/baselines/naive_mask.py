@@ -52,8 +52,6 @@ def unlearn(run_or_inputs: Any, *, config: NaiveMaskConfig = NaiveMaskConfig()) 
         "config": config_dict(config),
         "n_masked": {path_name(p): int(m.sum()) for p, m in masks.items()},
         "n_masked_total": int(sum(int(m.sum()) for m in masks.values())),
-        "work": (
-            ChunkCircuitWork("removal", "R", shapes, config.block_size, config.lanes, config.blocks_per_chunk),
-        ),
+        "work": (ChunkCircuitWork("removal", "R", shapes, config.block_size, config.lanes, config.blocks_per_chunk),),
     }
     return new_params, info

@@ -62,21 +62,86 @@ from jaxapex.baselines.common import (
 
 # ----------------------------------------------------------------------------------------- op counting
 
-FREE = frozenset({
-    "add", "add_any", "sub", "neg", "reduce_sum", "broadcast_in_dim", "reshape", "transpose", "squeeze",
-    "expand_dims", "concatenate", "slice", "pad", "convert_element_type", "copy", "copy_p", "stop_gradient",
-    "iota", "split", "rev", "dynamic_slice", "dynamic_update_slice", "reduce_precision", "is_finite",
-    "cumsum", "zeros_like", "select_and_gather_add", "not", "and", "or", "xor",
-    "shift_left", "shift_right_logical", "shift_right_arithmetic", "random_bits", "random_seed",
-    "random_wrap", "random_unwrap", "threefry2x32", "optimization_barrier", "pvary", "real", "imag",
-})
+FREE = frozenset(
+    {
+        "add",
+        "add_any",
+        "sub",
+        "neg",
+        "reduce_sum",
+        "broadcast_in_dim",
+        "reshape",
+        "transpose",
+        "squeeze",
+        "expand_dims",
+        "concatenate",
+        "slice",
+        "pad",
+        "convert_element_type",
+        "copy",
+        "copy_p",
+        "stop_gradient",
+        "iota",
+        "split",
+        "rev",
+        "dynamic_slice",
+        "dynamic_update_slice",
+        "reduce_precision",
+        "is_finite",
+        "cumsum",
+        "zeros_like",
+        "select_and_gather_add",
+        "not",
+        "and",
+        "or",
+        "xor",
+        "shift_left",
+        "shift_right_logical",
+        "shift_right_arithmetic",
+        "random_bits",
+        "random_seed",
+        "random_wrap",
+        "random_unwrap",
+        "threefry2x32",
+        "optimization_barrier",
+        "pvary",
+        "real",
+        "imag",
+    }
+)
 PRODUCTS = frozenset({"mul", "square"})
-NONLINEAR = frozenset({
-    "exp", "exp2", "expm1", "log", "log1p", "tanh", "logistic", "erf", "erfc", "erf_inv", "rsqrt", "sqrt",
-    "cbrt", "pow", "sin", "cos", "tan", "atan2", "lgamma", "digamma", "asin", "acos", "atan", "sinh", "cosh",
-})
-COMPARISONS = frozenset({"max", "min", "gt", "ge", "lt", "le", "abs", "sign", "clamp", "round", "floor", "ceil",
-                         "nextafter"})
+NONLINEAR = frozenset(
+    {
+        "exp",
+        "exp2",
+        "expm1",
+        "log",
+        "log1p",
+        "tanh",
+        "logistic",
+        "erf",
+        "erfc",
+        "erf_inv",
+        "rsqrt",
+        "sqrt",
+        "cbrt",
+        "pow",
+        "sin",
+        "cos",
+        "tan",
+        "atan2",
+        "lgamma",
+        "digamma",
+        "asin",
+        "acos",
+        "atan",
+        "sinh",
+        "cosh",
+    }
+)
+COMPARISONS = frozenset(
+    {"max", "min", "gt", "ge", "lt", "le", "abs", "sign", "clamp", "round", "floor", "ceil", "nextafter"}
+)
 EQUALITIES = frozenset({"eq", "ne", "select_n"})  # one gate each: an inverse witness, or a bit-selected value
 REDUCTIONS = frozenset({"reduce_max", "reduce_min", "argmax", "argmin"})
 INDEXING = frozenset({"gather", "scatter-add", "scatter_add", "scatter"})
@@ -163,8 +228,18 @@ def count_jaxpr(jaxpr, *, range_limbs: int) -> OpCounts:
         elif name in INDEXING:
             moved = _size(eqn.invars[-1].aval) if name.startswith("scatter") else out
             total += OpCounts(0, moved)
-        elif name in FREE or name in ("jit", "pjit", "custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr",
-                                      "remat", "checkpoint", "closed_call", "core_call", "scan"):
+        elif name in FREE or name in (
+            "jit",
+            "pjit",
+            "custom_jvp_call",
+            "custom_vjp_call",
+            "custom_vjp_call_jaxpr",
+            "remat",
+            "checkpoint",
+            "closed_call",
+            "core_call",
+            "scan",
+        ):
             pass
         else:
             raise ValueError(f"proof cost model has no price for the primitive {name!r}; add it to a category")
@@ -198,8 +273,13 @@ def _chunk_shape(*, level: str, block_size: int, lanes: int, blocks_per_chunk: i
     from circuit_compiler.fixedpoint import spec_for_block_size
     from circuit_compiler.lowering import chunk_shape_key
 
-    return chunk_shape_key(blocks=blocks_per_chunk, block_size=block_size, level=level,
-                           spec=spec_for_block_size(block_size), lanes=lanes if level == "F" else None)
+    return chunk_shape_key(
+        blocks=blocks_per_chunk,
+        block_size=block_size,
+        level=level,
+        spec=spec_for_block_size(block_size),
+        lanes=lanes if level == "F" else None,
+    )
 
 
 @functools.lru_cache(maxsize=16)
@@ -213,8 +293,9 @@ def chunk_circuit_statistics(*, level: str, block_size: int, lanes: int, blocks_
     return stats
 
 
-def cost_model_from_obs_circuit(*, block_size: int = 16, lanes: int = 16, blocks_per_chunk: int = 64,
-                                **overrides) -> CostModel:
+def cost_model_from_obs_circuit(
+    *, block_size: int = 16, lanes: int = 16, blocks_per_chunk: int = 64, **overrides
+) -> CostModel:
     """A :class:`CostModel` whose packing is that of the level-F OBS chunk circuit of this shape."""
     stats = chunk_circuit_statistics(level="F", block_size=block_size, lanes=lanes, blocks_per_chunk=blocks_per_chunk)
     fields = dict(lanes=lanes, lookups_per_row=int(stats["lookups"]), columns=int(stats["n_columns"]))
@@ -244,13 +325,16 @@ class ProofCost(NamedTuple):
 
 def chunk_circuit_cost(work: ChunkCircuitWork) -> PhaseCost:
     """Measured rows and cells of the chunk circuits covering ``work.layer_shapes``."""
-    stats = chunk_circuit_statistics(level=work.level, block_size=work.block_size, lanes=work.lanes,
-                                     blocks_per_chunk=work.blocks_per_chunk)
+    stats = chunk_circuit_statistics(
+        level=work.level, block_size=work.block_size, lanes=work.lanes, blocks_per_chunk=work.blocks_per_chunk
+    )
     chunks = 0
     for out_features, in_features in work.layer_shapes:
         size = out_features * in_features
         if size % work.block_size:
-            raise ValueError(f"block size {work.block_size} does not divide a target layer of {out_features}×{in_features}")
+            raise ValueError(
+                f"block size {work.block_size} does not divide a target layer of {out_features}×{in_features}"
+            )
         chunks += math.ceil(size // work.block_size / work.blocks_per_chunk)
     rows = chunks * int(stats["rows"])
     return PhaseCost(rows=rows, cells=rows * stats["n_columns"], macs=0, lookups=0, measured=True)
@@ -258,12 +342,16 @@ def chunk_circuit_cost(work: ChunkCircuitWork) -> PhaseCost:
 
 def _abstract(tree: Any) -> Any:
     """Shapes and dtypes only (arrays or :class:`jax.ShapeDtypeStruct` leaves)."""
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype), tree)
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype), tree
+    )
 
 
 def _batch_of(example_batch: Mapping[str, Any], size: int) -> dict:
-    return {k: jax.ShapeDtypeStruct((size, *np.shape(v)[1:]), v.dtype if hasattr(v, "dtype") else np.asarray(v).dtype)
-            for k, v in example_batch.items()}
+    return {
+        k: jax.ShapeDtypeStruct((size, *np.shape(v)[1:]), v.dtype if hasattr(v, "dtype") else np.asarray(v).dtype)
+        for k, v in example_batch.items()
+    }
 
 
 def _optimizer(name: str) -> optax.GradientTransformation:
@@ -317,9 +405,15 @@ class StepCoster:
         return total
 
 
-def proof_cost(work: Sequence[Work], *, loss_fn: Callable | None = None, params: Any = None,
-               example_batch: Mapping[str, Any] | None = None, cost_model: CostModel | None = None,
-               coster: StepCoster | None = None) -> ProofCost:
+def proof_cost(
+    work: Sequence[Work],
+    *,
+    loss_fn: Callable | None = None,
+    params: Any = None,
+    example_batch: Mapping[str, Any] | None = None,
+    cost_model: CostModel | None = None,
+    coster: StepCoster | None = None,
+) -> ProofCost:
     """Rows and cells of a circuit proving ``work`` (a method's ``info["work"]``).
 
     Step work is traced from ``loss_fn(params, batch)`` (mean loss) on batches shaped like

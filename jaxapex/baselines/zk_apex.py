@@ -56,16 +56,23 @@ def unlearn(run_or_inputs: Any, *, config: ZkApexConfig = ZkApexConfig()) -> tup
     batches = as_batches(take(inputs.personal, config.fisher_examples, seed=config.seed), config.batch_size)
     with Stopwatch() as sw:
         new_params, layers = obs_unlearn(
-            inputs.params, inputs.masks, _example_loss(inputs.personal_loss), batches,
-            block_size=config.block_size, damp=config.damp, method=config.method,
+            inputs.params,
+            inputs.masks,
+            _example_loss(inputs.personal_loss),
+            batches,
+            block_size=config.block_size,
+            damp=config.damp,
+            method=config.method,
         )
         Stopwatch.ready(new_params)
     info = {
         "method": "zk_apex_obs",
         "wall_s": sw.seconds,
         "config": config_dict(config),
-        "layers": {path_name(p): {k: v for k, v in layer.items() if k not in ("G", "block_indices")}
-                   for p, layer in layers.items()},
+        "layers": {
+            path_name(p): {k: v for k, v in layer.items() if k not in ("G", "block_indices")}
+            for p, layer in layers.items()
+        },
         "work": proof_work(inputs.params, inputs.masks, config),
     }
     return new_params, info

@@ -82,15 +82,19 @@ class ZsPagConfig:
 
     def __post_init__(self) -> None:
         if not self.attack_epsilon > 0 or self.attack_steps <= 0:
-            raise ValueError(f"ZsPagConfig: attack_epsilon and attack_steps must be positive, got "
-                             f"{self.attack_epsilon}, {self.attack_steps}")
+            raise ValueError(
+                f"ZsPagConfig: attack_epsilon and attack_steps must be positive, got "
+                f"{self.attack_epsilon}, {self.attack_steps}"
+            )
         if not 0 < self.energy_threshold < 1:
             raise ValueError(f"ZsPagConfig.energy_threshold must be in (0, 1), got {self.energy_threshold}")
         if self.steps <= 0 or self.batch_size <= 0 or not self.learning_rate > 0:
             raise ValueError("ZsPagConfig: steps, batch_size and learning_rate must be positive")
         if (self.label_candidates is not None and self.label_candidates < 1) or self.max_proxies < 1:
-            raise ValueError(f"ZsPagConfig: label_candidates (or None) and max_proxies must be >= 1, got "
-                             f"{self.label_candidates}, {self.max_proxies}")
+            raise ValueError(
+                f"ZsPagConfig: label_candidates (or None) and max_proxies must be >= 1, got "
+                f"{self.label_candidates}, {self.max_proxies}"
+            )
 
 
 class Proxies(NamedTuple):
@@ -179,8 +183,14 @@ def dense_inputs(model, params, batch: Mapping, delta: jax.Array | None, paths: 
 # ---------------------------------------------------------------------------------------- 1. proxies
 
 
-def pgd(loss_of_delta: Callable[[jax.Array], jax.Array], delta0: jax.Array, *, radius, steps: int,
-        project: Callable[[jax.Array], jax.Array]) -> jax.Array:
+def pgd(
+    loss_of_delta: Callable[[jax.Array], jax.Array],
+    delta0: jax.Array,
+    *,
+    radius,
+    steps: int,
+    project: Callable[[jax.Array], jax.Array],
+) -> jax.Array:
     """``steps`` signed-gradient *descent* steps on ``loss_of_delta`` from ``delta0``, each followed by the
     L∞ clip to ``radius`` and ``project`` (e.g. onto valid pixels). Step size 2.5 · radius / steps."""
     step_size = 2.5 * radius / steps
@@ -218,8 +228,13 @@ def generate_proxies(model, params, forget: Mapping, config: ZsPagConfig) -> Pro
             def loss(delta):  # targeted: descend the loss of the target class
                 return cross_entropy(model.apply(params, images + delta), targets)
 
-            return pgd(loss, jnp.zeros_like(images), radius=config.attack_epsilon, steps=config.attack_steps,
-                       project=lambda d: jnp.clip(images + d, 0.0, 1.0) - images)
+            return pgd(
+                loss,
+                jnp.zeros_like(images),
+                radius=config.attack_epsilon,
+                steps=config.attack_steps,
+                project=lambda d: jnp.clip(images + d, 0.0, 1.0) - images,
+            )
 
         delta = attack(images, jnp.asarray(targets))
         groups = targets
@@ -236,8 +251,13 @@ def generate_proxies(model, params, forget: Mapping, config: ZsPagConfig) -> Pro
             def loss(delta):  # untargeted: ascend the loss of the true next tokens
                 return -cross_entropy(perturbed_logits(model, params, batch, delta), true_next)
 
-            return pgd(loss, jnp.zeros(delta_shape(model, batch), jnp.float32), radius=radius,
-                       steps=config.attack_steps, project=lambda d: d)
+            return pgd(
+                loss,
+                jnp.zeros(delta_shape(model, batch), jnp.float32),
+                radius=radius,
+                steps=config.attack_steps,
+                project=lambda d: d,
+            )
 
         delta = attack(batch)
         groups = np.zeros(len(keep), np.int32)
@@ -272,8 +292,9 @@ def union_basis(bases: list[np.ndarray], *, tol: float = 1e-8) -> np.ndarray:
     return u[:, s > tol * max(s.max(), 1.0)]
 
 
-def proxy_subspaces(model, params, proxies: Proxies, paths: tuple[Path, ...], *, threshold: float,
-                    chunk: int = 256) -> dict[Path, np.ndarray]:
+def proxy_subspaces(
+    model, params, proxies: Proxies, paths: tuple[Path, ...], *, threshold: float, chunk: int = 256
+) -> dict[Path, np.ndarray]:
     """``{kernel path: U (in, k)}``: the union over proxy groups of each group's energy basis of the layer's
     inputs (module docstring, step 2)."""
     collect = jax.jit(lambda b, d: dense_inputs(model, params, b, d, paths))
@@ -283,8 +304,9 @@ def proxy_subspaces(model, params, proxies: Proxies, paths: tuple[Path, ...], *,
         sub = {k: v[start : start + chunk] for k, v in proxies.batch.items()}
         acts = collect(sub, proxies.delta[start : start + chunk])
         for p in paths:
-            per_path[p].append(np.asarray(acts[p]).reshape(len(proxies.groups[start : start + chunk]), -1,
-                                                            acts[p].shape[-1]))
+            per_path[p].append(
+                np.asarray(acts[p]).reshape(len(proxies.groups[start : start + chunk]), -1, acts[p].shape[-1])
+            )
     bases = {}
     for p in paths:
         acts = np.concatenate(per_path[p])  # (n, positions, in)
@@ -314,8 +336,16 @@ def _with_kernels(params, kernels: Mapping[Path, jax.Array]):
     return params
 
 
-def influence_pseudo_labels(model, params, forget: Mapping, proxies: Proxies, bases: Mapping[Path, np.ndarray],
-                            *, candidates: int | None, chunk: int = 256) -> np.ndarray:
+def influence_pseudo_labels(
+    model,
+    params,
+    forget: Mapping,
+    proxies: Proxies,
+    bases: Mapping[Path, np.ndarray],
+    *,
+    candidates: int | None,
+    chunk: int = 256,
+) -> np.ndarray:
     """Pseudo-labels (n,) or (n, T) of the forget examples (module docstring, step 3)."""
     paths = tuple(bases)
     kernels = {p: get_leaf(params, p) for p in paths}
@@ -396,8 +426,11 @@ def unlearn(run_or_inputs: Any, *, config: ZsPagConfig = ZsPagConfig()) -> tuple
 
     eval_loss = jax.jit(lambda p, b: cross_entropy(perturbed_logits(model, p, b, None), targets_of(model, b)))
     proxy_targets = proxies.groups if _is_vision(model) else None
-    success = (float(np.mean(np.asarray(proxies.labels) == proxy_targets)) if proxy_targets is not None
-               else float(np.mean(np.asarray(proxies.labels) != np.asarray(targets_of(model, proxies.batch)))))
+    success = (
+        float(np.mean(np.asarray(proxies.labels) == proxy_targets))
+        if proxy_targets is not None
+        else float(np.mean(np.asarray(proxies.labels) != np.asarray(targets_of(model, proxies.batch))))
+    )
     n_proxies = len(proxies.groups)
     n_forget = dataset_size(forget)
     batch = min(config.batch_size, n_forget)
@@ -406,8 +439,9 @@ def unlearn(run_or_inputs: Any, *, config: ZsPagConfig = ZsPagConfig()) -> tuple
     # Gram matrices of the layer inputs, then checking one eigen-decomposition per group and the union's
     # (V Λ Vᵀ = Gram and Vᵀ V = I: two in³ products each)
     n_groups = len(np.unique(proxies.groups))
-    subspace_macs = sum(n_proxies * max(positions, 1) * d_in * d_in + (n_groups + 1) * 2 * d_in**3
-                        for d_in, _, _ in layer_dims.values())
+    subspace_macs = sum(
+        n_proxies * max(positions, 1) * d_in * d_in + (n_groups + 1) * 2 * d_in**3 for d_in, _, _ in layer_dims.values()
+    )
     projection_macs = config.steps * sum(2 * d_in * k * d_out for d_in, k, d_out in layer_dims.values())
     info = {
         "method": "zs_pag",
@@ -426,8 +460,9 @@ def unlearn(run_or_inputs: Any, *, config: ZsPagConfig = ZsPagConfig()) -> tuple
         "work": (
             StepWork("proxy_generation", "input_grad", config.attack_steps, n_proxies),
             StepWork("proxy_activations", "forward", 1, n_proxies),
-            ArithmeticWork("subspaces", macs=int(subspace_macs),
-                           lookups=int(sum(d_in for d_in, _, _ in layer_dims.values()))),
+            ArithmeticWork(
+                "subspaces", macs=int(subspace_macs), lookups=int(sum(d_in for d_in, _, _ in layer_dims.values()))
+            ),
             StepWork("influence_gradient", "grad", 1, n_proxies),
             StepWork("influence_jvp", "jvp", 1, n_forget),
             StepWork("unlearn", "train", config.steps, batch, "sgd"),

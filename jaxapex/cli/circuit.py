@@ -19,8 +19,9 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     from circuit_compiler import inspect as circuit_inspect
 
-    parser = subparsers.add_parser("circuit", help="inspect or audit a compiled circuit",
-                                   description=__doc__.split("\n")[0])
+    parser = subparsers.add_parser(
+        "circuit", help="inspect or audit a compiled circuit", description=__doc__.split("\n")[0]
+    )
     actions = parser.add_subparsers(dest="circuit_command", metavar="ACTION")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
@@ -30,13 +31,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     audit_parser = actions.add_parser("audit", help="under-constrained cells, mutation detection, selector findings")
     circuit_inspect.add_target_arguments(audit_parser)
     audit_parser.add_argument("--mutations", type=int, default=256, help="single-cell mutations to try (default 256)")
-    audit_parser.add_argument("--compensated", type=int, default=256,
-                              help="multi-cell compensated mutations to try (default 256)")
+    audit_parser.add_argument(
+        "--compensated", type=int, default=256, help="multi-cell compensated mutations to try (default 256)"
+    )
     audit_parser.add_argument("--depth", type=int, default=4, help="repair moves per compensated mutation (default 4)")
-    audit_parser.add_argument("--prover-chosen", nargs="*", metavar="COLUMN", default=None,
-                              help="committed columns the prover picks freely (default: theta_new for OBS chunks at level F)")
-    audit_parser.add_argument("--focus", nargs="+", metavar="GATE",
-                              help="start compensated mutations only at these gates (or gate/constraint)")
+    audit_parser.add_argument(
+        "--prover-chosen",
+        nargs="*",
+        metavar="COLUMN",
+        default=None,
+        help="committed columns the prover picks freely (default: theta_new for OBS chunks at level F)",
+    )
+    audit_parser.add_argument(
+        "--focus",
+        nargs="+",
+        metavar="GATE",
+        help="start compensated mutations only at these gates (or gate/constraint)",
+    )
     audit_parser.add_argument("--audit-seed", type=int, default=0, help="seed of the mutation sampling")
     audit_parser.add_argument("--json", type=Path, metavar="PATH", help="write the report as JSON")
     audit_parser.add_argument("--quiet", action="store_true", help="print nothing to stdout")
@@ -51,9 +62,17 @@ def run_audit(args: argparse.Namespace) -> int:
     if assignment is None:
         raise SystemExit(f"{args.circuit}: the saved circuit has no witness values; the audit needs an honest witness")
     start = time.perf_counter()
-    report = audit(cs, assignment, modulus, mutations=args.mutations, compensated=args.compensated,
-                   depth=args.depth, prover_chosen=args.prover_chosen, focus=args.focus,
-                   seed=args.audit_seed)
+    report = audit(
+        cs,
+        assignment,
+        modulus,
+        mutations=args.mutations,
+        compensated=args.compensated,
+        depth=args.depth,
+        prover_chosen=args.prover_chosen,
+        focus=args.focus,
+        seed=args.audit_seed,
+    )
     seconds = time.perf_counter() - start
     if not args.quiet:
         print(report.summary())

@@ -9,9 +9,13 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the end-to-end demo (train, personalize, commit, mask, unlearn, prove, verify)")
+    p = sub.add_parser(
+        "demo", help="run the end-to-end demo (train, personalize, commit, mask, unlearn, prove, verify)"
+    )
     p.add_argument("--quick", action="store_true", help="small settings that finish in minutes on 2 cores")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="directory for every artifact (default runs/demo)")
+    p.add_argument(
+        "--out", type=Path, default=Path("runs/demo"), help="directory for every artifact (default runs/demo)"
+    )
     p.add_argument("--level", choices=("R", "F"), default="F", help="binding level of the proof (default F)")
     p.add_argument("--block-size", type=int, default=None, help="OBS block size B (default: the recipe's)")
     p.add_argument("--lanes", type=int, default=None, help="MAC lanes per row at level F (default B)")
@@ -26,9 +30,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from jaxapex.demo import DemoOptions, format_result, run_demo
 
-    result = run_demo(DemoOptions(out_dir=args.out, quick=args.quick, level=args.level, block_size=args.block_size,
-                                  lanes=args.lanes, blocks_per_chunk=args.blocks_per_chunk, seed=args.seed,
-                                  workers=args.workers, progress=not args.no_progress))
+    result = run_demo(
+        DemoOptions(
+            out_dir=args.out,
+            quick=args.quick,
+            level=args.level,
+            block_size=args.block_size,
+            lanes=args.lanes,
+            blocks_per_chunk=args.blocks_per_chunk,
+            seed=args.seed,
+            workers=args.workers,
+            progress=not args.no_progress,
+        )
+    )
     print(format_result(result))
     print(f"artifacts in {args.out}/ (plot: {args.out / 'demo.png'})")
     if args.json:

@@ -102,10 +102,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--to", type=Path, required=True)
     q.set_defaults(func=cmd_registry_migrate)
 
-    p = sub.add_parser("verify-batch", help="provider: verify many clients' bundles for a request, fanned out",
-                       description="Verify the bundles of many clients answering one request, the proof checks "
-                                   "spread over worker processes or a Ray cluster; the registry is updated here, "
-                                   "per client, for the accepted ones. Exit status 0 only if all were accepted.")
+    p = sub.add_parser(
+        "verify-batch",
+        help="provider: verify many clients' bundles for a request, fanned out",
+        description="Verify the bundles of many clients answering one request, the proof checks "
+        "spread over worker processes or a Ray cluster; the registry is updated here, "
+        "per client, for the accepted ones. Exit status 0 only if all were accepted.",
+    )
     p.add_argument("--registry", type=Path, required=True)
     p.add_argument("--request", type=Path, required=True)
     p.add_argument("--bundles", type=Path, nargs="+", required=True, help="bundle directories (any clients)")
@@ -115,14 +118,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_verify_batch)
 
 
-
 def _executor_options(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--executor", choices=("process", "ray", "serial"), default="process",
-                   help=f"where the {what} run: a local process pool, Ray, or this process")
+    p.add_argument(
+        "--executor",
+        choices=("process", "ray", "serial"),
+        default="process",
+        help=f"where the {what} run: a local process pool, Ray, or this process",
+    )
     p.add_argument("--workers", type=int, default=None, help="parallel workers (default: one per 4 cores)")
-    p.add_argument("--ray-address", default=None,
-                   help="with --executor ray: join this running cluster ('auto', or host:port); default: the "
-                        "RAY_ADDRESS variable, else a local Ray runtime. Every node must read the paths given")
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --executor ray: join this running cluster ('auto', or host:port); default: the "
+        "RAY_ADDRESS variable, else a local Ray runtime. Every node must read the paths given",
+    )
 
 
 def _load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
@@ -160,20 +169,25 @@ def _srs(path: Path, *, need_k: int | None = None, sha256: str | None = None):
     from circuit_compiler.srs import Srs, expected_file_size, srs_info
 
     if not path.is_file():
-        raise SystemExit(f"error: SRS file {path} does not exist" + (f" (an SRS of k >= {need_k} is needed)"
-                                                                      if need_k else ""))
+        raise SystemExit(
+            f"error: SRS file {path} does not exist" + (f" (an SRS of k >= {need_k} is needed)" if need_k else "")
+        )
     try:
         info = srs_info(path)
     except ValueError as err:
         raise SystemExit(f"error: SRS file {path}: {err}") from None
     if not info["size_ok"]:
-        raise SystemExit(f"error: SRS file {path}: header says k = {info['k']}, which takes "
-                         f"{expected_file_size(info['k'])} bytes; the file has {info['bytes']} (truncated or corrupt)")
+        raise SystemExit(
+            f"error: SRS file {path}: header says k = {info['k']}, which takes "
+            f"{expected_file_size(info['k'])} bytes; the file has {info['bytes']} (truncated or corrupt)"
+        )
     if need_k is not None and info["k"] < need_k:
         raise SystemExit(f"error: SRS file {path} has k = {info['k']}, the chunk circuits need k >= {need_k}")
     if sha256 is not None and info["sha256"] != sha256:
-        raise SystemExit(f"error: SRS file {path} has SHA-256 {info['sha256'][:16]}..., the artifacts were made "
-                         f"with SRS {sha256[:16]}...")
+        raise SystemExit(
+            f"error: SRS file {path} has SHA-256 {info['sha256'][:16]}..., the artifacts were made "
+            f"with SRS {sha256[:16]}..."
+        )
     import warnings
 
     from circuit_compiler.srs import InsecureSrsWarning
@@ -196,8 +210,14 @@ def cmd_commit(args: argparse.Namespace) -> int:
     layers = tuple(LayerShape(ml.path_name(p), *np.asarray(ml.get_matrix(params, p)).shape) for p in paths)
     lanes = args.lanes or args.block_size
     nb = args.blocks_per_chunk or max(layer.size for layer in layers) // args.block_size
-    config = ProofConfig(layers=layers, level=args.level, block_size=args.block_size, lanes=lanes,
-                         blocks_per_chunk=nb, spec=spec_for_block_size(args.block_size))
+    config = ProofConfig(
+        layers=layers,
+        level=args.level,
+        block_size=args.block_size,
+        lanes=lanes,
+        blocks_per_chunk=nb,
+        spec=spec_for_block_size(args.block_size),
+    )
     G = None
     if args.level == "F":
         if args.data is None:
@@ -205,17 +225,27 @@ def cmd_commit(args: argparse.Namespace) -> int:
         data = _load_npz(args.data, "client data")
         from jaxapex.models import example_loss_fn
 
-        G = ml.inverse_fisher(example_loss_fn(model), params, paths, data, block_size=args.block_size, damp=args.damp,
-                              max_examples=args.max_examples)
+        G = ml.inverse_fisher(
+            example_loss_fn(model),
+            params,
+            paths,
+            data,
+            block_size=args.block_size,
+            damp=args.damp,
+            max_examples=args.max_examples,
+        )
     from jaxapex.protocol import chunks
 
     srs = _srs(args.srs, need_k=chunks.circuit_k(config))
-    state, registration = client.commit(client_id=args.client_id, params=params, config=config, srs=srs,
-                                        inverse_fisher=G)
+    state, registration = client.commit(
+        client_id=args.client_id, params=params, config=config, srs=srs, inverse_fisher=G
+    )
     state.save(args.state)
     client.write_registration(args.registration, registration)
-    print(f"committed {len(layers)} layers in {sum(config.n_chunks(l) for l in layers)} chunks "
-          f"(level {args.level}, B = {args.block_size}); registration: {args.registration}")
+    print(
+        f"committed {len(layers)} layers in {sum(config.n_chunks(l) for l in layers)} chunks "
+        f"(level {args.level}, B = {args.block_size}); registration: {args.registration}"
+    )
     return 0
 
 
@@ -234,8 +264,15 @@ def cmd_mask(args: argparse.Namespace) -> int:
 
     model, params = _load_model(args.model)
     paths = ml.target_paths(params, args.layers.split(","))
-    masks = ml.provider_masks(model, params, paths, _load_npz(args.forget, "forget set"),
-                              _load_npz(args.retain, "retain set"), fraction=args.fraction, scorer=args.scorer)
+    masks = ml.provider_masks(
+        model,
+        params,
+        paths,
+        _load_npz(args.forget, "forget set"),
+        _load_npz(args.retain, "retain set"),
+        fraction=args.fraction,
+        scorer=args.scorer,
+    )
     request = UnlearningRequest(request_id=args.request_id or new_request_id(), model_id=args.model_id, masks=masks)
     request.save(args.out)
     print(f"request {request.request_id}: {request.masked_fraction():.2%} of the target weights masked -> {args.out}")
@@ -260,11 +297,14 @@ def cmd_prove(args: argparse.Namespace) -> int:
     request = UnlearningRequest.load(args.request)
     srs = _srs(args.srs, need_k=chunks.circuit_k(state.config), sha256=state.config.srs_hash)
     t0 = time.perf_counter()
-    fields, blobs = client.prove(state, request, srs, workers=args.workers, executor=args.executor,
-                                 ray_address=args.ray_address)
+    fields, blobs = client.prove(
+        state, request, srs, workers=args.workers, executor=args.executor, ray_address=args.ray_address
+    )
     client.write_bundle(args.out, fields, blobs)
-    print(f"{len(fields['chunks'])} chunk proofs ({sum(map(len, blobs.values())) / 1024:.1f} KiB) in "
-          f"{time.perf_counter() - t0:.1f} s -> {args.out}")
+    print(
+        f"{len(fields['chunks'])} chunk proofs ({sum(map(len, blobs.values())) / 1024:.1f} KiB) in "
+        f"{time.perf_counter() - t0:.1f} s -> {args.out}"
+    )
     return 0
 
 
@@ -279,17 +319,29 @@ def cmd_verify(args: argparse.Namespace) -> int:
     result: dict = {"request_id": request.request_id, "bundle": str(args.bundle)}
     try:
         report = provider.verify(registry, request, args.bundle, srs=_srs(args.srs), batch=not args.no_batch)
-        result.update(verified=True, client_id=report.client_id, chunks=report.chunks_verified,
-                      model_version=report.model_version, verify_s=report.verify_s, per_chunk=report.per_chunk,
-                      new_commitments={layer: {str(c): h for c, h in per.items()}
-                                       for layer, per in report.new_commitments.items()},
-                      peak_rss_mb=report.peak_rss_mb)
+        result.update(
+            verified=True,
+            client_id=report.client_id,
+            chunks=report.chunks_verified,
+            model_version=report.model_version,
+            verify_s=report.verify_s,
+            per_chunk=report.per_chunk,
+            new_commitments={
+                layer: {str(c): h for c, h in per.items()} for layer, per in report.new_commitments.items()
+            },
+            peak_rss_mb=report.peak_rss_mb,
+        )
         times = [c["verify_s"] for c in report.per_chunk]
-        per = (f"{min(times) * 1e3:.0f}-{max(times) * 1e3:.0f} ms" if len(set(times)) > 1
-               else f"{times[0] * 1e3:.0f} ms") if times else "-"
-        print(f"VERIFIED: client {report.client_id!r}, request {request.request_id!r}: {report.chunks_verified} "
-              f"chunks in {report.verify_s:.2f} s ({per} per chunk{', one batched pairing check' if len(times) > 1 and not args.no_batch else ''}); "
-              f"peak RSS {report.peak_rss_mb:.0f} MB; registry at model version {report.model_version}")
+        per = (
+            (f"{min(times) * 1e3:.0f}-{max(times) * 1e3:.0f} ms" if len(set(times)) > 1 else f"{times[0] * 1e3:.0f} ms")
+            if times
+            else "-"
+        )
+        print(
+            f"VERIFIED: client {report.client_id!r}, request {request.request_id!r}: {report.chunks_verified} "
+            f"chunks in {report.verify_s:.2f} s ({per} per chunk{', one batched pairing check' if len(times) > 1 and not args.no_batch else ''}); "
+            f"peak RSS {report.peak_rss_mb:.0f} MB; registry at model version {report.model_version}"
+        )
         code = 0
     except provider.VerificationFailed as err:
         result.update(verified=False, check=err.check, layer=err.layer, chunk=err.chunk, reason=str(err))
@@ -308,27 +360,50 @@ def cmd_verify_batch(args: argparse.Namespace) -> int:
 
     request = UnlearningRequest.load(args.request)
     t0 = time.perf_counter()
-    outcomes = provider.verify_many(Registry(args.registry), [(request, b) for b in args.bundles], srs=_srs(args.srs),
-                                    executor=args.executor, workers=args.workers, ray_address=args.ray_address)
+    outcomes = provider.verify_many(
+        Registry(args.registry),
+        [(request, b) for b in args.bundles],
+        srs=_srs(args.srs),
+        executor=args.executor,
+        workers=args.workers,
+        ray_address=args.ray_address,
+    )
     wall = time.perf_counter() - t0
     rows = []
     for o in outcomes:
         if o.accepted:
-            rows.append({"bundle": o.bundle, "client_id": o.client_id, "verified": True,
-                         "chunks": o.report.chunks_verified, "verify_s": o.report.verify_s})
+            rows.append(
+                {
+                    "bundle": o.bundle,
+                    "client_id": o.client_id,
+                    "verified": True,
+                    "chunks": o.report.chunks_verified,
+                    "verify_s": o.report.verify_s,
+                }
+            )
             print(f"VERIFIED: {o.bundle} (client {o.client_id!r}, {o.report.chunks_verified} chunks)")
         else:
             f = o.failure
-            rows.append({"bundle": o.bundle, "client_id": o.client_id, "verified": False, "check": f.check,
-                         "layer": f.layer, "chunk": f.chunk, "reason": str(f)})
+            rows.append(
+                {
+                    "bundle": o.bundle,
+                    "client_id": o.client_id,
+                    "verified": False,
+                    "check": f.check,
+                    "layer": f.layer,
+                    "chunk": f.chunk,
+                    "reason": str(f),
+                }
+            )
             print(f"NOT VERIFIED: {o.bundle}: {f}", file=sys.stderr)
     accepted = sum(r["verified"] for r in rows)
-    print(f"{accepted}/{len(rows)} bundles accepted in {wall:.1f} s ({60 * len(rows) / wall:.1f} bundles/min, "
-          f"executor {args.executor}); registry updated for the accepted ones")
+    print(
+        f"{accepted}/{len(rows)} bundles accepted in {wall:.1f} s ({60 * len(rows) / wall:.1f} bundles/min, "
+        f"executor {args.executor}); registry updated for the accepted ones"
+    )
     if args.json:
         _write_json(args.json, {"request_id": request.request_id, "wall_s": wall, "bundles": rows})
     return 0 if accepted == len(rows) else 1
-
 
 
 def _write_json(path: Path, data) -> None:
@@ -362,8 +437,10 @@ def cmd_settle(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise SystemExit(f"error: {args.verdict}: {err}") from None
     settled.save(args.out)
-    print(f"settled request {state.pending['request_id']!r}: model version {settled.model_version}; next state: "
-          f"{args.out}")
+    print(
+        f"settled request {state.pending['request_id']!r}: model version {settled.model_version}; next state: "
+        f"{args.out}"
+    )
     return 0
 
 
@@ -376,23 +453,33 @@ def cmd_registry_show(args: argparse.Namespace) -> int:
         print(f"registry {args.registry}: {len(clients)} client(s)")
         for client_id in clients:
             record = registry.get(client_id)
-            print(f"  {client_id}: level {record['config']['level']}, model version {record['model_version']}, "
-                  f"{len(record['history'])} accepted request(s)")
+            print(
+                f"  {client_id}: level {record['config']['level']}, model version {record['model_version']}, "
+                f"{len(record['history'])} accepted request(s)"
+            )
         return 0
     record = registry.export(args.client)
     config = record["config"]
-    layers = ", ".join(f"{l['name']} ({l['out_features']}x{l['in_features']}, {len(record['commitments'][l['name']])} "
-                       "chunks)" for l in config["layers"])
-    print(f"client {record['client_id']}: registered {record['registered_at']}, level {config['level']}, "
-          f"B = {config['block_size']}, {config['blocks_per_chunk']} blocks per chunk")
+    layers = ", ".join(
+        f"{l['name']} ({l['out_features']}x{l['in_features']}, {len(record['commitments'][l['name']])} chunks)"
+        for l in config["layers"]
+    )
+    print(
+        f"client {record['client_id']}: registered {record['registered_at']}, level {config['level']}, "
+        f"B = {config['block_size']}, {config['blocks_per_chunk']} blocks per chunk"
+    )
     print(f"  layers: {layers}")
-    print(f"  configuration {record['config_digest'][:16]}..., SRS {config['srs_hash'][:16]}..., "
-          f"registration {record['registration'][:16]}...")
+    print(
+        f"  configuration {record['config_digest'][:16]}..., SRS {config['srs_hash'][:16]}..., "
+        f"registration {record['registration'][:16]}..."
+    )
     print(f"  model version {record['model_version']}; accepted requests:")
     for r in record["requests"]:
         chunks = ", ".join(f"{c['layer']}#{c['chunk']}" for c in r["chunks"])
-        print(f"    {r['model_version']:>3}  {r['request_id']}  {r['accepted_at']}  bundle "
-              f"{(r['bundle'] or '-')[:16]}  chunks: {chunks or '-'}")
+        print(
+            f"    {r['model_version']:>3}  {r['request_id']}  {r['accepted_at']}  bundle "
+            f"{(r['bundle'] or '-')[:16]}  chunks: {chunks or '-'}"
+        )
     return 0
 
 

@@ -50,7 +50,9 @@ def default_sources() -> dict[str, LanguageSource]:
         "c": LanguageSource(roots=("/usr/include",), suffixes=(".h",)),
         "perl": LanguageSource(
             # unicore/ holds generated Unicode property tables (numbers, not code)
-            roots=("/usr/share/perl*", "/usr/lib/*/perl*"), suffixes=(".pm", ".pl"), exclude_parts=("unicore",)
+            roots=("/usr/share/perl*", "/usr/lib/*/perl*"),
+            suffixes=(".pm", ".pl"),
+            exclude_parts=("unicore",),
         ),
         "shell": LanguageSource(
             roots=("/usr/share", "/usr/lib", "/etc"),

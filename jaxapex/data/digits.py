@@ -177,4 +177,6 @@ def ascii_art(image: np.ndarray) -> str:
     """A (H, W[, 1]) image in [0, 1] as text, for quick looks in a terminal."""
     shades = " .:-=+*#%@"
     image = np.asarray(image).reshape(image.shape[0], image.shape[1])
-    return "\n".join("".join(shades[min(int(v * (len(shades) - 1) + 0.5), len(shades) - 1)] * 2 for v in row) for row in image)
+    return "\n".join(
+        "".join(shades[min(int(v * (len(shades) - 1) + 0.5), len(shades) - 1)] * 2 for v in row) for row in image
+    )

@@ -65,9 +65,7 @@ def load_image_folder(
     rng = np.random.default_rng(seed)
     images, labels = [], []
     for label, name in enumerate(names):
-        files = sorted(
-            f for f in glob.glob(os.path.join(root, name, "*")) if f.lower().endswith(IMAGE_EXTENSIONS)
-        )
+        files = sorted(f for f in glob.glob(os.path.join(root, name, "*")) if f.lower().endswith(IMAGE_EXTENSIONS))
         if max_per_class is not None and len(files) > max_per_class:
             files = [files[i] for i in np.sort(rng.choice(len(files), max_per_class, replace=False))]
         for path in files:

@@ -64,7 +64,9 @@ Model = ViT | OPT | Llama
 Config = ViTConfig | OPTConfig | LlamaConfig
 PRESETS: dict[str, Config] = {**VIT_PRESETS, **OPT_PRESETS, **LLAMA_PRESETS}
 _MODEL_KINDS: dict[str, tuple[type, type]] = {
-    "vit": (ViT, ViTConfig), "opt": (OPT, OPTConfig), "llama": (Llama, LlamaConfig),
+    "vit": (ViT, ViTConfig),
+    "opt": (OPT, OPTConfig),
+    "llama": (Llama, LlamaConfig),
 }
 # MLP matrices by role: the one whose output neurons the activation scorer ranks (its rows are a neuron's
 # incoming weights) → the one that writes those neurons back into the residual stream (its columns).

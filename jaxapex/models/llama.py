@@ -64,8 +64,10 @@ class LlamaConfig:
         if not (self.rope_theta > 0 and self.rms_eps > 0):
             raise ValueError(f"LlamaConfig rope_theta={self.rope_theta} and rms_eps={self.rms_eps} must be positive")
         if self.rope_scaling is not None and len(self.rope_scaling) != 4:
-            raise ValueError(f"LlamaConfig.rope_scaling must be (factor, low, high, original_max_positions), "
-                             f"got {self.rope_scaling!r}")
+            raise ValueError(
+                f"LlamaConfig.rope_scaling must be (factor, low, high, original_max_positions), "
+                f"got {self.rope_scaling!r}"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -74,11 +76,21 @@ class LlamaConfig:
 
 LLAMA_PRESETS: dict[str, LlamaConfig] = {
     # Byte-level test fixture: two layers, grouped-query attention (4 query heads share 2 key/value heads).
-    "llama_tiny": LlamaConfig(vocab_size=256, dim=64, layers=2, heads=4, kv_heads=2, ffn_dim=128,
-                              rope_theta=10000.0, max_positions=256),
+    "llama_tiny": LlamaConfig(
+        vocab_size=256, dim=64, layers=2, heads=4, kv_heads=2, ffn_dim=128, rope_theta=10000.0, max_positions=256
+    ),
     "smollm2_135m": LlamaConfig(),
-    "llama32_1b": LlamaConfig(vocab_size=128256, dim=2048, layers=16, heads=32, kv_heads=8, ffn_dim=8192,
-                              rope_theta=500000.0, rope_scaling=(32.0, 1.0, 4.0, 8192), max_positions=131072),
+    "llama32_1b": LlamaConfig(
+        vocab_size=128256,
+        dim=2048,
+        layers=16,
+        heads=32,
+        kv_heads=8,
+        ffn_dim=8192,
+        rope_theta=500000.0,
+        rope_scaling=(32.0, 1.0, 4.0, 8192),
+        max_positions=131072,
+    ),
 }
 
 
@@ -207,16 +219,19 @@ class Llama(nn.Module):
         stop = cfg.layers if self.stop_layer is None else self.stop_layer
         if not 0 <= self.start_layer <= stop <= cfg.layers:
             raise ValueError(f"Llama layers [{self.start_layer}, {stop}) do not lie in [0, {cfg.layers}]")
-        embed = nn.Embed(cfg.vocab_size, cfg.dim, embedding_init=nn.initializers.normal(stddev=0.02),
-                         name="embed_tokens")
+        embed = nn.Embed(
+            cfg.vocab_size, cfg.dim, embedding_init=nn.initializers.normal(stddev=0.02), name="embed_tokens"
+        )
         if self.start_layer == 0:
             if inputs.ndim != 2:
                 raise ValueError(f"Llama expects tokens of shape (batch, T), got {tuple(inputs.shape)}")
             x = embed(inputs)
         else:
             if inputs.ndim != 3 or inputs.shape[-1] != cfg.dim:
-                raise ValueError(f"Llama(start_layer={self.start_layer}) expects the residual stream "
-                                 f"(batch, T, {cfg.dim}), got {tuple(inputs.shape)}")
+                raise ValueError(
+                    f"Llama(start_layer={self.start_layer}) expects the residual stream "
+                    f"(batch, T, {cfg.dim}), got {tuple(inputs.shape)}"
+                )
             x = inputs
         batch, length = inputs.shape[:2]
         if length > cfg.max_positions:

@@ -93,9 +93,9 @@ class OPT(nn.Module):
             position_ids = jnp.cumsum(mask, axis=1) * mask - 1
         x = embed(tokens) + positions(position_ids + OPT_POSITION_OFFSET)
         for i in range(cfg.layers):
-            x = PreLNBlock(
-                cfg.dim, cfg.heads, cfg.ffn_dim, cfg.activation, cfg.ln_eps, causal=True, name=f"layer_{i}"
-            )(x, attention_mask)
+            x = PreLNBlock(cfg.dim, cfg.heads, cfg.ffn_dim, cfg.activation, cfg.ln_eps, causal=True, name=f"layer_{i}")(
+                x, attention_mask
+            )
         x = layer_norm(cfg.ln_eps, "final_ln")(x)
         return embed.attend(x)
 

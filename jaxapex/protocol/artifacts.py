@@ -63,8 +63,7 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def write_artifact(path: str | os.PathLike, kind: str, fields: Mapping[str, Any],
-                   blobs: Mapping[str, bytes]) -> Path:
+def write_artifact(path: str | os.PathLike, kind: str, fields: Mapping[str, Any], blobs: Mapping[str, bytes]) -> Path:
     """Atomically (re)write the artifact directory ``path`` of ``kind`` with ``fields`` and ``blobs``."""
     path = Path(path)
     if MANIFEST in blobs:
@@ -182,8 +181,9 @@ class Artifact:
             raise ArtifactError(f"{self.path}: manifest lists no file {name!r}")
         data = (self.path / name).read_bytes()
         if sha256_bytes(data) != files[name]:
-            raise ArtifactError(f"{self.path / name}: contents do not match the sha256 in the manifest "
-                                f"(truncated or modified)")
+            raise ArtifactError(
+                f"{self.path / name}: contents do not match the sha256 in the manifest (truncated or modified)"
+            )
         return data
 
     def arrays(self, name: str) -> dict[str, np.ndarray]:
@@ -232,6 +232,7 @@ def read_artifact(path: str | os.PathLike, kind: str) -> Artifact:
         raise ArtifactError(f"{path}: unexpected file(s) {extra} not listed in {MANIFEST}")
     for name, digest in files.items():
         if sha256_file(path / name) != digest:
-            raise ArtifactError(f"{path / name}: contents do not match the sha256 in the manifest "
-                                f"(truncated or modified)")
+            raise ArtifactError(
+                f"{path / name}: contents do not match the sha256 in the manifest (truncated or modified)"
+            )
     return Artifact(path, manifest)

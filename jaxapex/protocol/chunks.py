@@ -71,14 +71,22 @@ def touched_chunks(mask_blocks: np.ndarray, config: ProofConfig) -> list[int]:
     return [c for c, part in enumerate(split_chunks(mask_blocks, config)) if part.any()]
 
 
-def chunk_commitments(srs: backend.Srs, config: ProofConfig, *, salts: dict[str, int],
-                      theta: np.ndarray | None = None, theta_new: np.ndarray | None = None,
-                      G: np.ndarray | None = None) -> dict[str, str]:
+def chunk_commitments(
+    srs: backend.Srs,
+    config: ProofConfig,
+    *,
+    salts: dict[str, int],
+    theta: np.ndarray | None = None,
+    theta_new: np.ndarray | None = None,
+    G: np.ndarray | None = None,
+) -> dict[str, str]:
     """Commitments (hex) of the given committed columns of one chunk, exactly as its proof binds them."""
     shape = chunk_shape(config)
     columns = committed_columns(shape, salts=salts, theta=theta, theta_new=theta_new, G=G)
-    return {name: backend.commit(srs, circuit_k(config), values, shape.field.modulus).hex()
-            for name, values in columns.items()}
+    return {
+        name: backend.commit(srs, circuit_k(config), values, shape.field.modulus).hex()
+        for name, values in columns.items()
+    }
 
 
 def instances_for(config: ProofConfig, mask_chunk: np.ndarray) -> dict[str, np.ndarray]:
@@ -96,8 +104,9 @@ def verifying_key(config: ProofConfig, srs: backend.Srs, cache_dir: str | os.Pat
     modulus = chunk_shape(config).field.modulus
     if circuit.cs.k > srs.k:
         where = f" {srs.path}" if srs.path else ""
-        raise ValueError(f"SRS{where}: chunk circuits of this configuration need k >= {circuit.cs.k}, the SRS has "
-                         f"k = {srs.k}")
+        raise ValueError(
+            f"SRS{where}: chunk circuits of this configuration need k >= {circuit.cs.k}, the SRS has k = {srs.k}"
+        )
     if cache_dir is None:
         return backend.keygen_vk(srs, circuit.cs, modulus)
     cache_dir = Path(cache_dir)

@@ -110,8 +110,9 @@ class ClientState:
             _check_pending(art, pending, config)
         model_version = art.manifest.get("model_version", 0)  # absent in states written before versions
         if not isinstance(model_version, int) or isinstance(model_version, bool) or model_version < 0:
-            raise ArtifactError(f"{art.path}/manifest.json: field 'model_version' should be an integer >= 0, got "
-                                f"{model_version!r}")
+            raise ArtifactError(
+                f"{art.path}/manifest.json: field 'model_version' should be an integer >= 0, got {model_version!r}"
+            )
         for i, layer in enumerate(config.layers):
             arrays = art.arrays(_layer_blob(i))
             n_blocks, B = config.n_blocks(layer), config.block_size
@@ -125,13 +126,23 @@ class ClientState:
         for layer in config.layers:
             per = salts_field.get(layer.name)
             if not isinstance(per, list) or len(per) != config.n_chunks(layer):
-                raise ArtifactError(f"{art.path}/manifest.json: field 'salts' of layer {layer.name!r} must list "
-                                    f"{config.n_chunks(layer)} chunks")
+                raise ArtifactError(
+                    f"{art.path}/manifest.json: field 'salts' of layer {layer.name!r} must list "
+                    f"{config.n_chunks(layer)} chunks"
+                )
             salts[layer.name] = [_salt_entry(art, layer.name, c, s, config) for c, s in enumerate(per)]
         params = _unflatten(art.arrays("params.npz"))
-        return cls(client_id=art.field("client_id", str), config=config, params=params, theta_q=theta_q, G_q=G_q,
-                   salts=salts, pending=pending, witness=witness if pending is not None else None,
-                   model_version=model_version)
+        return cls(
+            client_id=art.field("client_id", str),
+            config=config,
+            params=params,
+            theta_q=theta_q,
+            G_q=G_q,
+            salts=salts,
+            pending=pending,
+            witness=witness if pending is not None else None,
+            model_version=model_version,
+        )
 
 
 def _is_decimal(x: Any) -> bool:
@@ -141,8 +152,10 @@ def _is_decimal(x: Any) -> bool:
 def _salt_entry(art: Artifact, layer: str, chunk: int, entry: Any, config: ProofConfig) -> dict[str, int]:
     names = {"theta"} | ({f"g_{l}" for l in range(config.lanes)} if config.level == "F" else set())
     if not isinstance(entry, dict) or set(entry) != names or not all(_is_decimal(v) for v in entry.values()):
-        raise ArtifactError(f"{art.path}/manifest.json: field 'salts' of layer {layer!r} chunk {chunk} should map "
-                            f"{sorted(names)} to decimal strings, got {entry!r}")
+        raise ArtifactError(
+            f"{art.path}/manifest.json: field 'salts' of layer {layer!r} chunk {chunk} should map "
+            f"{sorted(names)} to decimal strings, got {entry!r}"
+        )
     return {k: int(v) for k, v in entry.items()}
 
 
@@ -155,8 +168,9 @@ def _check_pending(art: Artifact, pending: dict[str, Any], config: ProofConfig) 
     for layer in config.layers:
         per = old.get(layer.name) if isinstance(old, dict) else None
         if not isinstance(per, list) or len(per) != config.n_chunks(layer) or not all(map(_is_decimal, per)):
-            raise ArtifactError(f"{where}.old_theta_salts of layer {layer.name!r} should list "
-                                f"{config.n_chunks(layer)} decimal strings")
+            raise ArtifactError(
+                f"{where}.old_theta_salts of layer {layer.name!r} should list {config.n_chunks(layer)} decimal strings"
+            )
 
 
 def _config_of(art: Artifact) -> ProofConfig:
@@ -178,10 +192,17 @@ def _expect(arrays: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...], 
 # --------------------------------------------------------------------------------------------- commit
 
 
-def commit(*, client_id: str, params: Mapping[str, Any], config: ProofConfig, srs: backend.Srs,
-           inverse_fisher: Mapping[str, np.ndarray] | None = None,
-           rng: np.random.Generator | None = None, executor: str = "process",
-           progress: bool = False) -> tuple[ClientState, dict[str, Any]]:
+def commit(
+    *,
+    client_id: str,
+    params: Mapping[str, Any],
+    config: ProofConfig,
+    srs: backend.Srs,
+    inverse_fisher: Mapping[str, np.ndarray] | None = None,
+    rng: np.random.Generator | None = None,
+    executor: str = "process",
+    progress: bool = False,
+) -> tuple[ClientState, dict[str, Any]]:
     """Quantize and commit the target layers (and, at level F, the inverse-Fisher blocks G), and prove per
     chunk that the committed values lie in their declared ranges (:mod:`.wellformedness`).
 
@@ -200,8 +221,10 @@ def commit(*, client_id: str, params: Mapping[str, Any], config: ProofConfig, sr
     for layer in config.layers:
         W = layer_matrix(params, layer.name)
         if W.shape != (layer.out_features, layer.in_features):
-            raise ValueError(f"layer {layer.name!r} is {W.shape} in the model, {layer.out_features}×{layer.in_features} "
-                             "in the configuration")
+            raise ValueError(
+                f"layer {layer.name!r} is {W.shape} in the model, {layer.out_features}×{layer.in_features} "
+                "in the configuration"
+            )
         blocks = W.reshape(config.n_blocks(layer), config.block_size)
         theta_q[layer.name] = quantize(blocks, config.spec.f_w, config.spec.w_w, name=f"{layer.name} weights")
         if config.level == "F":
@@ -209,8 +232,10 @@ def commit(*, client_id: str, params: Mapping[str, Any], config: ProofConfig, sr
                 raise ValueError(f"level F needs the inverse-Fisher blocks of layer {layer.name!r}")
             G = np.asarray(inverse_fisher[layer.name], dtype=np.float64)
             if G.shape != (config.n_blocks(layer), config.block_size, config.block_size):
-                raise ValueError(f"inverse Fisher of layer {layer.name!r} has shape {G.shape}, expected "
-                                 f"{(config.n_blocks(layer), config.block_size, config.block_size)}")
+                raise ValueError(
+                    f"inverse Fisher of layer {layer.name!r} has shape {G.shape}, expected "
+                    f"{(config.n_blocks(layer), config.block_size, config.block_size)}"
+                )
             G_q[layer.name], _ = quantize_fisher_blocks(G, config.spec)
         per_chunk_salts, per_chunk_commitments = [], []
         theta_chunks = ch.split_chunks(theta_q[layer.name], config)
@@ -224,11 +249,25 @@ def commit(*, client_id: str, params: Mapping[str, Any], config: ProofConfig, sr
         salts[layer.name] = per_chunk_salts
         commitments[layer.name] = per_chunk_commitments
         theta_parts[layer.name], G_parts[layer.name] = theta_chunks, G_chunks
-    wellformed, proofs = wellformedness.prove(srs, config, client_id=client_id, theta=theta_parts, G=G_parts,
-                                              salts=salts, executor=executor, progress=progress)
+    wellformed, proofs = wellformedness.prove(
+        srs,
+        config,
+        client_id=client_id,
+        theta=theta_parts,
+        G=G_parts,
+        salts=salts,
+        executor=executor,
+        progress=progress,
+    )
     state = ClientState(client_id=client_id, config=config, params=params, theta_q=theta_q, G_q=G_q, salts=salts)
-    registration = {"client_id": client_id, "config": config.to_dict(), "config_digest": config.digest(),
-                    "commitments": commitments, "wellformedness": wellformed, "proofs": proofs}
+    registration = {
+        "client_id": client_id,
+        "config": config.to_dict(),
+        "config_digest": config.digest(),
+        "commitments": commitments,
+        "wellformedness": wellformed,
+        "proofs": proofs,
+    }
     return state, registration
 
 
@@ -253,13 +292,19 @@ def check_coverage(config: ProofConfig, request: UnlearningRequest) -> None:
     registered = {layer.name for layer in config.layers}
     for name, mask in request.masks.items():
         if name not in registered and np.asarray(mask).any():
-            raise ValueError(f"request {request.request_id!r} masks layer {name!r}, which this client did not "
-                             f"commit (committed: {sorted(registered)}); it cannot be satisfied in full")
+            raise ValueError(
+                f"request {request.request_id!r} masks layer {name!r}, which this client did not "
+                f"commit (committed: {sorted(registered)}); it cannot be satisfied in full"
+            )
 
 
-def unlearn(state: ClientState, request: UnlearningRequest, *,
-            removal_update: Callable[[str, np.ndarray, np.ndarray], np.ndarray] | None = None,
-            rng: np.random.Generator | None = None) -> ClientState:
+def unlearn(
+    state: ClientState,
+    request: UnlearningRequest,
+    *,
+    removal_update: Callable[[str, np.ndarray, np.ndarray], np.ndarray] | None = None,
+    rng: np.random.Generator | None = None,
+) -> ClientState:
     """Apply the request: the next state (θ' in place of θ) with the pending witness.
 
     Level F: Group OBS with the committed G (quantized), solved and rounded exactly as the circuit checks.
@@ -269,9 +314,11 @@ def unlearn(state: ClientState, request: UnlearningRequest, *,
     """
     config = state.config
     if state.pending is not None:
-        raise ValueError(f"client state already carries a pending update for request "
-                         f"{state.pending.get('request_id')!r}: prove it, and settle it once verified, or unlearn "
-                         "from the state before it")
+        raise ValueError(
+            f"client state already carries a pending update for request "
+            f"{state.pending.get('request_id')!r}: prove it, and settle it once verified, or unlearn "
+            "from the state before it"
+        )
     check_coverage(config, request)
     modulus = ch.chunk_shape(config).field.modulus
     params = state.params
@@ -281,27 +328,57 @@ def unlearn(state: ClientState, request: UnlearningRequest, *,
         theta = dequantize(state.theta_q[layer.name], config.spec.f_w)
         if config.level == "F":
             # Exactly the committed θ and G: the witness is computed from the quantized values.
-            w = quantized_obs_witness(state.theta_q[layer.name], state.G_q[layer.name], mask.reshape(theta.shape),
-                                      spec=config.spec)
-            witness[layer.name] = {"theta_q": w.theta_q, "theta_new_q": w.theta_new_q, "mask": w.mask,
-                                   "delta_q": w.delta_q, "y_q": w.y_q, "rem": w.rem}
+            w = quantized_obs_witness(
+                state.theta_q[layer.name], state.G_q[layer.name], mask.reshape(theta.shape), spec=config.spec
+            )
+            witness[layer.name] = {
+                "theta_q": w.theta_q,
+                "theta_new_q": w.theta_new_q,
+                "mask": w.mask,
+                "delta_q": w.delta_q,
+                "y_q": w.y_q,
+                "rem": w.rem,
+            }
         else:
             W = theta.reshape(layer.out_features, layer.in_features)
             delta = np.zeros_like(W) if removal_update is None else removal_update(layer.name, W, mask)
-            w = removal_witness(theta, delta.reshape(theta.shape), mask.reshape(theta.shape), spec=config.spec,
-                                block_size=config.block_size)
-            witness[layer.name] = {"theta_q": w.theta_q, "theta_new_q": w.theta_new_q, "mask": w.mask,
-                                   "delta_q": w.delta_q}
+            w = removal_witness(
+                theta,
+                delta.reshape(theta.shape),
+                mask.reshape(theta.shape),
+                spec=config.spec,
+                block_size=config.block_size,
+            )
+            witness[layer.name] = {
+                "theta_q": w.theta_q,
+                "theta_new_q": w.theta_new_q,
+                "mask": w.mask,
+                "delta_q": w.delta_q,
+            }
         new_theta_q[layer.name] = w.theta_new_q
         touched = set(ch.touched_chunks(np.asarray(w.mask, dtype=bool), config))
-        new_salts[layer.name] = [{**s, "theta": draw_salt_seed(modulus, rng)} if c in touched else dict(s)
-                                 for c, s in enumerate(state.salts[layer.name])]
+        new_salts[layer.name] = [
+            {**s, "theta": draw_salt_seed(modulus, rng)} if c in touched else dict(s)
+            for c, s in enumerate(state.salts[layer.name])
+        ]
         W_new = dequantize(w.theta_new_q, config.spec.f_w).reshape(layer.out_features, layer.in_features)
         params = set_layer_matrix(params, layer.name, W_new)
-    pending = {"request_id": request.request_id, "mask_hash": request.mask_hash,
-               "old_theta_salts": {name: [str(s["theta"]) for s in per] for name, per in state.salts.items()}}
-    return ClientState(client_id=state.client_id, config=config, params=params, theta_q=new_theta_q, G_q=state.G_q,
-                       salts=new_salts, pending=pending, witness=witness, model_version=state.model_version)
+    pending = {
+        "request_id": request.request_id,
+        "mask_hash": request.mask_hash,
+        "old_theta_salts": {name: [str(s["theta"]) for s in per] for name, per in state.salts.items()},
+    }
+    return ClientState(
+        client_id=state.client_id,
+        config=config,
+        params=params,
+        theta_q=new_theta_q,
+        G_q=state.G_q,
+        salts=new_salts,
+        pending=pending,
+        witness=witness,
+        model_version=state.model_version,
+    )
 
 
 def settle(state: ClientState, verdict: Mapping[str, Any] | None = None) -> ClientState:
@@ -314,13 +391,23 @@ def settle(state: ClientState, verdict: Mapping[str, Any] | None = None) -> Clie
     if state.pending is None:
         raise ValueError("client state has no pending update to settle (it is already settled)")
     if verdict is not None:
-        expected = {"verified": True, "client_id": state.client_id, "request_id": state.pending["request_id"],
-                    "model_version": state.model_version + 1}
+        expected = {
+            "verified": True,
+            "client_id": state.client_id,
+            "request_id": state.pending["request_id"],
+            "model_version": state.model_version + 1,
+        }
         for name, value in expected.items():
             if verdict.get(name) != value:
-                raise ValueError(f"verdict field {name!r} is {verdict.get(name)!r}, settling this state needs "
-                                 f"{value!r}" + (" (the provider rejected the bundle: keep the state from before "
-                                                 "unlearn)" if name == "verified" else ""))
+                raise ValueError(
+                    f"verdict field {name!r} is {verdict.get(name)!r}, settling this state needs "
+                    f"{value!r}"
+                    + (
+                        " (the provider rejected the bundle: keep the state from before unlearn)"
+                        if name == "verified"
+                        else ""
+                    )
+                )
     return dataclasses.replace(state, pending=None, witness=None, model_version=state.model_version + 1)
 
 
@@ -341,8 +428,7 @@ def chunk_jobs(state: ClientState, request: UnlearningRequest) -> list[ChunkJob]
     if state.pending is None or state.witness is None:
         raise ValueError("client state has no pending update: run unlearn first")
     if state.pending["request_id"] != request.request_id or state.pending["mask_hash"] != request.mask_hash:
-        raise ValueError(f"pending update is for request {state.pending['request_id']!r}, "
-                         f"not {request.request_id!r}")
+        raise ValueError(f"pending update is for request {state.pending['request_id']!r}, not {request.request_id!r}")
     jobs = []
     for layer in config.layers:
         w = state.witness[layer.name]
@@ -350,11 +436,20 @@ def chunk_jobs(state: ClientState, request: UnlearningRequest) -> list[ChunkJob]
         parts = {key: ch.split_chunks(np.asarray(w[key]), config) for key in w}
         G_parts = ch.split_chunks(state.G_q[layer.name], config) if config.level == "F" else None
         for c in ch.touched_chunks(np.asarray(w["mask"]), config):
-            salts = {**state.salts[layer.name][c], "theta": old_salts[c],
-                     "theta_new": state.salts[layer.name][c]["theta"]}
-            inputs = (parts["theta_q"][c], parts["theta_new_q"][c], None if G_parts is None else G_parts[c],
-                      parts["mask"][c], parts["y_q"][c] if "y_q" in parts else None, parts["delta_q"][c],
-                      parts["rem"][c] if "rem" in parts else None)
+            salts = {
+                **state.salts[layer.name][c],
+                "theta": old_salts[c],
+                "theta_new": state.salts[layer.name][c]["theta"],
+            }
+            inputs = (
+                parts["theta_q"][c],
+                parts["theta_new_q"][c],
+                None if G_parts is None else G_parts[c],
+                parts["mask"][c],
+                parts["y_q"][c] if "y_q" in parts else None,
+                parts["delta_q"][c],
+                parts["rem"][c] if "rem" in parts else None,
+            )
             jobs.append(ChunkJob(layer=layer.name, chunk=c, inputs=inputs, salts=salts))
     return jobs
 
@@ -362,13 +457,22 @@ def chunk_jobs(state: ClientState, request: UnlearningRequest) -> list[ChunkJob]
 def lower_job(job: ChunkJob, config: ProofConfig):
     """The chunk's circuit and witness (the structure is the same for every chunk of the configuration)."""
     shape = ch.chunk_shape(config)
-    return lower_chunk(*job.inputs, spec=config.spec, level=config.level, lanes=shape.lanes, salts=job.salts,
-                       field=shape.field)
+    return lower_chunk(
+        *job.inputs, spec=config.spec, level=config.level, lanes=shape.lanes, salts=job.salts, field=shape.field
+    )
 
 
-def prove(state: ClientState, request: UnlearningRequest, srs: backend.Srs, *, progress: bool = True,
-          workers: int | None = None, executor: str = "process", ray_address: str | None = None,
-          jobs_in_flight: int = 16) -> tuple[dict[str, Any], dict[str, bytes]]:
+def prove(
+    state: ClientState,
+    request: UnlearningRequest,
+    srs: backend.Srs,
+    *,
+    progress: bool = True,
+    workers: int | None = None,
+    executor: str = "process",
+    ray_address: str | None = None,
+    jobs_in_flight: int = 16,
+) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Prove every touched chunk; returns the bundle's manifest fields and its blobs (one proof per chunk).
 
     Chunks are independent proofs: ``executor`` ``"process"`` (a local pool, default), ``"ray"`` or
@@ -381,8 +485,9 @@ def prove(state: ClientState, request: UnlearningRequest, srs: backend.Srs, *, p
 
     config = state.config
     if config.srs_hash != srs.sha256:
-        raise ValueError(f"state was committed under SRS {config.srs_hash[:12]}..., the loaded SRS is "
-                         f"{srs.sha256[:12]}...")
+        raise ValueError(
+            f"state was committed under SRS {config.srs_hash[:12]}..., the loaded SRS is {srs.sha256[:12]}..."
+        )
     jobs = chunk_jobs(state, request)
     modulus = ch.chunk_shape(config).field.modulus
     layer_index = {layer.name: i for i, layer in enumerate(config.layers)}
@@ -393,26 +498,48 @@ def prove(state: ClientState, request: UnlearningRequest, srs: backend.Srs, *, p
         # every proof opens θ and G under fresh salts, re-randomized from the registered commitments
         group = [dataclasses.replace(job, salts=rz.fresh_salts(config, job.salts)) for job in registered]
         lowered = [lower_job(job, config) for job in group]
-        results = prove_many([ProveJob(name=f"{job.layer}#{job.chunk}", cs=cs, assignment=a)
-                              for job, (cs, a) in zip(group, lowered)],
-                             srs, executor=executor if len(group) > 1 else "serial", workers=workers,
-                             progress=False, modulus=modulus, ray_address=ray_address)
+        results = prove_many(
+            [ProveJob(name=f"{job.layer}#{job.chunk}", cs=cs, assignment=a) for job, (cs, a) in zip(group, lowered)],
+            srs,
+            executor=executor if len(group) > 1 else "serial",
+            workers=workers,
+            progress=False,
+            modulus=modulus,
+            ray_address=ray_address,
+        )
         for old, job, (cs, assignment), result in zip(registered, group, lowered, results):
             name = f"proof-{layer_index[job.layer]:03d}-{job.chunk:05d}.bin"
             blobs[name] = result.proof
-            entries.append({
-                "layer": job.layer, "chunk": job.chunk, "proof": name,
-                "theta_new": backend.commit(srs, cs.k, assignment.committed["theta_new"], modulus).hex(),
-                **rz.prove_entry(srs, config, registered_salts=old.salts, salts=job.salts,
-                                 committed=assignment.committed, request_id=request.request_id, layer=job.layer,
-                                 chunk=job.chunk),
-                "prove_s": round(result.prove_s, 4),
-            })
+            entries.append(
+                {
+                    "layer": job.layer,
+                    "chunk": job.chunk,
+                    "proof": name,
+                    "theta_new": backend.commit(srs, cs.k, assignment.committed["theta_new"], modulus).hex(),
+                    **rz.prove_entry(
+                        srs,
+                        config,
+                        registered_salts=old.salts,
+                        salts=job.salts,
+                        committed=assignment.committed,
+                        request_id=request.request_id,
+                        layer=job.layer,
+                        chunk=job.chunk,
+                    ),
+                    "prove_s": round(result.prove_s, 4),
+                }
+            )
         bar.update(len(group))
     bar.close()
-    fields = {"client_id": state.client_id, "request_id": request.request_id, "mask_hash": request.mask_hash,
-              "config_digest": config.digest(), "srs_hash": srs.sha256, "base_version": state.model_version,
-              "chunks": entries}
+    fields = {
+        "client_id": state.client_id,
+        "request_id": request.request_id,
+        "mask_hash": request.mask_hash,
+        "config_digest": config.digest(),
+        "srs_hash": srs.sha256,
+        "base_version": state.model_version,
+        "chunks": entries,
+    }
     return fields, blobs
 
 

@@ -30,29 +30,56 @@ def target_paths(params: Mapping, layers: Sequence[str] = ("fc1",)) -> tuple[tup
     return mlp_target_paths(params, which=tuple(layers))
 
 
-def provider_masks(model, params: Mapping, paths: Sequence[tuple[str, ...]], forget: Data, retain: Data, *,
-                   fraction: float, scorer: str = "second-order", lambda_h: float = 0.448, c_ret: float = 2.0,
-                   max_examples: int | None = 480) -> dict[str, np.ndarray]:
+def provider_masks(
+    model,
+    params: Mapping,
+    paths: Sequence[tuple[str, ...]],
+    forget: Data,
+    retain: Data,
+    *,
+    fraction: float,
+    scorer: str = "second-order",
+    lambda_h: float = 0.448,
+    c_ret: float = 2.0,
+    max_examples: int | None = 480,
+) -> dict[str, np.ndarray]:
     """The provider's public mask: the global top ``fraction`` of target weights by ``scorer``.
 
     ``second-order``: per-weight score of DESIGN.md section 3; ``activation``: MLP neurons ranked by the
     forget/retain activation ratio, the mask covering whole neurons (rows of fc1's W).
     """
     if scorer == "second-order":
-        scores = masking.second_order_scores(example_loss_fn(model), params, paths, batches(forget), batches(retain),
-                                             lambda_h=lambda_h, c_ret=c_ret, max_examples=max_examples)
+        scores = masking.second_order_scores(
+            example_loss_fn(model),
+            params,
+            paths,
+            batches(forget),
+            batches(retain),
+            lambda_h=lambda_h,
+            c_ret=c_ret,
+            max_examples=max_examples,
+        )
         masks = masking.top_fraction_mask(scores, fraction)
     elif scorer == "activation":
-        scores = masking.activation_ratio_scores(make_hidden_fn(model), params, batches(forget), batches(retain),
-                                                 max_examples=max_examples)
+        scores = masking.activation_ratio_scores(
+            make_hidden_fn(model), params, batches(forget), batches(retain), max_examples=max_examples
+        )
         masks = masking.neuron_mask({p: scores[p] for p in paths}, params, fraction)
     else:
         raise ValueError(f"unknown scorer {scorer!r}; choose one of {SCORERS}")
     return {path_name(p): np.asarray(masks[p], dtype=bool) for p in paths}
 
 
-def inverse_fisher(loss, params: Mapping, paths: Sequence[tuple[str, ...]], data: Data, *, block_size: int,
-                   damp: float = 1e-6, max_examples: int | None = 480) -> dict[str, np.ndarray]:
+def inverse_fisher(
+    loss,
+    params: Mapping,
+    paths: Sequence[tuple[str, ...]],
+    data: Data,
+    *,
+    block_size: int,
+    damp: float = 1e-6,
+    max_examples: int | None = 480,
+) -> dict[str, np.ndarray]:
     """G = F⁻¹ per block of every target layer, from the client's own data: layer name -> (n_blocks, B, B).
 
     ``loss(params, example)`` is the client's per-example loss (e.g. restricted to its own classes).
@@ -62,8 +89,9 @@ def inverse_fisher(loss, params: Mapping, paths: Sequence[tuple[str, ...]], data
         W = np.asarray(get_matrix(params, p))
         n_blocks = W.size // block_size
         G = np.zeros((n_blocks, block_size, block_size), dtype=np.float64)
-        for group in fisher.blockwise_fisher_inverse(loss, params, p, batches(data), block_size=block_size,
-                                                     damp=damp, max_examples=max_examples):
+        for group in fisher.blockwise_fisher_inverse(
+            loss, params, p, batches(data), block_size=block_size, damp=damp, max_examples=max_examples
+        ):
             G[np.asarray(group.block_indices)] = np.asarray(group.G, dtype=np.float64)
         out[path_name(p)] = G
     return out

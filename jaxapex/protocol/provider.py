@@ -73,35 +73,56 @@ def register(registry: Registry, registration_path: str | Path, *, srs: backend.
     if art.field("config_digest", str) != config.digest():
         raise ArtifactError(f"{art.path}/manifest.json: field 'config_digest' does not match field 'config'")
     if config.srs_hash != srs.sha256:
-        raise ArtifactError(f"{art.path}/manifest.json: field 'config' names SRS {config.srs_hash[:12]}..., the "
-                            f"provider's SRS {srs.path or ''} is {srs.sha256[:12]}...")
+        raise ArtifactError(
+            f"{art.path}/manifest.json: field 'config' names SRS {config.srs_hash[:12]}..., the "
+            f"provider's SRS {srs.path or ''} is {srs.sha256[:12]}..."
+        )
     commitments = art.field("commitments", dict)
     expected_names = {"theta"} | ({f"g_{l}" for l in range(config.lanes)} if config.level == "F" else set())
     unknown = sorted(set(commitments) - {layer.name for layer in config.layers})
     if unknown:
-        raise ArtifactError(f"{art.path}/manifest.json: field 'commitments' names layers {unknown} that field "
-                            "'config' does not")
+        raise ArtifactError(
+            f"{art.path}/manifest.json: field 'commitments' names layers {unknown} that field 'config' does not"
+        )
     for layer in config.layers:
         per = commitments.get(layer.name)
         if not isinstance(per, list) or len(per) != config.n_chunks(layer):
-            raise ArtifactError(f"{art.path}/manifest.json: field 'commitments' of layer {layer.name!r} must list "
-                                f"{config.n_chunks(layer)} chunks")
+            raise ArtifactError(
+                f"{art.path}/manifest.json: field 'commitments' of layer {layer.name!r} must list "
+                f"{config.n_chunks(layer)} chunks"
+            )
         for c, entry in enumerate(per):
             if not isinstance(entry, dict) or set(entry) != expected_names:
-                raise ArtifactError(f"{art.path}/manifest.json: commitments of layer {layer.name!r} chunk {c} must "
-                                    f"name {sorted(expected_names)}")
+                raise ArtifactError(
+                    f"{art.path}/manifest.json: commitments of layer {layer.name!r} chunk {c} must "
+                    f"name {sorted(expected_names)}"
+                )
             for name, hexpoint in entry.items():
                 if not _is_point_hex(hexpoint):
-                    raise ArtifactError(f"{art.path}/manifest.json: commitment {name!r} of layer {layer.name!r} "
-                                        f"chunk {c} is not a 48-byte hex point")
+                    raise ArtifactError(
+                        f"{art.path}/manifest.json: commitment {name!r} of layer {layer.name!r} "
+                        f"chunk {c} is not a 48-byte hex point"
+                    )
     try:  # the chunk circuits' no-wrap bounds assume registered θ and G inside their declared ranges
-        wellformedness.verify(srs, config, client_id=client_id, commitments=commitments,
-                              entries=art.field("wellformedness", dict), blob=art.blob)
+        wellformedness.verify(
+            srs,
+            config,
+            client_id=client_id,
+            commitments=commitments,
+            entries=art.field("wellformedness", dict),
+            blob=art.blob,
+        )
     except wellformedness.WellFormednessError as err:
-        raise VerificationFailed("wellformedness", f"registration rejected: {err}", layer=err.layer,
-                                 chunk=err.chunk) from err
-    record = {"client_id": client_id, "config": config.to_dict(), "config_digest": config.digest(),
-              "registration": art.hash(), "commitments": commitments}
+        raise VerificationFailed(
+            "wellformedness", f"registration rejected: {err}", layer=err.layer, chunk=err.chunk
+        ) from err
+    record = {
+        "client_id": client_id,
+        "config": config.to_dict(),
+        "config_digest": config.digest(),
+        "registration": art.hash(),
+        "commitments": commitments,
+    }
     registry.add(record)
     return {**record, "model_version": 0, "history": []}
 
@@ -158,8 +179,9 @@ def read_bundle(path: str | Path) -> Bundle:
             if name not in e:
                 raise ArtifactError(f"{where}: {field} has no field {name!r}")
             if not isinstance(e[name], types) or isinstance(e[name], bool):
-                raise ArtifactError(f"{where}: {field}.{name} should be {types.__name__}, got "
-                                    f"{type(e[name]).__name__} {e[name]!r}")
+                raise ArtifactError(
+                    f"{where}: {field}.{name} should be {types.__name__}, got {type(e[name]).__name__} {e[name]!r}"
+                )
         if e["chunk"] < 0:
             raise ArtifactError(f"{where}: {field}.chunk is negative ({e['chunk']})")
         if e["proof"] not in art.manifest["files"]:
@@ -167,12 +189,24 @@ def read_bundle(path: str | Path) -> Bundle:
         key = (e["layer"], e["chunk"])
         if key in chunks:
             raise ArtifactError(f"{where}: {field} lists layer {key[0]!r} chunk {key[1]} a second time")
-        chunks[key] = ChunkEntry(layer=e["layer"], chunk=e["chunk"], proof=e["proof"], theta=e["theta"],
-                                 theta_new=e["theta_new"],
-                                 rerandomization={k: e[k] for k in ("rerandomized", "rerandomization") if k in e})
-    return Bundle(artifact=art, client_id=art.field("client_id", str), request_id=art.field("request_id", str),
-                  mask_hash=art.field("mask_hash", str), config_digest=art.field("config_digest", str),
-                  srs_hash=art.field("srs_hash", str), base_version=base_version, chunks=chunks)
+        chunks[key] = ChunkEntry(
+            layer=e["layer"],
+            chunk=e["chunk"],
+            proof=e["proof"],
+            theta=e["theta"],
+            theta_new=e["theta_new"],
+            rerandomization={k: e[k] for k in ("rerandomized", "rerandomization") if k in e},
+        )
+    return Bundle(
+        artifact=art,
+        client_id=art.field("client_id", str),
+        request_id=art.field("request_id", str),
+        mask_hash=art.field("mask_hash", str),
+        config_digest=art.field("config_digest", str),
+        srs_hash=art.field("srs_hash", str),
+        base_version=base_version,
+        chunks=chunks,
+    )
 
 
 # -------------------------------------------------------------------------- 2. header against registry
@@ -185,19 +219,26 @@ def check_bundle(bundle: Bundle, record: Mapping[str, Any], request: UnlearningR
     if bundle.mask_hash != request.mask_hash:
         raise VerificationFailed("request", "bundle was made for another mask than this request's")
     if request.request_id in record["history"]:
-        raise VerificationFailed("replay", f"request {request.request_id!r} was already applied by "
-                                           f"{bundle.client_id!r}")
+        raise VerificationFailed(
+            "replay", f"request {request.request_id!r} was already applied by {bundle.client_id!r}"
+        )
     if bundle.config_digest != record["config_digest"]:
         raise VerificationFailed("config", "bundle was made under another proof configuration than the registered one")
     registered = record["config"].get("srs_hash", "")
     if bundle.srs_hash != srs.sha256 or registered != srs.sha256:
         need_k = ch.circuit_k(ProofConfig.from_dict(record["config"]))
-        size = (f"; the chunk circuits need k >= {need_k}, this SRS has k = {srs.k}" if srs.k < need_k else "")
-        raise VerificationFailed("srs", f"bundle SRS {bundle.srs_hash[:12]}..., registered {registered[:12]}..., "
-                                        f"the provider's SRS {srs.path or ''} is {srs.sha256[:12]}...{size}")
+        size = f"; the chunk circuits need k >= {need_k}, this SRS has k = {srs.k}" if srs.k < need_k else ""
+        raise VerificationFailed(
+            "srs",
+            f"bundle SRS {bundle.srs_hash[:12]}..., registered {registered[:12]}..., "
+            f"the provider's SRS {srs.path or ''} is {srs.sha256[:12]}...{size}",
+        )
     if bundle.base_version != record["model_version"]:
-        raise VerificationFailed("stale", f"bundle was built on model version {bundle.base_version} of "
-                                          f"{bundle.client_id!r}, the registry is at version {record['model_version']}")
+        raise VerificationFailed(
+            "stale",
+            f"bundle was built on model version {bundle.base_version} of "
+            f"{bundle.client_id!r}, the registry is at version {record['model_version']}",
+        )
 
 
 # ---------------------------------------------------------------------------------------- 3. coverage
@@ -214,14 +255,21 @@ def required_chunks(config: ProofConfig, request: UnlearningRequest) -> dict[tup
         mask = np.asarray(mask)
         if name not in registered:
             if mask.any():
-                raise VerificationFailed("request", f"the request masks {int(mask.sum())} weights of a layer the "
-                                                    f"client is not registered for (registered: {sorted(registered)})",
-                                         layer=name)
+                raise VerificationFailed(
+                    "request",
+                    f"the request masks {int(mask.sum())} weights of a layer the "
+                    f"client is not registered for (registered: {sorted(registered)})",
+                    layer=name,
+                )
             continue
         layer = registered[name]
         if mask.shape != (layer.out_features, layer.in_features):
-            raise VerificationFailed("request", f"the request's mask has shape {mask.shape}, the registered matrix is "
-                                                f"({layer.out_features}, {layer.in_features})", layer=name)
+            raise VerificationFailed(
+                "request",
+                f"the request's mask has shape {mask.shape}, the registered matrix is "
+                f"({layer.out_features}, {layer.in_features})",
+                layer=name,
+            )
     expected: dict[tuple[str, int], np.ndarray] = {}
     for layer in config.layers:
         if layer.name not in request.masks:
@@ -236,8 +284,9 @@ def required_chunks(config: ProofConfig, request: UnlearningRequest) -> dict[tup
 def check_chunk_set(bundle: Bundle, expected: Mapping[tuple[str, int], Any]) -> None:
     for key in expected:
         if key not in bundle.chunks:
-            raise VerificationFailed("chunks", "chunk is touched by the mask but has no proof", layer=key[0],
-                                     chunk=key[1])
+            raise VerificationFailed(
+                "chunks", "chunk is touched by the mask but has no proof", layer=key[0], chunk=key[1]
+            )
     for key in bundle.chunks:
         if key not in expected:
             raise VerificationFailed("chunks", "proof for a chunk the mask does not touch", layer=key[0], chunk=key[1])
@@ -259,8 +308,13 @@ class ChunkStatement:
     new_theta: str  # θ' commitment (hex) the registry swaps in
 
 
-def chunk_statements(bundle: Bundle, record: Mapping[str, Any], config: ProofConfig,
-                     expected: Mapping[tuple[str, int], np.ndarray], srs: backend.Srs) -> list[ChunkStatement]:
+def chunk_statements(
+    bundle: Bundle,
+    record: Mapping[str, Any],
+    config: ProofConfig,
+    expected: Mapping[tuple[str, int], np.ndarray],
+    srs: backend.Srs,
+) -> list[ChunkStatement]:
     """Re-randomizations of the registered θ (and G lanes), each proven against the registry
     (:mod:`.rerandomization`), θ' from the bundle, instances from the public mask."""
     out = []
@@ -268,31 +322,53 @@ def chunk_statements(bundle: Bundle, record: Mapping[str, Any], config: ProofCon
         e = bundle.chunks[(layer, c)]
         registered = record["commitments"][layer][c]
         if e.theta != registered["theta"]:
-            raise VerificationFailed("commitment", "the bundle's old-model commitment is not the registered one",
-                                     layer=layer, chunk=c)
+            raise VerificationFailed(
+                "commitment", "the bundle's old-model commitment is not the registered one", layer=layer, chunk=c
+            )
         if not _is_point_hex(e.theta_new):
             raise VerificationFailed("commitment", "new commitment is not a 48-byte hex point", layer=layer, chunk=c)
         try:  # the proof opens C' = C + Σ r_j·[L_{s_j}(τ)], proven to commit to the registered values
-            commitments = rz.check_entry(srs, config, registered=registered, entry=e.rerandomization,
-                                         request_id=bundle.request_id, layer=layer, chunk=c)
+            commitments = rz.check_entry(
+                srs,
+                config,
+                registered=registered,
+                entry=e.rerandomization,
+                request_id=bundle.request_id,
+                layer=layer,
+                chunk=c,
+            )
         except RerandomizationError as err:
-            raise VerificationFailed("rerandomization", f"re-randomized commitments rejected against the registered "
-                                                        f"ones: {err}", layer=layer, chunk=c) from err
+            raise VerificationFailed(
+                "rerandomization",
+                f"re-randomized commitments rejected against the registered ones: {err}",
+                layer=layer,
+                chunk=c,
+            ) from err
         commitments["theta_new"] = bytes.fromhex(e.theta_new)
         try:
             proof = bundle.artifact.blob(e.proof)
         except ArtifactError as err:
             raise VerificationFailed("proof-file", str(err), layer=layer, chunk=c) from err
-        out.append(ChunkStatement(layer=layer, chunk=c, proof=proof, instances=ch.instances_for(config, mask_chunk),
-                                  commitments=commitments, old_theta=registered["theta"], new_theta=e.theta_new))
+        out.append(
+            ChunkStatement(
+                layer=layer,
+                chunk=c,
+                proof=proof,
+                instances=ch.instances_for(config, mask_chunk),
+                commitments=commitments,
+                old_theta=registered["theta"],
+                new_theta=e.theta_new,
+            )
+        )
     return out
 
 
 # ------------------------------------------------------------------------------------------ 5. proofs
 
 
-def verify_statements(srs: backend.Srs, vk: bytes, config: ProofConfig, statements: list[ChunkStatement], *,
-                      batch: bool = True) -> list[dict[str, Any]]:
+def verify_statements(
+    srs: backend.Srs, vk: bytes, config: ProofConfig, statements: list[ChunkStatement], *, batch: bool = True
+) -> list[dict[str, Any]]:
     """Check every chunk proof; per-chunk figures (verify_s, proof_bytes) in statement order.
 
     ``batch``: one combined pairing check for all chunks (each proof still fully read and its transcript
@@ -303,11 +379,13 @@ def verify_statements(srs: backend.Srs, vk: bytes, config: ProofConfig, statemen
     if batch and len(statements) > 1:
         t0 = time.perf_counter()
         try:
-            backend.verify_batch_or_raise(srs, vk, structure, [(s.proof, s.instances, s.commitments)
-                                                               for s in statements], modulus)
+            backend.verify_batch_or_raise(
+                srs, vk, structure, [(s.proof, s.instances, s.commitments) for s in statements], modulus
+            )
             each = (time.perf_counter() - t0) / len(statements)
-            return [{"layer": s.layer, "chunk": s.chunk, "verify_s": each, "proof_bytes": len(s.proof)}
-                    for s in statements]
+            return [
+                {"layer": s.layer, "chunk": s.chunk, "verify_s": each, "proof_bytes": len(s.proof)} for s in statements
+            ]
         except (backend.VerificationError, backend.BackendError):
             pass  # locate (and name) the failing chunk below
     figures = []
@@ -316,12 +394,17 @@ def verify_statements(srs: backend.Srs, vk: bytes, config: ProofConfig, statemen
         try:
             backend.verify_or_raise(srs, vk, structure, s.proof, s.instances, s.commitments, modulus)
         except backend.VerificationError as err:
-            raise VerificationFailed("proof", f"proof rejected against the registered commitments and the "
-                                              f"request's mask ({err})", layer=s.layer, chunk=s.chunk) from err
+            raise VerificationFailed(
+                "proof",
+                f"proof rejected against the registered commitments and the request's mask ({err})",
+                layer=s.layer,
+                chunk=s.chunk,
+            ) from err
         except backend.BackendError as err:
             raise VerificationFailed("proof", f"malformed proof ({err})", layer=s.layer, chunk=s.chunk) from err
-        figures.append({"layer": s.layer, "chunk": s.chunk, "verify_s": time.perf_counter() - t0,
-                        "proof_bytes": len(s.proof)})
+        figures.append(
+            {"layer": s.layer, "chunk": s.chunk, "verify_s": time.perf_counter() - t0, "proof_bytes": len(s.proof)}
+        )
     return figures
 
 
@@ -340,8 +423,16 @@ class VerificationReport:
     peak_rss_mb: float = 0.0
 
 
-def verify(registry: Registry, request: UnlearningRequest, bundle_path: str | Path, *, srs: backend.Srs,
-           update_registry: bool = True, key_cache: str | Path | None = None, batch: bool = True) -> VerificationReport:
+def verify(
+    registry: Registry,
+    request: UnlearningRequest,
+    bundle_path: str | Path,
+    *,
+    srs: backend.Srs,
+    update_registry: bool = True,
+    key_cache: str | Path | None = None,
+    batch: bool = True,
+) -> VerificationReport:
     """Check a proof bundle; on success swap the touched chunk commitments in the registry (one transaction).
 
     ``key_cache``: directory of cached verifying keys (default: ``<registry>.vk`` next to the database).
@@ -366,9 +457,15 @@ class Acceptance:
     bundle_hash: str
 
 
-def check_submission(srs: backend.Srs, request: UnlearningRequest, bundle_path: str | Path,
-                     record: Mapping[str, Any], vk: bytes, *, batch: bool = True) -> tuple[VerificationReport,
-                                                                                            Acceptance]:
+def check_submission(
+    srs: backend.Srs,
+    request: UnlearningRequest,
+    bundle_path: str | Path,
+    record: Mapping[str, Any],
+    vk: bytes,
+    *,
+    batch: bool = True,
+) -> tuple[VerificationReport, Acceptance]:
     """Steps 1-5 against the client's registry ``record``: a pure function, touching no registry.
 
     Returns the report (``model_version`` None) and what accepting it writes. Raises
@@ -379,7 +476,9 @@ def check_submission(srs: backend.Srs, request: UnlearningRequest, bundle_path: 
     except ArtifactError as err:
         raise VerificationFailed("bundle", f"malformed proof bundle: {err}") from err
     if bundle.client_id != record["client_id"]:
-        raise VerificationFailed("registry", f"bundle is from {bundle.client_id!r}, the record {record['client_id']!r}'s")
+        raise VerificationFailed(
+            "registry", f"bundle is from {bundle.client_id!r}, the record {record['client_id']!r}'s"
+        )
     config = ProofConfig.from_dict(record["config"])
     check_bundle(bundle, record, request, srs)
     expected = required_chunks(config, request)
@@ -391,12 +490,21 @@ def check_submission(srs: backend.Srs, request: UnlearningRequest, bundle_path: 
     new_commitments: dict[str, dict[int, str]] = {}
     for s in statements:
         new_commitments.setdefault(s.layer, {})[s.chunk] = s.new_theta
-    report = VerificationReport(client_id=bundle.client_id, request_id=request.request_id,
-                                chunks_verified=len(statements), verify_s=verify_s, per_chunk=per_chunk,
-                                model_version=None, new_commitments=new_commitments,
-                                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    acceptance = Acceptance(base_version=bundle.base_version, bundle_hash=bundle.artifact.hash(),
-                            updates={(s.layer, s.chunk): (s.old_theta, s.new_theta) for s in statements})
+    report = VerificationReport(
+        client_id=bundle.client_id,
+        request_id=request.request_id,
+        chunks_verified=len(statements),
+        verify_s=verify_s,
+        per_chunk=per_chunk,
+        model_version=None,
+        new_commitments=new_commitments,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
+    acceptance = Acceptance(
+        base_version=bundle.base_version,
+        bundle_hash=bundle.artifact.hash(),
+        updates={(s.layer, s.chunk): (s.old_theta, s.new_theta) for s in statements},
+    )
     return report, acceptance
 
 
@@ -414,20 +522,27 @@ def _registered(registry: Registry, client_id: str) -> dict[str, Any]:
         raise VerificationFailed("registry", str(err)) from err
 
 
-def _verifying_key(record: Mapping[str, Any], srs: backend.Srs, registry: Registry,
-                   key_cache: str | Path | None) -> bytes:
+def _verifying_key(
+    record: Mapping[str, Any], srs: backend.Srs, registry: Registry, key_cache: str | Path | None
+) -> bytes:
     config = ProofConfig.from_dict(record["config"])
     try:
-        return ch.verifying_key(config, srs, registry.path.with_name(registry.path.name + ".vk")
-                                if key_cache is None else key_cache)
+        return ch.verifying_key(
+            config, srs, registry.path.with_name(registry.path.name + ".vk") if key_cache is None else key_cache
+        )
     except (ValueError, backend.BackendError) as err:
         raise VerificationFailed("srs", str(err)) from err
 
 
 def _accept(registry: Registry, client_id: str, request: UnlearningRequest, acceptance: Acceptance) -> int:
     try:
-        return registry.accept(client_id, request_id=request.request_id, base_version=acceptance.base_version,
-                               updates=acceptance.updates, bundle_hash=acceptance.bundle_hash)
+        return registry.accept(
+            client_id,
+            request_id=request.request_id,
+            base_version=acceptance.base_version,
+            updates=acceptance.updates,
+            bundle_hash=acceptance.bundle_hash,
+        )
     except RegistryConflict as err:
         raise VerificationFailed(err.check, str(err)) from err
 
@@ -449,10 +564,18 @@ class BatchOutcome:
         return self.report is not None
 
 
-def verify_many(registry: Registry, submissions: Sequence[tuple[UnlearningRequest, str | Path]], *,
-                srs: backend.Srs, executor: str = "process", workers: int | None = None, progress: bool = True,
-                ray_address: str | None = None, key_cache: str | Path | None = None,
-                batch: bool = True) -> list[BatchOutcome]:
+def verify_many(
+    registry: Registry,
+    submissions: Sequence[tuple[UnlearningRequest, str | Path]],
+    *,
+    srs: backend.Srs,
+    executor: str = "process",
+    workers: int | None = None,
+    progress: bool = True,
+    ray_address: str | None = None,
+    key_cache: str | Path | None = None,
+    batch: bool = True,
+) -> list[BatchOutcome]:
     """Verify many bundles (``(request, bundle path)`` pairs, any clients); accept each that passes.
 
     The checks (:func:`check_submission`) fan out over ``workers`` (``executor`` ``"process"``, ``"ray"``
@@ -488,9 +611,18 @@ def verify_many(registry: Registry, submissions: Sequence[tuple[UnlearningReques
                 owners.append((n, client_id))
             except VerificationFailed as err:
                 outcomes[n] = BatchOutcome(str(bundle), client_id, failure=err)
-        results = map_on_workers(_check_or_failure, calls, init=_open_srs, init_args=init_args, executor=executor,
-                                 workers=workers, progress=progress, desc="verifying bundles", unit="bundle",
-                                 ray_address=ray_address)
+        results = map_on_workers(
+            _check_or_failure,
+            calls,
+            init=_open_srs,
+            init_args=init_args,
+            executor=executor,
+            workers=workers,
+            progress=progress,
+            desc="verifying bundles",
+            unit="bundle",
+            ray_address=ray_address,
+        )
         for (n, client_id), result in zip(owners, results):
             request, bundle = submissions[n]
             try:
@@ -514,8 +646,9 @@ def _open_srs(srs_or_path: backend.Srs | str, sha256: str | None = None) -> back
         return backend.Srs.load(srs_or_path, expected_sha256=sha256)
 
 
-def _check_or_failure(srs: backend.Srs, request: UnlearningRequest, bundle: str, record: Mapping[str, Any],
-                      vk: bytes, batch: bool) -> tuple[VerificationReport, Acceptance] | VerificationFailed:
+def _check_or_failure(
+    srs: backend.Srs, request: UnlearningRequest, bundle: str, record: Mapping[str, Any], vk: bytes, batch: bool
+) -> tuple[VerificationReport, Acceptance] | VerificationFailed:
     try:
         return check_submission(srs, request, bundle, record, vk, batch=batch)
     except VerificationFailed as err:  # returned, not raised: the other bundles of the batch go on

@@ -118,8 +118,14 @@ class Registry:
     def __init__(self, path: str | os.PathLike, *, create: bool = True, timeout_s: float = 60.0):
         self.path = Path(path)
         if self.path.is_dir():
-            hint = (" (a JSON registry: convert it with `jaxapex registry migrate --from "
-                    f"{self.path} --to {self.path}.db`)") if any(self.path.glob("*.json")) else ""
+            hint = (
+                (
+                    " (a JSON registry: convert it with `jaxapex registry migrate --from "
+                    f"{self.path} --to {self.path}.db`)"
+                )
+                if any(self.path.glob("*.json"))
+                else ""
+            )
             raise RegistryError(f"registry {self.path} is a directory, not a registry database{hint}")
         if not create and not self.path.is_file():
             raise RegistryError(f"registry {self.path}: no such registry database")
@@ -134,8 +140,10 @@ class Registry:
                 if version is None:
                     db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 elif version[0] != str(SCHEMA_VERSION):
-                    raise RegistryError(f"registry {self.path}: field 'schema_version' is {version[0]!r}, this "
-                                        f"jaxapex reads version {SCHEMA_VERSION}")
+                    raise RegistryError(
+                        f"registry {self.path}: field 'schema_version' is {version[0]!r}, this "
+                        f"jaxapex reads version {SCHEMA_VERSION}"
+                    )
 
     # -------------------------------------------------------------------------------------- plumbing
 
@@ -187,9 +195,12 @@ class Registry:
                 db.execute("COMMIT")
 
     def _record(self, db: sqlite3.Connection, client_id: str) -> dict[str, Any]:
-        row = db.execute("SELECT c.config_digest, f.config, c.registration, c.registered_at, c.model_version "
-                         "FROM clients c JOIN configurations f ON f.digest = c.config_digest "
-                         "WHERE c.client_id = ?", (client_id,)).fetchone()
+        row = db.execute(
+            "SELECT c.config_digest, f.config, c.registration, c.registered_at, c.model_version "
+            "FROM clients c JOIN configurations f ON f.digest = c.config_digest "
+            "WHERE c.client_id = ?",
+            (client_id,),
+        ).fetchone()
         if row is None:
             raise RegistryError(f"registry {self.path}: no client {client_id!r} is registered")
         digest, config, registration, registered_at, version = row
@@ -201,17 +212,28 @@ class Registry:
                 per.append({})
             return per[chunk]
 
-        for layer, chunk, point in db.execute("SELECT layer, chunk, point FROM model_commitments WHERE client_id = ? "
-                                              "ORDER BY layer, chunk", (client_id,)):
+        for layer, chunk, point in db.execute(
+            "SELECT layer, chunk, point FROM model_commitments WHERE client_id = ? ORDER BY layer, chunk", (client_id,)
+        ):
             slot(layer, chunk)["theta"] = point
-        for layer, chunk, name, point in db.execute("SELECT layer, chunk, name, point FROM fisher_commitments "
-                                                    "WHERE client_id = ? ORDER BY layer, chunk, name", (client_id,)):
+        for layer, chunk, name, point in db.execute(
+            "SELECT layer, chunk, name, point FROM fisher_commitments WHERE client_id = ? ORDER BY layer, chunk, name",
+            (client_id,),
+        ):
             slot(layer, chunk)[name] = point
-        history = [r[0] for r in db.execute("SELECT request_id FROM requests WHERE client_id = ? ORDER BY seq",
-                                            (client_id,))]
-        return {"client_id": client_id, "config": json.loads(config), "config_digest": digest,
-                "registration": registration, "registered_at": registered_at, "model_version": version,
-                "commitments": commitments, "history": history}
+        history = [
+            r[0] for r in db.execute("SELECT request_id FROM requests WHERE client_id = ? ORDER BY seq", (client_id,))
+        ]
+        return {
+            "client_id": client_id,
+            "config": json.loads(config),
+            "config_digest": digest,
+            "registration": registration,
+            "registered_at": registered_at,
+            "model_version": version,
+            "commitments": commitments,
+            "history": history,
+        }
 
     def export(self, client_id: str) -> dict[str, Any]:
         """The record plus the full history: per accepted request its bundle hash, time and chunk swaps."""
@@ -222,15 +244,26 @@ class Registry:
                 record = self._record(db, client_id)
                 requests = []
                 for request_id, seq, bundle, accepted_at in db.execute(
-                        "SELECT request_id, seq, bundle, accepted_at FROM requests WHERE client_id = ? ORDER BY seq",
-                        (client_id,)).fetchall():
-                    chunks = [{"layer": layer, "chunk": chunk, "old": old, "new": new}
-                              for layer, chunk, old, new in db.execute(
-                                  "SELECT layer, chunk, old_point, new_point FROM request_chunks "
-                                  "WHERE client_id = ? AND request_id = ? ORDER BY layer, chunk",
-                                  (client_id, request_id))]
-                    requests.append({"request_id": request_id, "model_version": seq, "bundle": bundle,
-                                     "accepted_at": accepted_at, "chunks": chunks})
+                    "SELECT request_id, seq, bundle, accepted_at FROM requests WHERE client_id = ? ORDER BY seq",
+                    (client_id,),
+                ).fetchall():
+                    chunks = [
+                        {"layer": layer, "chunk": chunk, "old": old, "new": new}
+                        for layer, chunk, old, new in db.execute(
+                            "SELECT layer, chunk, old_point, new_point FROM request_chunks "
+                            "WHERE client_id = ? AND request_id = ? ORDER BY layer, chunk",
+                            (client_id, request_id),
+                        )
+                    ]
+                    requests.append(
+                        {
+                            "request_id": request_id,
+                            "model_version": seq,
+                            "bundle": bundle,
+                            "accepted_at": accepted_at,
+                            "chunks": chunks,
+                        }
+                    )
             finally:
                 db.execute("COMMIT")
         return {**record, "requests": requests}
@@ -247,24 +280,44 @@ class Registry:
         client_id = record["client_id"]
         if db.execute("SELECT 1 FROM clients WHERE client_id = ?", (client_id,)).fetchone():
             raise RegistryError(f"registry {self.path}: client {client_id!r} is already registered")
-        db.execute("INSERT OR IGNORE INTO configurations VALUES (?, ?)",
-                   (record["config_digest"], json.dumps(record["config"], sort_keys=True)))
-        db.execute("INSERT INTO clients VALUES (?, ?, ?, ?, ?)",
-                   (client_id, record["config_digest"], record["registration"], record.get("registered_at") or _now(),
-                    len(history)))
+        db.execute(
+            "INSERT OR IGNORE INTO configurations VALUES (?, ?)",
+            (record["config_digest"], json.dumps(record["config"], sort_keys=True)),
+        )
+        db.execute(
+            "INSERT INTO clients VALUES (?, ?, ?, ?, ?)",
+            (
+                client_id,
+                record["config_digest"],
+                record["registration"],
+                record.get("registered_at") or _now(),
+                len(history),
+            ),
+        )
         for layer, per in record["commitments"].items():
             for chunk, entry in enumerate(per):
                 for name, point in entry.items():
                     if name == "theta":
-                        db.execute("INSERT INTO model_commitments VALUES (?, ?, ?, ?)", (client_id, layer, chunk, point))
+                        db.execute(
+                            "INSERT INTO model_commitments VALUES (?, ?, ?, ?)", (client_id, layer, chunk, point)
+                        )
                     else:
-                        db.execute("INSERT INTO fisher_commitments VALUES (?, ?, ?, ?, ?)",
-                                   (client_id, layer, chunk, name, point))
+                        db.execute(
+                            "INSERT INTO fisher_commitments VALUES (?, ?, ?, ?, ?)",
+                            (client_id, layer, chunk, name, point),
+                        )
         for seq, request_id in enumerate(history, start=1):
             db.execute("INSERT INTO requests VALUES (?, ?, ?, ?, ?)", (client_id, request_id, seq, "", _now()))
 
-    def accept(self, client_id: str, *, request_id: str, base_version: int,
-               updates: Mapping[tuple[str, int], tuple[str, str]], bundle_hash: str) -> int:
+    def accept(
+        self,
+        client_id: str,
+        *,
+        request_id: str,
+        base_version: int,
+        updates: Mapping[tuple[str, int], tuple[str, str]],
+        bundle_hash: str,
+    ) -> int:
         """Record an accepted request atomically; returns the client's new model version.
 
         ``updates``: (layer, chunk) -> (old commitment, new commitment). Compares and swaps, in one
@@ -276,29 +329,43 @@ class Registry:
             row = db.execute("SELECT model_version FROM clients WHERE client_id = ?", (client_id,)).fetchone()
             if row is None:
                 raise RegistryError(f"registry {self.path}: no client {client_id!r} is registered")
-            if db.execute("SELECT 1 FROM requests WHERE client_id = ? AND request_id = ?",
-                          (client_id, request_id)).fetchone():
+            if db.execute(
+                "SELECT 1 FROM requests WHERE client_id = ? AND request_id = ?", (client_id, request_id)
+            ).fetchone():
                 raise RegistryConflict("replay", f"request {request_id!r} was already accepted from {client_id!r}")
             if row[0] != base_version:
-                raise RegistryConflict("stale", f"the bundle was built on model version {base_version} of "
-                                                f"{client_id!r}, the registry is at version {row[0]}: another "
-                                                "request was accepted since")
+                raise RegistryConflict(
+                    "stale",
+                    f"the bundle was built on model version {base_version} of "
+                    f"{client_id!r}, the registry is at version {row[0]}: another "
+                    "request was accepted since",
+                )
             for (layer, chunk), (old, new) in sorted(updates.items()):
-                swapped = db.execute("UPDATE model_commitments SET point = ? WHERE client_id = ? AND layer = ? "
-                                     "AND chunk = ? AND point = ?", (new, client_id, layer, chunk, old)).rowcount
+                swapped = db.execute(
+                    "UPDATE model_commitments SET point = ? WHERE client_id = ? AND layer = ? "
+                    "AND chunk = ? AND point = ?",
+                    (new, client_id, layer, chunk, old),
+                ).rowcount
                 if swapped != 1:
-                    raise RegistryConflict("stale", f"layer {layer!r} chunk {chunk}: the bundle's old commitment "
-                                                    "is no longer the registered one")
+                    raise RegistryConflict(
+                        "stale",
+                        f"layer {layer!r} chunk {chunk}: the bundle's old commitment is no longer the registered one",
+                    )
             version = base_version + 1
             db.execute("UPDATE clients SET model_version = ? WHERE client_id = ?", (version, client_id))
             try:
-                db.execute("INSERT INTO requests VALUES (?, ?, ?, ?, ?)",
-                           (client_id, request_id, version, bundle_hash, _now()))
+                db.execute(
+                    "INSERT INTO requests VALUES (?, ?, ?, ?, ?)", (client_id, request_id, version, bundle_hash, _now())
+                )
             except sqlite3.IntegrityError as err:  # belt and braces: the primary key is the rule
                 raise RegistryConflict("replay", f"request {request_id!r} was already accepted ({err})") from err
-            db.executemany("INSERT INTO request_chunks VALUES (?, ?, ?, ?, ?, ?)",
-                           [(client_id, request_id, layer, chunk, old, new)
-                            for (layer, chunk), (old, new) in sorted(updates.items())])
+            db.executemany(
+                "INSERT INTO request_chunks VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (client_id, request_id, layer, chunk, old, new)
+                    for (layer, chunk), (old, new) in sorted(updates.items())
+                ],
+            )
         return version
 
 
@@ -343,12 +410,17 @@ def _legacy_record(path: Path, record: Any) -> dict[str, Any]:
     if not isinstance(record.get("config"), dict):
         raise bad("config", "an object")
     history = record.get("history")
-    if not isinstance(history, list) or not all(isinstance(h, str) for h in history) or len(set(history)) != len(history):
+    if (
+        not isinstance(history, list)
+        or not all(isinstance(h, str) for h in history)
+        or len(set(history)) != len(history)
+    ):
         raise bad("history", "a list of distinct request ids")
     commitments = record.get("commitments")
     if not isinstance(commitments, dict) or not all(
-            isinstance(per, list) and all(isinstance(e, dict) and "theta" in e
-                                          and all(isinstance(v, str) for v in e.values()) for e in per)
-            for per in commitments.values()):
+        isinstance(per, list)
+        and all(isinstance(e, dict) and "theta" in e and all(isinstance(v, str) for v in e.values()) for e in per)
+        for per in commitments.values()
+    ):
         raise bad("commitments", "{layer: [{column: hex point} per chunk]} with a 'theta' in every chunk")
     return {**record, "history": history}

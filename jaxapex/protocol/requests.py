@@ -43,12 +43,15 @@ class UnlearningRequest:
 
     def layer_mask(self, layer: LayerShape) -> np.ndarray:
         if layer.name not in self.masks:
-            raise ValueError(f"request {self.request_id!r} has no mask for layer {layer.name!r} "
-                             f"(it has {sorted(self.masks)})")
+            raise ValueError(
+                f"request {self.request_id!r} has no mask for layer {layer.name!r} (it has {sorted(self.masks)})"
+            )
         m = np.asarray(self.masks[layer.name])
         if m.shape != (layer.out_features, layer.in_features):
-            raise ValueError(f"request {self.request_id!r}: mask of layer {layer.name!r} has shape {m.shape}, the "
-                             f"model's matrix is ({layer.out_features}, {layer.in_features})")
+            raise ValueError(
+                f"request {self.request_id!r}: mask of layer {layer.name!r} has shape {m.shape}, the "
+                f"model's matrix is ({layer.out_features}, {layer.in_features})"
+            )
         return m.astype(bool)
 
     def masked_fraction(self) -> float:
@@ -72,10 +75,15 @@ class UnlearningRequest:
         art = read_artifact(path, REQUEST)
         layers = art.field("layers", dict)
         for name, shape in layers.items():
-            if (not isinstance(shape, list) or len(shape) != 2
-                    or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
-                raise ArtifactError(f"{art.path}/manifest.json: field 'layers'[{name!r}] should be [out, in] "
-                                    f"(positive integers), got {shape!r}")
+            if (
+                not isinstance(shape, list)
+                or len(shape) != 2
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+            ):
+                raise ArtifactError(
+                    f"{art.path}/manifest.json: field 'layers'[{name!r}] should be [out, in] "
+                    f"(positive integers), got {shape!r}"
+                )
         description = art.manifest.get("description", "")
         if not isinstance(description, str):
             raise ArtifactError(f"{art.path}/manifest.json: field 'description' should be a string")
@@ -87,11 +95,17 @@ class UnlearningRequest:
                 raise ArtifactError(f"{art.path / MASKS_BLOB}: missing mask {key!r} of layer {name!r}")
             m = arrays[key]
             if list(m.shape) != list(layers[name]):
-                raise ArtifactError(f"{art.path / MASKS_BLOB}: mask of layer {name!r} has shape {m.shape}, "
-                                    f"manifest field 'layers' says {layers[name]}")
+                raise ArtifactError(
+                    f"{art.path / MASKS_BLOB}: mask of layer {name!r} has shape {m.shape}, "
+                    f"manifest field 'layers' says {layers[name]}"
+                )
             masks[name] = m.astype(bool)
-        request = cls(request_id=art.field("request_id", str), model_id=art.field("model_id", str), masks=masks,
-                      description=description)
+        request = cls(
+            request_id=art.field("request_id", str),
+            model_id=art.field("model_id", str),
+            masks=masks,
+            description=description,
+        )
         if request.mask_hash != art.field("mask_hash", str):
             raise ArtifactError(f"{art.path}/manifest.json: field 'mask_hash' does not match {MASKS_BLOB}")
         return request

@@ -40,26 +40,55 @@ def salt_rows(config: ProofConfig) -> dict[str, list[int]]:
     return {name: list(shape.salt_rows(name)) for name in reused_columns(config)}
 
 
-def prove_entry(srs: backend.Srs, config: ProofConfig, *, registered_salts: Mapping[str, int],
-                salts: Mapping[str, int], committed: Mapping[str, Any], request_id: str, layer: str,
-                chunk: int) -> dict[str, Any]:
+def prove_entry(
+    srs: backend.Srs,
+    config: ProofConfig,
+    *,
+    registered_salts: Mapping[str, int],
+    salts: Mapping[str, int],
+    committed: Mapping[str, Any],
+    request_id: str,
+    layer: str,
+    chunk: int,
+) -> dict[str, Any]:
     """The bundle entry fields for one chunk proven with ``salts`` (its ``committed`` columns)."""
     shape = ch.chunk_shape(config)
     p, k = shape.field.modulus, ch.circuit_k(config)
     names = reused_columns(config)
-    shifts = {name: rr.salt_shifts(expand_salts(registered_salts[name], name, shape.salt_counts[name], p),
-                                   expand_salts(salts[name], name, shape.salt_counts[name], p), p)
-              for name in names}
+    shifts = {
+        name: rr.salt_shifts(
+            expand_salts(registered_salts[name], name, shape.salt_counts[name], p),
+            expand_salts(salts[name], name, shape.salt_counts[name], p),
+            p,
+        )
+        for name in names
+    }
     presented = {name: backend.commit(srs, k, committed[name], p) for name in names}
-    registered, proofs = rr.prove_columns(srs, k, salt_rows=salt_rows(config), shifts=shifts, presented=presented,
-                                          ctx=rr.context(request_id, layer, chunk))
-    return {"theta": registered["theta"].hex(),  # the registered θ commitment this proof builds on
-            "rerandomized": {name: c.hex() for name, c in presented.items()},
-            "rerandomization": {name: proof.to_json() for name, proof in proofs.items()}}
+    registered, proofs = rr.prove_columns(
+        srs,
+        k,
+        salt_rows=salt_rows(config),
+        shifts=shifts,
+        presented=presented,
+        ctx=rr.context(request_id, layer, chunk),
+    )
+    return {
+        "theta": registered["theta"].hex(),  # the registered θ commitment this proof builds on
+        "rerandomized": {name: c.hex() for name, c in presented.items()},
+        "rerandomization": {name: proof.to_json() for name, proof in proofs.items()},
+    }
 
 
-def check_entry(srs: backend.Srs, config: ProofConfig, *, registered: Mapping[str, str], entry: Mapping[str, Any],
-                request_id: str, layer: str, chunk: int) -> dict[str, bytes]:
+def check_entry(
+    srs: backend.Srs,
+    config: ProofConfig,
+    *,
+    registered: Mapping[str, str],
+    entry: Mapping[str, Any],
+    request_id: str,
+    layer: str,
+    chunk: int,
+) -> dict[str, bytes]:
     """The commitments the chunk proof must verify against (C' per reused column), once their proofs of
     re-randomization check out against the ``registered`` ones; raises
     :class:`~circuit_compiler.rerandomize.RerandomizationError` naming the column otherwise."""
@@ -71,9 +100,13 @@ def check_entry(srs: backend.Srs, config: ProofConfig, *, registered: Mapping[st
         presented_bytes = {name: bytes.fromhex(presented[name]) for name in names if name in presented}
     except (TypeError, ValueError) as err:
         raise rr.RerandomizationError(f"re-randomized commitment is not hex: {err}") from err
-    rr.verify_columns(srs, ch.circuit_k(config), salt_rows=salt_rows(config),
-                      registered={name: bytes.fromhex(registered[name]) for name in names},
-                      presented=presented_bytes,
-                      proofs={name: rr.ColumnProof.from_json(proofs[name]) for name in names if name in proofs},
-                      ctx=rr.context(request_id, layer, chunk))
+    rr.verify_columns(
+        srs,
+        ch.circuit_k(config),
+        salt_rows=salt_rows(config),
+        registered={name: bytes.fromhex(registered[name]) for name in names},
+        presented=presented_bytes,
+        proofs={name: rr.ColumnProof.from_json(proofs[name]) for name in names if name in proofs},
+        ctx=rr.context(request_id, layer, chunk),
+    )
     return presented_bytes

@@ -39,9 +39,17 @@ def blob_name(layer_index: int, chunk: int) -> str:
     return f"wellformed-{layer_index:03d}-{chunk:05d}.bin"
 
 
-def prove(srs: backend.Srs, config: ProofConfig, *, client_id: str, theta: Mapping[str, Sequence[np.ndarray]],
-          G: Mapping[str, Sequence[np.ndarray | None]], salts: Mapping[str, Sequence[Mapping[str, int]]],
-          executor: str = "process", progress: bool = False) -> tuple[dict[str, list[dict[str, Any]]], dict[str, bytes]]:
+def prove(
+    srs: backend.Srs,
+    config: ProofConfig,
+    *,
+    client_id: str,
+    theta: Mapping[str, Sequence[np.ndarray]],
+    G: Mapping[str, Sequence[np.ndarray | None]],
+    salts: Mapping[str, Sequence[Mapping[str, int]]],
+    executor: str = "process",
+    progress: bool = False,
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, bytes]]:
     """Well-formedness proofs of every chunk: (registration field ``wellformedness``, blobs).
 
     ``theta``/``G``: layer -> per-chunk quantized arrays; ``salts``: layer -> per-chunk registered salts.
@@ -58,15 +66,28 @@ def prove(srs: backend.Srs, config: ProofConfig, *, client_id: str, theta: Mappi
             assignment = wellformed_assignment(circuit, columns)
             jobs.append(ProveJob(name=f"{layer.name}#{c} well-formedness", cs=circuit.cs, assignment=assignment))
             meta.append((i, layer.name, c, registered, fresh, columns))
-    results = prove_many(jobs, srs, executor=executor if len(jobs) > 1 else "serial", progress=progress,
-                         modulus=shape.field.modulus)
+    results = prove_many(
+        jobs, srs, executor=executor if len(jobs) > 1 else "serial", progress=progress, modulus=shape.field.modulus
+    )
     fields: dict[str, list[dict[str, Any]]] = {layer.name: [] for layer in config.layers}
     blobs: dict[str, bytes] = {}
     for (i, name, c, registered, fresh, columns), result in zip(meta, results):
         blobs[blob_name(i, c)] = result.proof
-        fields[name].append({"proof": blob_name(i, c),
-                             **rz.prove_entry(srs, config, registered_salts=registered, salts=fresh, committed=columns,
-                                              request_id=request_id(client_id), layer=name, chunk=c)})
+        fields[name].append(
+            {
+                "proof": blob_name(i, c),
+                **rz.prove_entry(
+                    srs,
+                    config,
+                    registered_salts=registered,
+                    salts=fresh,
+                    committed=columns,
+                    request_id=request_id(client_id),
+                    layer=name,
+                    chunk=c,
+                ),
+            }
+        )
     return fields, blobs
 
 
@@ -78,8 +99,15 @@ class WellFormednessError(ValueError):
         self.layer, self.chunk = layer, chunk
 
 
-def verify(srs: backend.Srs, config: ProofConfig, *, client_id: str, commitments: Mapping[str, list[dict[str, str]]],
-           entries: Any, blob) -> None:
+def verify(
+    srs: backend.Srs,
+    config: ProofConfig,
+    *,
+    client_id: str,
+    commitments: Mapping[str, list[dict[str, str]]],
+    entries: Any,
+    blob,
+) -> None:
     """Check every chunk's well-formedness proof against the registered ``commitments``.
 
     ``entries`` is the registration's ``wellformedness`` field, ``blob(name)`` returns a proof blob.
@@ -92,23 +120,34 @@ def verify(srs: backend.Srs, config: ProofConfig, *, client_id: str, commitments
     for layer in config.layers:
         per = entries.get(layer.name) if isinstance(entries, dict) else None
         if not isinstance(per, list) or len(per) != config.n_chunks(layer):
-            raise WellFormednessError(f"field 'wellformedness' must list {config.n_chunks(layer)} chunk proofs",
-                                      layer=layer.name, chunk=0)
+            raise WellFormednessError(
+                f"field 'wellformedness' must list {config.n_chunks(layer)} chunk proofs", layer=layer.name, chunk=0
+            )
         for c, entry in enumerate(per):
             if not isinstance(entry, dict):
                 raise WellFormednessError("malformed well-formedness entry", layer=layer.name, chunk=c)
             try:
-                presented = rz.check_entry(srs, config, registered=commitments[layer.name][c], entry=entry,
-                                           request_id=request_id(client_id), layer=layer.name, chunk=c)
+                presented = rz.check_entry(
+                    srs,
+                    config,
+                    registered=commitments[layer.name][c],
+                    entry=entry,
+                    request_id=request_id(client_id),
+                    layer=layer.name,
+                    chunk=c,
+                )
                 proof = blob(entry.get("proof"))
             except rr.RerandomizationError as err:
-                raise WellFormednessError(f"re-randomized commitments rejected: {err}", layer=layer.name,
-                                          chunk=c) from err
+                raise WellFormednessError(
+                    f"re-randomized commitments rejected: {err}", layer=layer.name, chunk=c
+                ) from err
             except (KeyError, TypeError, ValueError) as err:
                 raise WellFormednessError(f"proof file: {err}", layer=layer.name, chunk=c) from err
             try:
-                backend.verify_or_raise(srs, keys, circuit.cs, proof, {}, {n: presented[n] for n in names},
-                                        shape.field.modulus)
+                backend.verify_or_raise(
+                    srs, keys, circuit.cs, proof, {}, {n: presented[n] for n in names}, shape.field.modulus
+                )
             except (backend.VerificationError, backend.BackendError) as err:
-                raise WellFormednessError(f"range proof of the registered θ/G rejected ({err})", layer=layer.name,
-                                          chunk=c) from err
+                raise WellFormednessError(
+                    f"range proof of the registered θ/G rejected ({err})", layer=layer.name, chunk=c
+                ) from err
