@@ -79,6 +79,10 @@ def _mask_params(params, masks: dict[str, np.ndarray]):
 def run_demo(options: DemoOptions) -> dict[str, Any]:
     from . import tasks
 
+    if options.forget_directions and options.level != "F":
+        raise ValueError(
+            f"--forget-directions {options.forget_directions}: forget directions are proven at level F only"
+        )
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()

@@ -43,6 +43,25 @@ def test_block_directions_read_each_weight_at_its_input_coordinate():
         block_directions(U[:, :5], (4, 8), 4)
 
 
+def test_forget_circuit_keeps_the_registered_k_and_salt_rows():
+    from circuit_compiler.fixedpoint import spec_for_block_size
+    from jaxapex.protocol import chunks as ch
+    from jaxapex.protocol.config import LayerShape, ProofConfig
+
+    layers = (LayerShape("params/fc1/kernel", 32, 16),)
+    config = ProofConfig(
+        layers=layers, level="F", block_size=16, lanes=16, blocks_per_chunk=32, spec=spec_for_block_size(16)
+    )
+    assert ch.chunk_shape(config, 0) == ch.chunk_shape(config) and ch.chunk_shape(config).forget is None
+    for K in (1, 2):
+        shape = ch.chunk_shape(config, K)
+        assert shape.forget.directions == K and shape.salt_counts == ch.chunk_shape(config).salt_counts
+        assert ch.chunk_circuit(config, K).cs.k == ch.circuit_k(config)  # registered commitments stay valid
+    removal = ProofConfig(layers=layers, level="R", block_size=16, lanes=16, blocks_per_chunk=32)
+    with pytest.raises(ValueError, match="level F only"):
+        ch.chunk_shape(removal, 2)
+
+
 def _request(directions=None, request_id="req-u"):
     masks = {"params/fc1/kernel": np.eye(4, 8, dtype=bool)}
     return UnlearningRequest(request_id=request_id, model_id="m", masks=masks, directions=directions or {})

@@ -335,7 +335,7 @@ def unlearn(
         theta = dequantize(state.theta_q[layer.name], config.spec.f_w)
         if config.level == "F":
             # Exactly the committed θ and G: the witness is computed from the quantized values.
-            U_q = ch.layer_directions_q(request.layer_directions(layer.name), layer, config) if K else None
+            U_q = ch.layer_directions_q(request.layer_directions(layer.name), layer, config)
             w = quantized_obs_witness(
                 state.theta_q[layer.name],
                 state.G_q[layer.name],

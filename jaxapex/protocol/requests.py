@@ -73,8 +73,9 @@ class UnlearningRequest:
         return directions_hash(self.directions) if self.forget_directions else ""
 
     def layer_directions(self, name: str) -> np.ndarray | None:
-        """The forget directions (K, in) of layer ``name``, or None when K = 0."""
-        return np.asarray(self.directions[name], dtype=np.float64) if self.forget_directions else None
+        """The forget directions (K, in) of layer ``name``, or None (K = 0, or a layer the request leaves alone)."""
+        U = self.directions.get(name)
+        return None if U is None else np.asarray(U, dtype=np.float64)
 
     def layer_mask(self, layer: LayerShape) -> np.ndarray:
         if layer.name not in self.masks:
