@@ -54,6 +54,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scorer", choices=("second-order", "activation"), default="second-order")  # masking.SCORERS
     p.add_argument("--request-id", default=None)
     p.add_argument("--model-id", default="model")
+    p.add_argument(
+        "--max-delta",
+        type=float,
+        default=None,
+        help="public bound on the repair, max |Δ| in weight units, rounded up to a power of two "
+        "(default: the protocol's, see docs/threat-model.md)",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_mask)
 
@@ -273,9 +280,20 @@ def cmd_mask(args: argparse.Namespace) -> int:
         fraction=args.fraction,
         scorer=args.scorer,
     )
-    request = UnlearningRequest(request_id=args.request_id or new_request_id(), model_id=args.model_id, masks=masks)
+    from circuit_compiler.fixedpoint import PROTOCOL_MAX_DELTA, round_up_to_power_of_two
+
+    try:
+        max_delta = PROTOCOL_MAX_DELTA if args.max_delta is None else round_up_to_power_of_two(args.max_delta)
+    except ValueError as err:
+        raise SystemExit(f"jaxapex mask: --max-delta: {err}") from err
+    request = UnlearningRequest(
+        request_id=args.request_id or new_request_id(), model_id=args.model_id, masks=masks, max_delta=max_delta
+    )
     request.save(args.out)
-    print(f"request {request.request_id}: {request.masked_fraction():.2%} of the target weights masked -> {args.out}")
+    print(
+        f"request {request.request_id}: {request.masked_fraction():.2%} of the target weights masked, "
+        f"repair bound |Δ| ≤ {max_delta:g} -> {args.out}"
+    )
     return 0
 
 

@@ -320,6 +320,7 @@ def unlearn(
             "from the state before it"
         )
     check_coverage(config, request)
+    spec = ch.bounded_config(config, request.max_delta).spec  # Δ must fit the request's bound
     modulus = ch.chunk_shape(config).field.modulus
     params = state.params
     new_theta_q, witness, new_salts = {}, {}, {}
@@ -329,7 +330,7 @@ def unlearn(
         if config.level == "F":
             # Exactly the committed θ and G: the witness is computed from the quantized values.
             w = quantized_obs_witness(
-                state.theta_q[layer.name], state.G_q[layer.name], mask.reshape(theta.shape), spec=config.spec
+                state.theta_q[layer.name], state.G_q[layer.name], mask.reshape(theta.shape), spec=spec
             )
             witness[layer.name] = {
                 "theta_q": w.theta_q,
@@ -346,7 +347,7 @@ def unlearn(
                 theta,
                 delta.reshape(theta.shape),
                 mask.reshape(theta.shape),
-                spec=config.spec,
+                spec=spec,
                 block_size=config.block_size,
             )
             witness[layer.name] = {
@@ -489,6 +490,7 @@ def prove(
             f"state was committed under SRS {config.srs_hash[:12]}..., the loaded SRS is {srs.sha256[:12]}..."
         )
     jobs = chunk_jobs(state, request)
+    proven = ch.bounded_config(config, request.max_delta)  # the circuits of the request's repair bound
     modulus = ch.chunk_shape(config).field.modulus
     layer_index = {layer.name: i for i, layer in enumerate(config.layers)}
     entries, blobs = [], {}
@@ -497,7 +499,7 @@ def prove(
         registered = jobs[start : start + jobs_in_flight]
         # every proof opens θ and G under fresh salts, re-randomized from the registered commitments
         group = [dataclasses.replace(job, salts=rz.fresh_salts(config, job.salts)) for job in registered]
-        lowered = [lower_job(job, config) for job in group]
+        lowered = [lower_job(job, proven) for job in group]
         results = prove_many(
             [ProveJob(name=f"{job.layer}#{job.chunk}", cs=cs, assignment=a) for job, (cs, a) in zip(group, lowered)],
             srs,
@@ -536,6 +538,7 @@ def prove(
         "request_id": request.request_id,
         "mask_hash": request.mask_hash,
         "config_digest": config.digest(),
+        "max_delta": request.max_delta,
         "srs_hash": srs.sha256,
         "base_version": state.model_version,
         "chunks": entries,

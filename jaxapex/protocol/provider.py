@@ -160,6 +160,7 @@ class Bundle:
     srs_hash: str
     base_version: int
     chunks: dict[tuple[str, int], ChunkEntry]
+    max_delta: float  # the repair bound the client proved under (checked against the request's own)
 
 
 def read_bundle(path: str | Path) -> Bundle:
@@ -167,6 +168,9 @@ def read_bundle(path: str | Path) -> Bundle:
     art = read_artifact(path, BUNDLE)
     where = f"{art.path}/manifest.json"
     base_version = art.field("base_version", int)
+    max_delta = art.manifest.get("max_delta")
+    if isinstance(max_delta, bool) or not isinstance(max_delta, (int, float)):
+        raise ArtifactError(f"{where}: field 'max_delta' should be a number (weight units), got {max_delta!r}")
     if isinstance(base_version, bool) or base_version < 0:
         raise ArtifactError(f"{where}: field 'base_version' should be an integer >= 0, got {base_version!r}")
     entries = art.field("chunks", list)
@@ -206,6 +210,7 @@ def read_bundle(path: str | Path) -> Bundle:
         srs_hash=art.field("srs_hash", str),
         base_version=base_version,
         chunks=chunks,
+        max_delta=float(max_delta),
     )
 
 
@@ -221,6 +226,12 @@ def check_bundle(bundle: Bundle, record: Mapping[str, Any], request: UnlearningR
     if request.request_id in record["history"]:
         raise VerificationFailed(
             "replay", f"request {request.request_id!r} was already applied by {bundle.client_id!r}"
+        )
+    if bundle.max_delta != request.max_delta:
+        raise VerificationFailed(
+            "bound",
+            f"bundle was proven under a repair bound of {bundle.max_delta} weight units, the request "
+            f"sets {request.max_delta}",
         )
     if bundle.config_digest != record["config_digest"]:
         raise VerificationFailed("config", "bundle was made under another proof configuration than the registered one")
@@ -441,7 +452,7 @@ def verify(
     """
     client_id = _bundle_client(bundle_path)
     record = _registered(registry, client_id)
-    vk = _verifying_key(record, srs, registry, key_cache)
+    vk = _verifying_key(record, request, srs, registry, key_cache)
     report, acceptance = check_submission(srs, request, bundle_path, record, vk, batch=batch)
     if update_registry:
         report.model_version = _accept(registry, client_id, request, acceptance)
@@ -485,7 +496,8 @@ def check_submission(
     check_chunk_set(bundle, expected)
     statements = chunk_statements(bundle, record, config, expected, srs)
     t0 = time.perf_counter()
-    per_chunk = verify_statements(srs, vk, config, statements, batch=batch)
+    proven = ch.bounded_config(config, request.max_delta)  # the provider's own request sets the bound
+    per_chunk = verify_statements(srs, vk, proven, statements, batch=batch)
     verify_s = time.perf_counter() - t0
     new_commitments: dict[str, dict[int, str]] = {}
     for s in statements:
@@ -523,9 +535,17 @@ def _registered(registry: Registry, client_id: str) -> dict[str, Any]:
 
 
 def _verifying_key(
-    record: Mapping[str, Any], srs: backend.Srs, registry: Registry, key_cache: str | Path | None
+    record: Mapping[str, Any],
+    request: UnlearningRequest,
+    srs: backend.Srs,
+    registry: Registry,
+    key_cache: str | Path | None,
 ) -> bytes:
-    config = ProofConfig.from_dict(record["config"])
+    """The chunk circuits' key under the registered configuration and the request's repair bound."""
+    try:
+        config = ch.bounded_config(ProofConfig.from_dict(record["config"]), request.max_delta)
+    except ValueError as err:
+        raise VerificationFailed("bound", f"the request's repair bound cannot be proven: {err}") from err
     try:
         return ch.verifying_key(
             config, srs, registry.path.with_name(registry.path.name + ".vk") if key_cache is None else key_cache
@@ -607,7 +627,9 @@ def verify_many(
             request, bundle = submissions[n]
             try:
                 record = _registered(registry, client_id)
-                calls.append((request, str(bundle), record, _verifying_key(record, srs, registry, key_cache), batch))
+                calls.append(
+                    (request, str(bundle), record, _verifying_key(record, request, srs, registry, key_cache), batch)
+                )
                 owners.append((n, client_id))
             except VerificationFailed as err:
                 outcomes[n] = BatchOutcome(str(bundle), client_id, failure=err)

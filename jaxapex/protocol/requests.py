@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from circuit_compiler.fixedpoint import PROTOCOL_MAX_DELTA, power_of_two_exponent
+
 from .artifacts import REQUEST, ArtifactError, npz_bytes, read_artifact, write_artifact
 from .config import LayerShape
 
@@ -36,6 +38,12 @@ class UnlearningRequest:
     model_id: str
     masks: Mapping[str, np.ndarray]  # layer name -> bool (out, in)
     description: str = ""
+    # the public bound on the repair: every proven Δ off the mask lies in [-max_delta, max_delta) (weight
+    # units, a power of two); the chunk circuits, and so their keys, depend on it
+    max_delta: float = PROTOCOL_MAX_DELTA
+
+    def __post_init__(self) -> None:
+        power_of_two_exponent(self.max_delta)  # a power of two, or a clear error
 
     @property
     def mask_hash(self) -> str:
@@ -66,6 +74,7 @@ class UnlearningRequest:
             "layers": {name: list(np.asarray(m).shape) for name, m in sorted(self.masks.items())},
             "masked_fraction": self.masked_fraction(),
             "description": self.description,
+            "max_delta": self.max_delta,
         }
         keyed = {f"layer{i}": np.asarray(self.masks[name], dtype=bool) for i, name in enumerate(sorted(self.masks))}
         return write_artifact(path, REQUEST, fields, {MASKS_BLOB: npz_bytes(keyed)})
@@ -87,6 +96,11 @@ class UnlearningRequest:
         description = art.manifest.get("description", "")
         if not isinstance(description, str):
             raise ArtifactError(f"{art.path}/manifest.json: field 'description' should be a string")
+        max_delta = art.manifest.get("max_delta", PROTOCOL_MAX_DELTA)
+        try:
+            power_of_two_exponent(max_delta)
+        except ValueError as err:
+            raise ArtifactError(f"{art.path}/manifest.json: field 'max_delta': {err}") from err
         arrays = art.arrays(MASKS_BLOB)
         masks = {}
         for i, name in enumerate(sorted(layers)):
@@ -105,6 +119,7 @@ class UnlearningRequest:
             model_id=art.field("model_id", str),
             masks=masks,
             description=description,
+            max_delta=float(max_delta),
         )
         if request.mask_hash != art.field("mask_hash", str):
             raise ArtifactError(f"{art.path}/manifest.json: field 'mask_hash' does not match {MASKS_BLOB}")
