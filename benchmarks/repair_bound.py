@@ -83,7 +83,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     add_json_option(parser)
     args = parser.parse_args(argv)
-    rows = [measure(task, B, seed=args.seed) for task in args.tasks for B in args.block_sizes]
+    rows = []
+    for B in args.block_sizes:
+        for task in args.tasks:
+            rows.append(measure(task, B, seed=args.seed))
+            row = rows[-1]
+            print(
+                f"{task} B={B}: max|Δ| {row['max_delta']:.4f} (b_Δ ≥ {row['bits_needed']}), "
+                f"{row['wall_s']:.0f} s wall, {row['cpu_s']:.0f} s CPU",
+                flush=True,
+            )
     print_table(
         rows,
         [

@@ -159,3 +159,28 @@ def test_a_real_proof_of_a_repair_past_the_bound_does_not_verify(srs):
         commitments = {name: be.commit(srs, circuit.cs.k, values, P) for name, values in assignment.committed.items()}
         verdicts[delta_1] = be.verify(srs, keys.vk, circuit.cs, proof, assignment.instance, commitments)
     assert verdicts == {LARGEST: True, LARGEST + 1: False}
+
+
+def test_the_bound_in_weight_units_maps_to_whole_bits_and_travels_with_the_request(tmp_path):
+    import json
+
+    from circuit_compiler.fixedpoint import delta_bits_for, round_up_to_power_of_two
+    from jaxapex.protocol.artifacts import ArtifactError
+    from jaxapex.protocol.requests import UnlearningRequest
+
+    assert delta_bits_for(1.0, 16) == 17 and delta_bits_for(2.0**-2, 16) == 15  # Δ_q ∈ [-2^16, 2^16) = [-1, 1)
+    assert round_up_to_power_of_two(0.3) == 0.5 and round_up_to_power_of_two(2.0) == 2.0
+    with pytest.raises(ValueError, match="power of two"):
+        delta_bits_for(0.3, 16)
+    with pytest.raises(ValueError, match="positive finite"):
+        round_up_to_power_of_two(float("nan"))
+    masks = {"fc1": np.eye(4, dtype=bool)}
+    with pytest.raises(ValueError, match="power of two"):
+        UnlearningRequest(request_id="r", model_id="m", masks=masks, max_delta=3.0)
+    path = UnlearningRequest(request_id="r", model_id="m", masks=masks, max_delta=0.25).save(tmp_path / "req")
+    assert UnlearningRequest.load(path).max_delta == 0.25
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["max_delta"] = 0.3
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="field 'max_delta'"):
+        UnlearningRequest.load(path)
