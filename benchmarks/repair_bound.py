@@ -60,7 +60,8 @@ def measure(task: str, block_size: int, *, seed: int) -> dict[str, Any]:
         float_deltas.append(np.abs((W_obs - W)[~mask]))
     delta = np.concatenate(deltas)
     max_delta = float(delta.max()) if delta.size else 0.0
-    needed = spec.f_w + max(0, math.ceil(math.log2(max_delta))) + 1 if max_delta > 0 else 2
+    # the smallest b_Δ with max|Δ| < 2^(b_Δ - 1 - f_w) weight units (a strict bound on the positive side)
+    needed = max(2, spec.f_w + math.floor(math.log2(max_delta)) + 2) if max_delta > 0 else 2
     return {
         "task": task,
         "block_size": block_size,

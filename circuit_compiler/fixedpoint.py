@@ -212,7 +212,7 @@ PROTOCOL_Y_BITS = 48
 
 #: The protocol's default public bound on the repair, in weight units: every proven Δ off the mask lies in
 #: [-PROTOCOL_MAX_DELTA, PROTOCOL_MAX_DELTA). Measured need of honest OBS and the margin: docs/threat-model.md.
-PROTOCOL_MAX_DELTA = 1.0
+PROTOCOL_MAX_DELTA = 2.0
 
 
 def delta_bits_for(max_delta: float, f_w: int) -> int:
