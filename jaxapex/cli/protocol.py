@@ -62,6 +62,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--request-id", default=None)
     p.add_argument("--model-id", default="model")
+    p.add_argument(
+        "--max-delta",
+        type=float,
+        default=None,
+        help="public bound on the repair, max |Δ| in weight units, rounded up to a power of two "
+        "(default: the protocol's, see docs/threat-model.md)",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_mask)
 
@@ -284,18 +291,28 @@ def cmd_mask(args: argparse.Namespace) -> int:
         fraction=args.fraction,
         scorer=args.scorer,
     )
+    from circuit_compiler.fixedpoint import PROTOCOL_MAX_DELTA, round_up_to_power_of_two
+
+    try:
+        max_delta = PROTOCOL_MAX_DELTA if args.max_delta is None else round_up_to_power_of_two(args.max_delta)
+    except ValueError as err:
+        raise SystemExit(f"error: --max-delta {args.max_delta}: {err}") from None
     try:
         directions = ml.provider_directions(model, params, paths, forget, k=args.forget_directions)
     except ValueError as err:
         raise SystemExit(f"error: --forget-directions {args.forget_directions}: {err}") from None
     request = UnlearningRequest(
-        request_id=args.request_id or new_request_id(), model_id=args.model_id, masks=masks, directions=directions
+        request_id=args.request_id or new_request_id(),
+        model_id=args.model_id,
+        masks=masks,
+        directions=directions,
+        max_delta=max_delta,
     )
     request.save(args.out)
     extra = f", {request.forget_directions} forget direction(s) per layer" if request.forget_directions else ""
     print(
-        f"request {request.request_id}: {request.masked_fraction():.2%} of the target weights masked{extra} "
-        f"-> {args.out}"
+        f"request {request.request_id}: {request.masked_fraction():.2%} of the target weights masked{extra}, "
+        f"repair bound |Δ| ≤ {max_delta:g} -> {args.out}"
     )
     return 0
 

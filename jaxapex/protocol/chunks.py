@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from circuit_compiler import backend
-from circuit_compiler.fixedpoint import ForgetSpec
+from circuit_compiler.fixedpoint import ForgetSpec, delta_bits_for
 from circuit_compiler.lowering import (
     ChunkShape,
     build_chunk_circuit,
@@ -59,6 +59,21 @@ def chunk_shape(config: ProofConfig, directions: int = 0) -> ChunkShape:
             f"the chunk circuit with {directions} forget direction(s) needs other salt rows than the registered one"
         )
     return shape
+
+
+def bounded_config(config: ProofConfig, max_delta: float) -> ProofConfig:
+    """The registered configuration with the request's bound on the repair: Δ's proven width ``w_delta``
+    becomes b_Δ (:func:`~circuit_compiler.fixedpoint.delta_bits_for`). The chunk circuits and keys depend on
+    it; the committed columns (rows, salts, domain) do not, so the registered commitments stay valid."""
+    bounded = dataclasses.replace(
+        config, spec=dataclasses.replace(config.spec, w_delta=delta_bits_for(max_delta, config.spec.f_w))
+    )
+    registered, proven = chunk_shape(config), chunk_shape(bounded)
+    if circuit_k(bounded) != circuit_k(config) or any(
+        registered.salt_rows(n) != proven.salt_rows(n) for n in registered.committed_names()
+    ):
+        raise ValueError(f"a repair bound of {max_delta} weight units would change the committed layout")
+    return bounded
 
 
 @functools.lru_cache(maxsize=8)

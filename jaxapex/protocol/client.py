@@ -327,6 +327,7 @@ def unlearn(
             f"request {request.request_id!r} asks for {K} forget direction(s): only level F proves the "
             f"compensation, this client committed at level {config.level}"
         )
+    spec = ch.bounded_config(config, request.max_delta).spec  # Δ must fit the request's bound
     modulus = ch.chunk_shape(config).field.modulus
     params = state.params
     new_theta_q, witness, new_salts = {}, {}, {}
@@ -340,7 +341,7 @@ def unlearn(
                 state.theta_q[layer.name],
                 state.G_q[layer.name],
                 mask.reshape(theta.shape),
-                spec=config.spec,
+                spec=spec,
                 U_q=U_q,
                 forget=None if U_q is None else ch.chunk_shape(config, K).forget,
             )
@@ -361,7 +362,7 @@ def unlearn(
                 theta,
                 delta.reshape(theta.shape),
                 mask.reshape(theta.shape),
-                spec=config.spec,
+                spec=spec,
                 block_size=config.block_size,
             )
             witness[layer.name] = {
@@ -522,6 +523,7 @@ def prove(
             f"state was committed under SRS {config.srs_hash[:12]}..., the loaded SRS is {srs.sha256[:12]}..."
         )
     jobs = chunk_jobs(state, request)
+    proven = ch.bounded_config(config, request.max_delta)  # the circuits of the request's repair bound
     modulus = ch.chunk_shape(config).field.modulus
     layer_index = {layer.name: i for i, layer in enumerate(config.layers)}
     entries, blobs = [], {}
@@ -530,7 +532,7 @@ def prove(
         registered = jobs[start : start + jobs_in_flight]
         # every proof opens θ and G under fresh salts, re-randomized from the registered commitments
         group = [dataclasses.replace(job, salts=rz.fresh_salts(config, job.salts)) for job in registered]
-        lowered = [lower_job(job, config) for job in group]
+        lowered = [lower_job(job, proven) for job in group]
         results = prove_many(
             [ProveJob(name=f"{job.layer}#{job.chunk}", cs=cs, assignment=a) for job, (cs, a) in zip(group, lowered)],
             srs,
@@ -571,6 +573,7 @@ def prove(
         "forget_directions": request.forget_directions,
         "directions_hash": request.directions_hash,
         "config_digest": config.digest(),
+        "max_delta": request.max_delta,
         "srs_hash": srs.sha256,
         "base_version": state.model_version,
         "chunks": entries,

@@ -165,6 +165,7 @@ class Bundle:
     chunks: dict[tuple[str, int], ChunkEntry]
     forget_directions: int = 0  # K the client says it proved
     directions_hash: str = ""
+    max_delta: float = 0.0  # the repair bound the client proved under (checked against the request's own)
 
 
 def read_bundle(path: str | Path) -> Bundle:
@@ -172,6 +173,9 @@ def read_bundle(path: str | Path) -> Bundle:
     art = read_artifact(path, BUNDLE)
     where = f"{art.path}/manifest.json"
     base_version = art.field("base_version", int)
+    max_delta = art.manifest.get("max_delta")
+    if isinstance(max_delta, bool) or not isinstance(max_delta, (int, float)):
+        raise ArtifactError(f"{where}: field 'max_delta' should be a number (weight units), got {max_delta!r}")
     if isinstance(base_version, bool) or base_version < 0:
         raise ArtifactError(f"{where}: field 'base_version' should be an integer >= 0, got {base_version!r}")
     forget_directions = art.manifest.get("forget_directions", 0)  # absent in bundles without directions
@@ -221,6 +225,7 @@ def read_bundle(path: str | Path) -> Bundle:
         chunks=chunks,
         forget_directions=forget_directions,
         directions_hash=directions_hash,
+        max_delta=float(max_delta),
     )
 
 
@@ -237,6 +242,12 @@ def check_bundle(bundle: Bundle, record: Mapping[str, Any], request: UnlearningR
     if request.request_id in record["history"]:
         raise VerificationFailed(
             "replay", f"request {request.request_id!r} was already applied by {bundle.client_id!r}"
+        )
+    if bundle.max_delta != request.max_delta:
+        raise VerificationFailed(
+            "bound",
+            f"bundle was proven under a repair bound of {bundle.max_delta} weight units, the request "
+            f"sets {request.max_delta}",
         )
     if bundle.config_digest != record["config_digest"]:
         raise VerificationFailed("config", "bundle was made under another proof configuration than the registered one")
@@ -506,7 +517,7 @@ def verify(
     """
     client_id = _bundle_client(bundle_path)
     record = _registered(registry, client_id)
-    vk = _verifying_key(record, srs, registry, key_cache, request.forget_directions)
+    vk = _verifying_key(record, request, srs, registry, key_cache)
     report, acceptance = check_submission(srs, request, bundle_path, record, vk, batch=batch)
     if update_registry:
         report.model_version = _accept(registry, client_id, request, acceptance)
@@ -550,7 +561,8 @@ def check_submission(
     check_chunk_set(bundle, expected)
     statements = chunk_statements(bundle, record, config, expected, srs, required_directions(config, request))
     t0 = time.perf_counter()
-    per_chunk = verify_statements(srs, vk, config, statements, batch=batch, directions=request.forget_directions)
+    proven = ch.bounded_config(config, request.max_delta)  # the provider's own request sets the bound
+    per_chunk = verify_statements(srs, vk, proven, statements, batch=batch, directions=request.forget_directions)
     verify_s = time.perf_counter() - t0
     new_commitments: dict[str, dict[int, str]] = {}
     for s in statements:
@@ -588,12 +600,19 @@ def _registered(registry: Registry, client_id: str) -> dict[str, Any]:
 
 
 def _verifying_key(
-    record: Mapping[str, Any], srs: backend.Srs, registry: Registry, key_cache: str | Path | None, directions: int = 0
+    record: Mapping[str, Any],
+    request: UnlearningRequest,
+    srs: backend.Srs,
+    registry: Registry,
+    key_cache: str | Path | None,
 ) -> bytes:
-    """The verifying key of the client's chunk circuit for a request with ``directions`` (K) forget rows."""
-    config = ProofConfig.from_dict(record["config"])
-    if directions and config.level != "F":
-        directions = 0  # check_directions names the level; the key is never used
+    """The chunk circuits' key under the registered configuration, the request's repair bound and its K
+    forget directions."""
+    try:
+        config = ch.bounded_config(ProofConfig.from_dict(record["config"]), request.max_delta)
+    except ValueError as err:
+        raise VerificationFailed("bound", f"the request's repair bound cannot be proven: {err}") from err
+    directions = request.forget_directions if config.level == "F" else 0  # check_directions names the level
     try:
         return ch.verifying_key(
             config,
@@ -678,7 +697,7 @@ def verify_many(
             request, bundle = submissions[n]
             try:
                 record = _registered(registry, client_id)
-                vk = _verifying_key(record, srs, registry, key_cache, request.forget_directions)
+                vk = _verifying_key(record, request, srs, registry, key_cache)
                 calls.append((request, str(bundle), record, vk, batch))
                 owners.append((n, client_id))
             except VerificationFailed as err:

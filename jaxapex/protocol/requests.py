@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from circuit_compiler.fixedpoint import PROTOCOL_MAX_DELTA, power_of_two_exponent
+
 from .artifacts import REQUEST, ArtifactError, npz_bytes, read_artifact, write_artifact
 from .config import LayerShape
 
@@ -54,9 +56,13 @@ class UnlearningRequest:
     masks: Mapping[str, np.ndarray]  # layer name -> bool (out, in)
     description: str = ""
     directions: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)  # layer -> (K, in) float64
+    # the public bound on the repair: every proven Δ off the mask lies in [-max_delta, max_delta) (weight
+    # units, a power of two); the chunk circuits, and so their keys, depend on it
+    max_delta: float = PROTOCOL_MAX_DELTA
 
     def __post_init__(self) -> None:
         check_directions(self.masks, self.directions, where=f"request {self.request_id!r}")
+        power_of_two_exponent(self.max_delta)  # a power of two, or a clear error
 
     @property
     def mask_hash(self) -> str:
@@ -103,6 +109,7 @@ class UnlearningRequest:
             "masked_fraction": self.masked_fraction(),
             "description": self.description,
             "forget_directions": self.forget_directions,
+            "max_delta": self.max_delta,
         }
         keyed = {f"layer{i}": np.asarray(self.masks[name], dtype=bool) for i, name in enumerate(sorted(self.masks))}
         blobs = {MASKS_BLOB: npz_bytes(keyed)}
@@ -133,6 +140,11 @@ class UnlearningRequest:
         description = art.manifest.get("description", "")
         if not isinstance(description, str):
             raise ArtifactError(f"{art.path}/manifest.json: field 'description' should be a string")
+        max_delta = art.manifest.get("max_delta", PROTOCOL_MAX_DELTA)
+        try:
+            power_of_two_exponent(max_delta)
+        except ValueError as err:
+            raise ArtifactError(f"{art.path}/manifest.json: field 'max_delta': {err}") from err
         arrays = art.arrays(MASKS_BLOB)
         masks = {}
         for i, name in enumerate(sorted(layers)):
@@ -154,6 +166,7 @@ class UnlearningRequest:
                 masks=masks,
                 description=description,
                 directions=directions,
+                max_delta=float(max_delta),
             )
         except ValueError as err:
             raise ArtifactError(f"{art.path / DIRECTIONS_BLOB}: {err}") from None
