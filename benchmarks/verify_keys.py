@@ -53,8 +53,10 @@ request = UnlearningRequest.load(request)
 bundle = provider.read_bundle(bundle_path)
 record = Registry(registry).get(bundle.client_id)
 config = ProofConfig.from_dict(record["config"])
-statements = provider.chunk_statements(bundle, record, config, provider.required_chunks(config, request))
-circuit = ch.chunk_circuit(config)
+statements = provider.chunk_statements(
+    bundle, record, config, provider.required_chunks(config, request), srs,
+    provider.required_directions(config, request))
+circuit = ch.chunk_circuit(ch.bounded_config(config, request.max_delta), request.forget_directions)
 keys = backend.keygen(srs, circuit.cs)  # the proving key, as verification used to build
 t1 = time.perf_counter()
 for s in statements:
@@ -73,8 +75,9 @@ def _env() -> dict[str, str]:
     }
 
 
-def _timed(cmd: list[str]) -> tuple[float, float, str]:
+def _timed(cmd: list[str | Path]) -> tuple[float, float, str]:
     """Wall and CPU seconds (user + system of the child) of one process, and its stdout."""
+    cmd = [str(part) for part in cmd]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     result = subprocess.run(cmd, env=_env(), capture_output=True, text=True)

@@ -373,6 +373,12 @@ def commit(srs: Srs, k: int, values: Any, modulus: int = BLS12_381_SCALAR_MODULU
     return _halo2.commit(srs.handle, int(k), encoding, blob)
 
 
+def lagrange_points(srs: Srs, k: int, rows: Sequence[int]) -> list[bytes]:
+    """[L_r(τ)]_1 for each row r of the 2^k domain (the commitment of the unit column at r), read from the
+    SRS's Lagrange basis: equal to ``commit(srs, k, e_r)`` without the domain-sized MSM."""
+    return [bytes(p) for p in _halo2.lagrange_points(srs.handle, int(k), [int(r) for r in rows])]
+
+
 G1_IDENTITY = bytes([0xC0]) + bytes(COMMITMENT_BYTES - 1)  # the compressed point at infinity
 
 

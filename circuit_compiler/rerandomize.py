@@ -28,8 +28,6 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from . import backend
 
 curve_order = backend.BLS12_381_SCALAR_MODULUS
@@ -51,16 +49,14 @@ def _msm(points: Sequence[bytes], scalars: Sequence[int]) -> bytes:
         raise RerandomizationError(f"not a compressed BLS12-381 G1 point: {err}") from err
 
 
-@functools.lru_cache(maxsize=256)
-def _salt_basis_point(srs: Any, k: int, row: int) -> bytes:
-    unit = np.zeros(row + 1, dtype=np.int64)
-    unit[row] = 1
-    return backend.commit(srs, k, unit)
-
-
 def salt_basis(srs: Any, k: int, rows: Sequence[int]) -> list[bytes]:
     """[L_s(τ)]_1 for each salt row s of the 2^k domain: the commitment of the unit column at s."""
-    return [_salt_basis_point(srs, int(k), int(r)) for r in rows]
+    return list(_salt_basis(srs, int(k), tuple(int(r) for r in rows)))
+
+
+@functools.lru_cache(maxsize=256)
+def _salt_basis(srs: Any, k: int, rows: tuple[int, ...]) -> tuple[bytes, ...]:
+    return tuple(backend.lagrange_points(srs, k, rows))
 
 
 def context(request_id: str, layer: str, chunk: int) -> bytes:

@@ -95,6 +95,15 @@ def test_commitment_is_the_lagrange_combination_at_tau(known_srs, values, k):
     assert be.commit(known_srs, k, column) == reference_commitment(canonical, TAU, k)
 
 
+@pytest.mark.parametrize("k", [K, K + 1])
+def test_lagrange_points_are_the_unit_column_commitments_at_tau(known_srs, k):
+    rows = [0, 1, (1 << k) - 2, (1 << k) - 1]
+    units = [[0] * r + [1] for r in rows]
+    assert be.lagrange_points(known_srs, k, rows) == [reference_commitment(u, TAU, k) for u in units]
+    with pytest.raises(be.BackendError, match=f"row {1 << k} is outside the domain"):
+        be.lagrange_points(known_srs, k, [1 << k])
+
+
 def test_int64_and_object_encodings_commit_alike(known_srs):
     values = np.array([-3, 0, 5, -(1 << 62), (1 << 62), 7], dtype=np.int64)
     as_objects = np.array([int(v) % P for v in values], dtype=object)

@@ -801,6 +801,28 @@ fn commit<'py>(
     Ok(PyBytes::new(py, point.to_bytes().as_ref()))
 }
 
+/// [L_r(τ)]_1 for each row r of the 2^k domain -- the commitment of the unit column at r -- read from the
+/// SRS's Lagrange basis (no MSM): the bases of re-randomization proofs. 48 compressed bytes per row.
+#[pyfunction]
+fn lagrange_points<'py>(
+    py: Python<'py>,
+    srs: &PySrs,
+    k: u32,
+    rows: Vec<usize>,
+) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+    let srs = srs.inner.clone();
+    let points = py.allow_threads(|| {
+        guarded("lagrange_points", || {
+            let points = srs.lagrange_rows(k, &rows)?;
+            Ok(points.iter().map(|p| p.to_bytes()).collect::<Vec<_>>())
+        })
+    })?;
+    Ok(points
+        .iter()
+        .map(|p| PyBytes::new(py, p.as_ref()))
+        .collect())
+}
+
 /// Run midnight-proofs' MockProver on the domain 2^k; returns its failures as strings (empty: satisfied).
 #[pyfunction]
 fn mock_prove(
@@ -881,6 +903,7 @@ fn _halo2(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prove, m)?)?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_function(wrap_pyfunction!(commit, m)?)?;
+    m.add_function(wrap_pyfunction!(lagrange_points, m)?)?;
     m.add_function(wrap_pyfunction!(group_ops::g1_msm, m)?)?;
     m.add_function(wrap_pyfunction!(mock_prove, m)?)?;
     m.add_function(wrap_pyfunction!(scalar_modulus, m)?)?;

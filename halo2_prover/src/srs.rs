@@ -285,6 +285,39 @@ impl Srs {
         cache.insert(k, params.clone());
         Ok(params)
     }
+
+    /// The Lagrange-basis points [L_r(s)]_1 of the given rows of the 2^k domain. From the cached
+    /// parameters when `for_k` has loaded them; otherwise only those points are read from the file (each
+    /// checked to be in G1), not the whole domain -- what a verifier needs for re-randomization bases.
+    pub fn lagrange_rows(&self, k: u32, rows: &[usize]) -> Result<Vec<G1Projective>, BackendError> {
+        if k == 0 || k > self.k_max {
+            return Err(BackendError::invalid(format!(
+                "the SRS supports circuits up to k = {}, this one needs k = {k}",
+                self.k_max
+            )));
+        }
+        let n = 1usize << k;
+        if let Some(&r) = rows.iter().find(|&&r| r >= n) {
+            return Err(BackendError::invalid(format!(
+                "row {r} is outside the domain of 2^{k} rows"
+            )));
+        }
+        if let Some(p) = self.by_k.lock().unwrap_or_else(|e| e.into_inner()).get(&k) {
+            return Ok(rows.iter().map(|&r| p.g_lagrange()[r]).collect());
+        }
+        let bad = |msg: String| {
+            BackendError::invalid(format!("SRS {} (k = {k}): {msg}", self.path.display()))
+        };
+        let mut f = File::open(&self.path).map_err(|e| bad(e.to_string()))?;
+        let base = lagrange_offset(self.k_max, k);
+        rows.iter()
+            .map(|&r| {
+                read_g1(&mut f, base + (r * G1_BYTES) as u64, 1, true)
+                    .map(|points| points[0])
+                    .map_err(|m| bad(format!("Lagrange point {r}: {m}")))
+            })
+            .collect()
+    }
 }
 
 fn decode_g2(bytes: &[u8]) -> Result<G2Affine, String> {
