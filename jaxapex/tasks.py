@@ -339,22 +339,29 @@ def _training_settings(cfg, *, seed: int, quick: bool) -> dict[str, Any]:
     }
 
 
-def unlearn_with(run: TaskRun, unlearning: UnlearningConfig) -> dict[str, Any]:
+def unlearn_with(
+    run: TaskRun,
+    unlearning: UnlearningConfig,
+    *,
+    masks: Mapping[Path, np.ndarray] | None = None,
+    masked_row: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """The provider mask and client OBS redone with other settings on the SAME global and personalized
-    models and data as ``run`` — for comparing settings side by side in one run.
+    models and data as ``run`` — for comparing settings side by side in one run. ``masks`` (and the
+    masked model's ``masked_row``) reuse a mask instead of scoring again, e.g. to vary only the compensation.
 
     Returns ``{"rows": {"personalized", "masked", "obs"}, "recovery", "masked_weight_fraction",
     "unlearning"}``.
     """
-    hidden_fn = make_hidden_fn(run.model, cls_only=unlearning.cls_only)
-    masks, _ = provider_mask(
-        unlearning,
-        params_global=run.params_global,
-        provider_example_loss=run.provider_example_loss,
-        hidden_fn=hidden_fn,
-        forget=run.datasets["forget_train"],
-        retain=run.datasets["retain_train"],
-    )
+    if masks is None:
+        masks, _ = provider_mask(
+            unlearning,
+            params_global=run.params_global,
+            provider_example_loss=run.provider_example_loss,
+            hidden_fn=make_hidden_fn(run.model, cls_only=unlearning.cls_only),
+            forget=run.datasets["forget_train"],
+            retain=run.datasets["retain_train"],
+        )
     directions = provider_directions(
         unlearning, model=run.model, params_global=run.params_global, masks=masks, forget=run.datasets["forget_train"]
     )
@@ -369,7 +376,7 @@ def unlearn_with(run: TaskRun, unlearning: UnlearningConfig) -> dict[str, Any]:
     )
     rows = {
         "personalized": run.rows["personalized"],
-        "masked": run.evaluate(apply_mask(run.params_personal, masks)),
+        "masked": masked_row if masked_row is not None else run.evaluate(apply_mask(run.params_personal, masks)),
         "obs": run.evaluate(params_obs),
     }
     return {
@@ -591,6 +598,7 @@ def run_vision_task(
             "forget_class": cfg.forget_class,
             "personal_classes": list(client_classes),
             "sizes": data.sizes(),
+            "n_eval": {"forget": len(forget_all["label"]), "personal": len(data.personal_test)},
             "global_acc": {
                 "forget": evaluate.accuracy(model, params_global, batches["forget_test"]),
                 "test": evaluate.accuracy(model, params_global, batches["retain_test"]),
@@ -713,6 +721,7 @@ def run_characters_task(
             "personal_classes": "".join(CLASS_NAMES[c] for c in client_classes),
             "classes": len(CLASS_NAMES),
             "sizes": data.sizes(),
+            "n_eval": {"forget": len(data.forget_test), "personal": len(data.personal_test)},
             "data": dataclasses.asdict(cfg.data),
             "global_acc": {
                 "forget": evaluate.accuracy(model, params_global, batches["forget_test"]),
