@@ -226,7 +226,7 @@ def table1_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--forget-directions",
         type=int,
-        default=4,
+        default=8,
         metavar="K",
         help="k of the forget-aware OBS row (same mask, same models); 0 leaves the row out",
     )

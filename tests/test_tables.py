@@ -214,7 +214,7 @@ def test_benchmark_json_has_the_table_shape(vision_run, tmp_path, monkeypatch, c
         "forget_aware",
     } <= set(payload)
     assert payload["seeds"] == [0] and payload["recovery_by_seed"] == [pytest.approx(vision_run.recovery)]
-    assert payload["n_eval"] == vision_run.settings["n_eval"] and payload["forget_aware"]["k"] == 4
+    assert payload["n_eval"] == vision_run.settings["n_eval"] and payload["forget_aware"]["k"] == 8
     assert payload["rows"]["obs"]["forget_acc"] == pytest.approx(vision_run.rows["obs"]["forget_acc"])
     printed = capsys.readouterr().out
     assert f"mask_fraction={vision_run.unlearning.mask_fraction}" in printed
