@@ -1,140 +1,132 @@
-"""The provider's forget directions for forget-aware Group OBS (``obs.unlearn(..., directions=...)``).
+"""Forget directions: the top-K principal directions of a target layer's inputs on the forget set.
 
-A masked fc1 weight row ``w`` (one neuron) reads the layer input ``x``; a compensation ``delta`` changes that
-neuron's pre-activation on input ``x`` by ``delta · x``. Plain OBS chooses ``delta`` to restore the client's
-outputs, and when the forget class's inputs lie in the span of the client's, it restores theirs too. Asking
-``U_b delta = 0`` for the top-k principal directions ``U_b`` of the forget set's inputs (uncentred: the
-directions carrying most of ``sum x x^T`` over the forget set, tokens included) keeps the compensation from
-reading the forget inputs back in. The provider computes them on the GLOBAL model from its own forget set:
-public, like the mask.
+The forget-aware Group OBS (:mod:`jaxapex.obs`) keeps the compensation from moving a block along public
+directions ``U_b``; this module computes them, on the GLOBAL model, as the provider does for a request:
 
-Blocks are row-major pieces of W (out, in) of B entries: with ``B <= in`` a block is a segment of one row and
-gets the top-k eigenvectors of the segment's block of the second-moment matrix; with ``B = m * in`` a block
-holds m whole rows and gets k directions per row (zero outside it): ``r = k * m``.
+* :func:`capture_dense_inputs` -- the inputs ``x`` (N, in) of chosen Dense layers during one forward pass;
+* :func:`principal_directions` -- the top-K right singular vectors of the stacked inputs (uncentered: a
+  row's output on the forget set moves by ``Δ_row · x``, so the directions that carry ``x`` are the ones
+  its compensation must not move);
+* :func:`forget_directions` -- both, over the forget set's batches, per layer: ``{path: U (K, in)}``;
+* :func:`block_directions` -- a layer's ``U (K, in)`` read at each weight's input coordinate and cut into
+  the OBS blocks: ``(n_blocks, K, B)``. Weight ``(n, j)`` of ``W`` (out, in) gets ``U[:, j]``, so a block
+  that spans part of one row constrains that row's segment (and a block spanning several rows the sum
+  over its rows).
+
+The request carries ``U`` per layer in weight space, so one request serves every client whatever block
+size it registered; the client and the verifier both derive ``U_b`` with :func:`block_directions`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxapex.layers import check_block_size, get_matrix, path_name, touched_blocks
+from jaxapex.layers import Path, path_name
 
-Path = tuple[str, ...]
-TOKENS = ("all", "cls")
+TOKENS = ("all", "cls")  # which positions' inputs count: every token's, or the first (a ViT's class token)
 
 
-def mlp_inputs_fn(model, *, tokens: str = "all") -> Callable[[dict, Mapping[str, np.ndarray]], dict[Path, jax.Array]]:
-    """``fn(params, batch) -> {fc1 kernel path: fc1 inputs (n, tokens, dim)}`` of a pre-LN model: the fc1
-    input is the output of the block's ``ln2``. ``tokens="cls"`` keeps the class token only (ViT)."""
-    from jaxapex.models import model_inputs
-
+def capture_dense_inputs(
+    forward: Callable[[], object], paths: Sequence[Path], *, tokens: str = "all"
+) -> dict[Path, object]:
+    """``{kernel path: inputs of that Dense layer (N, in)}`` seen while ``forward()`` runs, flattened over
+    examples and positions (``tokens="cls"``: the first position only). A kernel path is
+    ``("params", *module path, "kernel")``."""
     if tokens not in TOKENS:
         raise ValueError(f"tokens must be one of {TOKENS}, got {tokens!r}")
+    import flax.linen as nn
 
-    def inputs_fn(params, batch):
-        _, state = model.apply(
-            params,
-            model_inputs(model, batch),
-            capture_intermediates=lambda module, method: module.name == "ln2" and method == "__call__",
-            mutable=["intermediates"],
-        )
-        out = {}
-        for path, leaf in jax.tree_util.tree_flatten_with_path(state["intermediates"])[0]:
-            keys = tuple(getattr(k, "key", getattr(k, "name", str(k))) for k in path)
-            if len(keys) >= 3 and keys[-3] == "ln2" and keys[-2] == "__call__":
-                out[("params", *keys[:-3], "mlp", "fc1", "kernel")] = leaf[:, :1] if tokens == "cls" else leaf
-        return out
+    wanted = {tuple(p[1:-1]): tuple(p) for p in paths}
+    captured: dict[Path, object] = {}
 
-    return inputs_fn
+    def interceptor(next_fun, args, kwargs, context):
+        module = context.module
+        if isinstance(module, nn.Dense) and context.method_name == "__call__" and tuple(module.path) in wanted:
+            x = args[0]
+            if tokens == "cls" and x.ndim == 3:
+                x = x[:, :1]
+            captured[wanted[tuple(module.path)]] = x.reshape(-1, x.shape[-1])
+        return next_fun(*args, **kwargs)
 
-
-def input_second_moments(
-    inputs_fn: Callable, params, batches: Iterable[Mapping[str, np.ndarray]], *, max_examples: int | None = None
-) -> dict[Path, np.ndarray]:
-    """``sum x x^T`` over the examples' tokens, float64 (dim, dim) per layer."""
-    step = jax.jit(lambda p, b: {k: jnp.einsum("ntd,nte->de", v, v) for k, v in inputs_fn(p, b).items()})
-    totals: dict[Path, np.ndarray] = {}
-    seen = 0
-    for batch in batches:
-        if max_examples is not None and seen >= max_examples:
-            break
-        n = len(next(iter(batch.values())))
-        if max_examples is not None and seen + n > max_examples:
-            batch = {k: v[: max_examples - seen] for k, v in batch.items()}
-            n = max_examples - seen
-        for path, m in step(params, batch).items():
-            totals[path] = totals.get(path, 0.0) + np.asarray(m, np.float64)
-        seen += n
-    if not totals:
-        raise ValueError("the forget set yielded no examples for the forget directions")
-    return totals
+    with nn.intercept_methods(interceptor):
+        forward()
+    missing = [path_name(p) for p in paths if tuple(p) not in captured]
+    if missing:
+        raise ValueError(f"no Dense layer call was seen for the kernels {missing}")
+    return captured
 
 
-def top_directions(moment: np.ndarray, k: int) -> np.ndarray:
-    """The k leading eigenvectors (k, d) of a symmetric positive semi-definite matrix, largest first, each
-    with its largest-|entry| positive (a deterministic sign)."""
-    values, vectors = np.linalg.eigh(moment)
-    top = vectors[:, np.argsort(-values, kind="stable")[:k]].T
-    signs = np.sign(top[np.arange(len(top)), np.argmax(np.abs(top), axis=1)])
+def principal_directions(gram: np.ndarray, k: int) -> np.ndarray:
+    """The top ``k`` eigenvectors (k, in) of the input Gram matrix ``XᵀX`` (in, in), orthonormal rows in
+    float64, largest eigenvalue first; each row's sign fixed (its largest-magnitude entry positive) so the
+    result does not depend on the eigensolver."""
+    gram = np.asarray(gram, dtype=np.float64)
+    if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
+        raise ValueError(f"input Gram matrix must be square (in, in), got shape {gram.shape}")
+    if not 0 <= k <= gram.shape[0]:
+        raise ValueError(f"forget directions: K = {k} must be in [0, in = {gram.shape[0]}]")
+    eigvals, eigvecs = np.linalg.eigh((gram + gram.T) / 2)
+    top = eigvecs[:, np.argsort(eigvals)[::-1][:k]].T
+    signs = np.sign(top[np.arange(k), np.abs(top).argmax(axis=1)])
     return top * np.where(signs == 0, 1.0, signs)[:, None]
 
 
-def block_directions(moment: np.ndarray, shape: tuple[int, int], touched: np.ndarray, block_size: int, k: int):
-    """Directions (len(touched), r, B) of a layer W of ``shape`` (out, in) whose inputs have second moment
-    ``moment`` (in, in), for the blocks ``touched`` (row-major indices)."""
-    out_dim, in_dim = shape
-    if moment.shape != (in_dim, in_dim):
-        raise ValueError(f"input second moment {moment.shape} does not match W's input width {in_dim}")
-    if block_size <= in_dim:
-        if in_dim % block_size:
-            raise ValueError(f"forget directions need B to divide the row width {in_dim} (or be a multiple of it)")
-        per_row = in_dim // block_size
-        segments = {
-            s: top_directions(moment[s * block_size : (s + 1) * block_size, s * block_size : (s + 1) * block_size], k)
-            for s in range(per_row)
-        }
-        return np.stack([segments[int(b) % per_row] for b in touched])
-    if block_size % in_dim:
-        raise ValueError(f"forget directions need B to be a multiple of the row width {in_dim} (or divide it)")
-    rows = block_size // in_dim
-    top = top_directions(moment, k)  # (k, in)
-    one = np.zeros((rows * k, block_size))
-    for row in range(rows):
-        one[row * k : (row + 1) * k, row * in_dim : (row + 1) * in_dim] = top
-    return np.broadcast_to(one, (len(touched), *one.shape)).copy()
-
-
 def forget_directions(
-    inputs_fn: Callable,
-    params_global,
-    masks: Mapping[Path, np.ndarray],
+    model,
+    params,
+    paths: Sequence[Path],
     forget_batches: Iterable[Mapping[str, np.ndarray]],
     *,
-    block_size: int,
     k: int,
     max_examples: int | None = None,
+    tokens: str = "all",
 ) -> dict[Path, np.ndarray]:
-    """``{path: (touched blocks, r, B)}`` for every masked fc1 layer, in ``touched_blocks`` order; empty when
-    ``k == 0`` (plain OBS)."""
-    if k < 0:
-        raise ValueError(f"the number of forget directions must be >= 0, got {k}")
-    if k == 0:
-        return {}
-    for path in masks:
-        if tuple(path)[-2:] != ("fc1", "kernel"):
-            raise ValueError(f"forget directions are defined for fc1 layers (their inputs), not {path_name(path)!r}")
-    moments = input_second_moments(inputs_fn, params_global, forget_batches, max_examples=max_examples)
-    out = {}
-    for path, mask in masks.items():
-        path = tuple(path)
-        W = get_matrix(params_global, path)
-        check_block_size(W.shape, block_size, path=path)
-        touched = touched_blocks(mask, block_size, path=path)
-        if path not in moments:
-            raise ValueError(f"no fc1 inputs captured for {path_name(path)!r}")
-        out[path] = block_directions(moments[path], tuple(W.shape), touched, block_size, k)
-    return out
+    """``{path: U (k, in)}``: the top-``k`` principal directions of each target layer's inputs on the
+    forget set (module docstring), from one pass over ``forget_batches`` (at most ``max_examples``);
+    ``tokens="cls"`` counts the class token's inputs only."""
+    import jax
+
+    from jaxapex.models import model_inputs
+
+    paths = tuple(tuple(p) for p in paths)
+    collect = jax.jit(
+        lambda p, batch: {
+            path: x.T.astype("float32") @ x.astype("float32")
+            for path, x in capture_dense_inputs(
+                lambda: model.apply(p, model_inputs(model, batch)), paths, tokens=tokens
+            ).items()
+        }
+    )
+    grams: dict[Path, np.ndarray] = {}
+    seen = 0
+    for batch in forget_batches:
+        if max_examples is not None:
+            batch = {key: v[: max_examples - seen] for key, v in batch.items()}
+        n = len(next(iter(batch.values())))
+        if n == 0:
+            break
+        for path, g in collect(params, batch).items():
+            grams[path] = grams.get(path, 0.0) + np.asarray(g, dtype=np.float64)
+        seen += n
+    if not seen:
+        raise ValueError("forget directions need at least one forget example")
+    return {path: principal_directions(grams[path], k) for path in paths}
+
+
+def block_directions(U: np.ndarray, shape: tuple[int, int], block_size: int) -> np.ndarray:
+    """A layer's directions ``U`` (K, in) as per-block directions (n_blocks, K, B) of ``W`` (out, in),
+    row-major blocks as in :mod:`jaxapex.layers`: entry ``i`` of block ``b`` is ``U[:, (bB + i) mod in]``."""
+    U = np.asarray(U, dtype=np.float64)
+    out_features, in_features = shape
+    if U.ndim != 2 or U.shape[1] != in_features:
+        raise ValueError(f"forget directions must have shape (K, in) = (K, {in_features}), got {U.shape}")
+    size = out_features * in_features
+    if size % block_size:
+        raise ValueError(f"block size {block_size} does not divide the matrix size {out_features} * {in_features}")
+    flat = np.tile(U, (1, out_features))  # (K, out*in): weight (n, j) reads U[:, j]
+    return flat.reshape(U.shape[0], size // block_size, block_size).transpose(1, 0, 2)
+
+
+__all__ = ["TOKENS", "block_directions", "capture_dense_inputs", "forget_directions", "principal_directions"]

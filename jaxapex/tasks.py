@@ -24,7 +24,7 @@ import numpy as np
 from jaxapex import evaluate, forget_directions, masking, obs
 from jaxapex.data import as_batches, characters_task, digits_task, take
 from jaxapex.data.characters import CLASS_NAMES, CharactersDataConfig
-from jaxapex.layers import get_matrix, path_name, set_matrix
+from jaxapex.layers import get_matrix, path_name, set_matrix, touched_blocks
 from jaxapex.models import (
     ALL_MLP_MATRICES,
     MLP_OUTPUT_MATRIX,
@@ -64,7 +64,7 @@ class UnlearningConfig:
         the activation scorer ranks fc1 neurons and masks fc1 or fc2 according to ``neuron_side``.
     block_size, damp, fisher_examples: the client's blockwise Fisher (B, λ, number of per-sample gradients).
     forget_directions: k > 0 makes the compensation forget-aware: per block it may not move along the top-k
-        principal directions of the fc1 inputs on the forget set (:mod:`jaxapex.forget_directions`),
+        principal directions of the target layer's inputs on the forget set (:mod:`jaxapex.forget_directions`),
         computed by the provider on the global model; ``directions_tokens`` — every token's inputs or the
         class token's only. 0 is plain Group OBS.
     """
@@ -267,18 +267,26 @@ def provider_directions(
     masks: Mapping[Path, np.ndarray],
     forget: Mapping[str, np.ndarray],
 ) -> dict[Path, np.ndarray] | None:
-    """The public forget directions that go with the mask (None for plain OBS, ``forget_directions=0``)."""
+    """The public forget directions that go with the mask, cut into the touched OBS blocks: ``{path:
+    (touched blocks, k, B)}`` (None for plain OBS, ``forget_directions=0``)."""
     if cfg.forget_directions == 0:
         return None
-    return forget_directions.forget_directions(
-        forget_directions.mlp_inputs_fn(model, tokens=cfg.directions_tokens),
+    paths = tuple(tuple(p) for p in masks)
+    U = forget_directions.forget_directions(
+        model,
         params_global,
-        masks,
+        paths,
         as_batches(forget, cfg.batch_size),
-        block_size=cfg.block_size,
         k=cfg.forget_directions,
         max_examples=cfg.score_examples,
+        tokens=cfg.directions_tokens,
     )
+    out = {}
+    for path in paths:
+        shape = tuple(get_matrix(params_global, path).shape)
+        touched = touched_blocks(masks[path], cfg.block_size, path=path)
+        out[path] = forget_directions.block_directions(U[path], shape, cfg.block_size)[touched]
+    return out
 
 
 def client_unlearn(

@@ -7,7 +7,6 @@ import dataclasses
 import numpy as np
 import pytest
 
-from jaxapex import forget_directions as fd
 from jaxapex import tasks
 from jaxapex.data import sources
 from jaxapex.data.characters import CLASS_NAMES, CharactersDataConfig, class_label
@@ -19,32 +18,6 @@ needs_data = pytest.mark.skipif(
     any(sources.source(n).path() is None for n in ("mnist", "printed-fonts", "handwriting-fonts")),
     reason="real data not installed (jaxapex data status)",
 )
-
-
-def test_top_directions_are_the_leading_orthonormal_eigenvectors():
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((50, 6)) * np.array([5.0, 3.0, 1.0, 0.5, 0.2, 0.1])
-    U = fd.top_directions(X.T @ X, 2)
-    np.testing.assert_allclose(U @ U.T, np.eye(2), atol=1e-12)
-    _, _, Vt = np.linalg.svd(X, full_matrices=False)
-    np.testing.assert_allclose(np.abs(U @ Vt[:2].T), np.eye(2), atol=1e-9)  # same subspace, same order
-
-
-def test_block_directions_segment_rows_and_stack_whole_rows():
-    rng = np.random.default_rng(1)
-    X = rng.standard_normal((40, 8))
-    moment = X.T @ X
-    touched = np.array([0, 3, 5])
-    seg = fd.block_directions(moment, (4, 8), touched, 4, 2)  # two segments per row
-    assert seg.shape == (3, 2, 4)
-    np.testing.assert_allclose(seg[1], fd.top_directions(moment[4:, 4:], 2))  # block 3 = second segment
-    rows = fd.block_directions(moment, (4, 8), np.array([1]), 16, 2)  # two whole rows per block
-    assert rows.shape == (1, 4, 16)
-    np.testing.assert_allclose(rows[0, :2, :8], fd.top_directions(moment, 2))
-    np.testing.assert_allclose(rows[0, 2:, 8:], fd.top_directions(moment, 2))
-    assert not rows[0, :2, 8:].any() and not rows[0, 2:, :8].any()
-    with pytest.raises(ValueError, match="divide the row width"):
-        fd.block_directions(moment, (4, 8), touched, 3, 1)
 
 
 def test_class_names():
