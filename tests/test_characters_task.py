@@ -73,3 +73,28 @@ def test_characters_task_runs_on_a_tiny_configuration(tmp_path):
     # the renderings are cached: a second build reads them back identically
     again = tasks.characters_task(tiny_config().data, seed=0, cache_dir=tmp_path)
     np.testing.assert_array_equal(again.personal_train.images, run.datasets["personal_train"]["image"])
+
+
+def test_forget_sweep_summary_means_and_target():
+    from benchmarks.forget_sweep import summarize, sweep_points
+
+    points = sweep_points((4,), (1e-6, 1.0), 1e-6)
+    assert [(p["k"], p["damp"]) for p in points] == [(0, 1e-6), (0, 1.0), (4, 1e-6), (4, 1e-6)]
+    assert [p["tokens"] for p in points[2:]] == ["all", "cls"]
+
+    def result(recovery, rebound):
+        return {
+            "recovery": recovery,
+            "forget_rebound_points": rebound,
+            "obs": dict.fromkeys(("forget_acc", "personal_acc", "test_acc"), 0.5),
+        }
+
+    per_seed = {
+        0: [result(0.9, 40.0), result(0.2, 2.0), result(0.8, 4.0), {"infeasible": "k > B - |S|"}],
+        1: [result(0.7, 30.0), result(0.4, 0.0), result(0.7, 5.0), result(0.1, 0.0)],
+    }
+    summary = summarize(points, per_seed)
+    assert summary[0]["recovery"] == pytest.approx(0.8) and summary[0]["recovery_worst"] == pytest.approx(0.7)
+    assert summary[0]["forget_rebound_points"] == pytest.approx(35.0) and not summary[0]["meets_target"]
+    assert summary[2]["recovery"] == pytest.approx(0.75) and summary[2]["meets_target"]
+    assert summary[3]["infeasible"] == "k > B - |S|"
