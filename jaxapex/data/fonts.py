@@ -273,7 +273,7 @@ def render_characters(
     if progress:
         from tqdm import tqdm
 
-        items = tqdm(items, desc="rendering characters", unit="img", leave=False)
+        items = tqdm(items, desc="rendering characters", unit="img", leave=False, mininterval=2.0)
     for i in items:
         images[i] = render_glyph(
             faces[face_idx[i]],
