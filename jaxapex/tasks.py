@@ -780,9 +780,9 @@ def run_characters_task(
     client_classes = data.personal_classes
     batches = {f.name: getattr(data, f.name).as_batch() for f in dataclasses.fields(data) if f.type == "ImageSet"}
 
-    # Every row is evaluated on the same seeded subsets: the retain test set and the provider's forget set
-    # (for the membership-inference AUC) are cut to ``eval_cap`` images; the forget test set and the client's
-    # test set are used whole.
+    # Every row is evaluated on the same seeded subsets: the retain test set is cut to ``eval_cap`` images,
+    # the provider's forget set (members, for the membership-inference AUC) to as many as the held-out
+    # forget images; the forget test set and the client's test set are used whole.
     retain_eval = take(batches["retain_test"], eval_cap, seed=seed)
     forget_members = take(batches["forget_train"], len(data.forget_test), seed=seed)
 
