@@ -25,10 +25,17 @@ import numpy as np
 
 from jaxapex.layers import Path, path_name
 
+TOKENS = ("all", "cls")  # which positions' inputs count: every token's, or the first (a ViT's class token)
 
-def capture_dense_inputs(forward: Callable[[], object], paths: Sequence[Path]) -> dict[Path, object]:
+
+def capture_dense_inputs(
+    forward: Callable[[], object], paths: Sequence[Path], *, tokens: str = "all"
+) -> dict[Path, object]:
     """``{kernel path: inputs of that Dense layer (N, in)}`` seen while ``forward()`` runs, flattened over
-    examples and positions. A kernel path is ``("params", *module path, "kernel")``."""
+    examples and positions (``tokens="cls"``: the first position only). A kernel path is
+    ``("params", *module path, "kernel")``."""
+    if tokens not in TOKENS:
+        raise ValueError(f"tokens must be one of {TOKENS}, got {tokens!r}")
     import flax.linen as nn
 
     wanted = {tuple(p[1:-1]): tuple(p) for p in paths}
@@ -38,6 +45,8 @@ def capture_dense_inputs(forward: Callable[[], object], paths: Sequence[Path]) -
         module = context.module
         if isinstance(module, nn.Dense) and context.method_name == "__call__" and tuple(module.path) in wanted:
             x = args[0]
+            if tokens == "cls" and x.ndim == 3:
+                x = x[:, :1]
             captured[wanted[tuple(module.path)]] = x.reshape(-1, x.shape[-1])
         return next_fun(*args, **kwargs)
 
@@ -72,9 +81,11 @@ def forget_directions(
     *,
     k: int,
     max_examples: int | None = None,
+    tokens: str = "all",
 ) -> dict[Path, np.ndarray]:
     """``{path: U (k, in)}``: the top-``k`` principal directions of each target layer's inputs on the
-    forget set (module docstring), from one pass over ``forget_batches`` (at most ``max_examples``)."""
+    forget set (module docstring), from one pass over ``forget_batches`` (at most ``max_examples``);
+    ``tokens="cls"`` counts the class token's inputs only."""
     import jax
 
     from jaxapex.models import model_inputs
@@ -83,7 +94,9 @@ def forget_directions(
     collect = jax.jit(
         lambda p, batch: {
             path: x.T.astype("float32") @ x.astype("float32")
-            for path, x in capture_dense_inputs(lambda: model.apply(p, model_inputs(model, batch)), paths).items()
+            for path, x in capture_dense_inputs(
+                lambda: model.apply(p, model_inputs(model, batch)), paths, tokens=tokens
+            ).items()
         }
     )
     grams: dict[Path, np.ndarray] = {}
@@ -116,4 +129,4 @@ def block_directions(U: np.ndarray, shape: tuple[int, int], block_size: int) -> 
     return flat.reshape(U.shape[0], size // block_size, block_size).transpose(1, 0, 2)
 
 
-__all__ = ["block_directions", "capture_dense_inputs", "forget_directions", "principal_directions"]
+__all__ = ["TOKENS", "block_directions", "capture_dense_inputs", "forget_directions", "principal_directions"]

@@ -4,7 +4,8 @@ Two scorers (DESIGN.md section 3), both streaming over data sets of any size wit
 data-parallel over a 1-D device mesh when several devices exist (see :mod:`jaxapex.parallel`):
 
 - :func:`second_order_scores` -- per weight, ``s(D) = g_mean * w - lambda_H * (F_diag + damp) * w**2`` on the
-  forget and the retain set, combined as ``s_forget / (c_ret * s_retain + 1e-12)``.
+  forget and the retain set, combined as ``s_forget / (c_ret * s_retain + 1e-12)`` (the published rule) or,
+  with ``combine="difference"``, as the importance difference ``-s_forget + c_ret * s_retain``.
 - :func:`activation_ratio_scores` -- per MLP hidden neuron, ``mean|act| on forget / (mean|act| on retain + eps)``.
 
 Then :func:`top_fraction_mask` (global top fraction of weight scores) or :func:`neuron_mask` (weights of the
@@ -25,6 +26,8 @@ from jaxapex.parallel import batch_mesh, device_batches, replicate, weighted_sum
 
 #: The provider's scorers, by the one name each goes by everywhere (recipes, CLI, JSON).
 SCORERS = ("second-order", "activation")
+#: How the second-order scorer combines the forget and retain saliencies.
+COMBINES = ("ratio", "difference")
 
 PyTree = Any
 LossFn = Callable[[PyTree, PyTree], jax.Array]
@@ -120,8 +123,12 @@ def second_order_scores(
     max_examples: int | None = None,
     mesh=None,
     microbatch_size: int | None = None,
+    combine: str = "ratio",
 ) -> dict:
     """Second-order weight scores ``s_forget / (c_ret * s_retain + 1e-12)``, one array (out, in) per path.
+
+    ``combine="difference"`` ranks by ``I_forget - c_ret * I_retain`` with the importance ``I = -s =
+    lambda_H F w^2 - g w``: weights the forget set needs much more than the retain set does.
 
     ``loss_fn(params, example)`` is a per-example loss (``example`` = one item of a batch, no batch axis).
     ``max_examples`` caps each data set separately (the public ViT-B settings use 480 gradients).
@@ -129,12 +136,16 @@ def second_order_scores(
     published rule literally: where ``s_retain`` is negative the denominator is too, so rank with care when
     retain saliencies change sign.
     """
+    if combine not in COMBINES:
+        raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}")
     paths = _as_paths(target_paths)
     options = dict(max_examples=max_examples, mesh=mesh, microbatch_size=microbatch_size)
     forget = gradient_moments(loss_fn, params, paths, forget_batches, data_name="forget set", **options)
     retain = gradient_moments(loss_fn, params, paths, retain_batches, data_name="retain set", **options)
     s_forget = saliency(forget, params, lambda_h=lambda_h, damp=damp)
     s_retain = saliency(retain, params, lambda_h=lambda_h, damp=damp)
+    if combine == "difference":
+        return {p: c_ret * s_retain[p] - s_forget[p] for p in paths}
     return {p: s_forget[p] / (c_ret * s_retain[p] + 1e-12) for p in paths}
 
 

@@ -54,7 +54,7 @@ def as_batches(x, y, size):
     return [{"x": x[i : i + size], "y": y[i : i + size]} for i in range(0, len(x), size)]
 
 
-def reference_scores(params, forget, retain, *, lambda_h, c_ret, damp):
+def reference_scores(params, forget, retain, *, lambda_h, c_ret, damp, combine="ratio"):
     def saliency(x, y):
         grads = reference_gradients(params, x.astype(np.float64), y.astype(np.float64))
         out = {}
@@ -64,11 +64,15 @@ def reference_scores(params, forget, retain, *, lambda_h, c_ret, damp):
         return out
 
     s_f, s_r = saliency(*forget), saliency(*retain)
+    if combine == "difference":  # importance I = -s: I_forget - c_ret * I_retain
+        return {p: (-s_f[p]) - c_ret * (-s_r[p]) for p in s_f}
     return {p: s_f[p] / (c_ret * s_r[p] + 1e-12) for p in s_f}
 
 
-@pytest.mark.parametrize("lambda_h,c_ret", [(0.448, 2.0), (0.5, 1.5)])
-def test_second_order_scores_match_hand_computed_reference(lambda_h, c_ret):
+@pytest.mark.parametrize(
+    "lambda_h,c_ret,combine", [(0.448, 2.0, "ratio"), (0.5, 1.5, "ratio"), (0.448, 5.0, "difference")]
+)
+def test_second_order_scores_match_hand_computed_reference(lambda_h, c_ret, combine):
     params = linear_params()
     forget, retain = make_data(11, seed=1), make_data(14, seed=2)
     scores = second_order_scores(
@@ -80,8 +84,9 @@ def test_second_order_scores_match_hand_computed_reference(lambda_h, c_ret):
         lambda_h=lambda_h,
         c_ret=c_ret,
         damp=1e-3,
+        combine=combine,
     )
-    expected = reference_scores(params, forget, retain, lambda_h=lambda_h, c_ret=c_ret, damp=1e-3)
+    expected = reference_scores(params, forget, retain, lambda_h=lambda_h, c_ret=c_ret, damp=1e-3, combine=combine)
     assert set(scores) == {PATH, PATH2}
     for path in expected:
         assert scores[path].shape == expected[path].shape

@@ -195,18 +195,27 @@ def test_benchmark_json_has_the_table_shape(vision_run, tmp_path, monkeypatch, c
         },
     )
     path = tmp_path / "t1.json"
-    assert table1.main(["--quick", "--json", str(path)]) == 0
+    assert table1.main(["--task", "vision", "--seeds", "0", "--quick", "--json", str(path)]) == 0
     payload = json.loads(path.read_text())
-    assert set(payload["rows"]) == {"personalized", "masked", "obs"}
+    assert set(payload["rows"]) == {"personalized", "masked", "obs", "obs_forget_aware"}
     assert {
+        "task",
+        "seeds",
+        "n_eval",
         "recovery",
+        "recovery_by_seed",
+        "per_seed",
         "mask_fraction",
         "block_size",
         "comparison",
         "forget_drop_points",
         "personal_cost_points",
         "obs_forget_rebound_points",
+        "forget_aware",
     } <= set(payload)
+    assert payload["seeds"] == [0] and payload["recovery_by_seed"] == [pytest.approx(vision_run.recovery)]
+    assert payload["n_eval"] == vision_run.settings["n_eval"] and payload["forget_aware"]["k"] == 8
+    assert payload["rows"]["obs"]["forget_acc"] == pytest.approx(vision_run.rows["obs"]["forget_acc"])
     printed = capsys.readouterr().out
     assert f"mask_fraction={vision_run.unlearning.mask_fraction}" in printed
     assert f"block_size B={vision_run.unlearning.block_size}" in printed
@@ -253,9 +262,15 @@ def test_benchmark_prints_the_extra_seeds(vision_run, tmp_path, monkeypatch, cap
         jaxapex.tasks, "run_vision_task", lambda **kwargs: seeds_run.append(kwargs["seed"]) or vision_run
     )
     path = tmp_path / "t1.json"
-    assert table1.main(["--quick", "--no-compare", "--extra-seeds", "3,4", "--json", str(path)]) == 0
+    argv = ["--task", "vision", "--quick", "--no-compare", "--forget-directions", "0", "--json", str(path)]
+    assert table1.main([*argv, "--extra-seeds", "3,4"]) == 0
     assert seeds_run == [0, 3, 4]
     payload = json.loads(path.read_text())
-    assert set(payload["seeds"]["per_seed"]) == {"0", "3", "4"}
-    assert payload["seeds"]["recovery_std"] == pytest.approx(0.0)  # the same run three times
+    assert payload["seeds"] == [0, 3, 4] and [e["seed"] for e in payload["per_seed"]] == [0, 3, 4]
+    assert payload["recovery_std"] == pytest.approx(0.0)  # the same run three times
+    assert payload["worst_seed"]["recovery"] == pytest.approx(vision_run.recovery)
+    assert "forget_aware" not in payload and "obs_forget_aware" not in payload["rows"]
     assert "recovery over 3 seeds" in capsys.readouterr().out
+    seeds_run.clear()
+    assert table1.main(argv) == 0
+    assert seeds_run == [0, 1, 2]  # the default: three seeds

@@ -14,6 +14,7 @@ SUBCOMMAND_MODULES = (
     "jaxapex.cli.protocol",
     "jaxapex.cli.srs",
     "jaxapex.cli.circuit",
+    "jaxapex.cli.data",
 )
 
 

@@ -1,5 +1,6 @@
-"""Offline data: digits (+ sketch domain), a code corpus from the machine's own source files, and generic
-loaders for image folders and text files. Datasets are dicts of equally long NumPy arrays."""
+"""Offline data: digits (+ sketch domain), MNIST / Fashion-MNIST and font-rendered characters (the real-data
+vision task), a code corpus from the machine's own source files, and generic loaders for image folders and
+text files. Datasets are dicts of equally long NumPy arrays. ``jaxapex data status`` lists the sources."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from jaxapex.data.characters import CharactersDataConfig, CharactersTaskData, characters_task
 from jaxapex.data.digits import DigitsTaskData, ImageSet, digits_task, load_digit_images, sketch_transform
+from jaxapex.data.mnist import load_fashion_mnist, load_mnist, read_idx
+from jaxapex.data.sources import MissingDataSource
 
 
 def as_batches(data: Mapping[str, np.ndarray], batch_size: int) -> list[dict[str, np.ndarray]]:
@@ -31,11 +35,18 @@ def take(data: Mapping[str, np.ndarray], n: int | None, *, seed: int = 0) -> dic
 
 
 __all__ = [
+    "CharactersDataConfig",
+    "CharactersTaskData",
     "DigitsTaskData",
+    "MissingDataSource",
     "ImageSet",
     "as_batches",
+    "characters_task",
     "digits_task",
     "load_digit_images",
+    "load_fashion_mnist",
+    "load_mnist",
+    "read_idx",
     "sketch_transform",
     "take",
 ]

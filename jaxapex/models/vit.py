@@ -75,6 +75,11 @@ VIT_PRESETS: dict[str, ViTConfig] = {
     "vit_small_digits": ViTConfig(
         image_size=8, patch_size=2, channels=1, dim=128, depth=4, heads=4, mlp_dim=384, num_classes=10
     ),
+    # 28×28 grayscale characters (MNIST digits + capitals, 29 classes): 7×7 patches → 16 tokens + cls; small
+    # enough that one seed of the whole recipe trains in minutes on 2 CPU cores.
+    "vit_chars": ViTConfig(
+        image_size=28, patch_size=7, channels=1, dim=64, depth=3, heads=4, mlp_dim=256, num_classes=29
+    ),
     # ViT-S/16 and ViT-B/16 at 224 px (ImageNet-1k head).
     "vit_s16": ViTConfig(dim=384, depth=12, heads=6, mlp_dim=1536),
     "vit_b16": ViTConfig(),
