@@ -292,7 +292,7 @@ def _training_settings(cfg, *, seed: int, quick: bool) -> dict[str, Any]:
         "seed": seed,
         "quick": quick,
         "model": dataclasses.asdict(cfg.model),
-        "global_steps": cfg.global_train.steps,
+        "global_steps": cfg.global_train.steps if cfg.global_train is not None else 0,
         "personal_steps": cfg.personalization.train.steps,
         "layer_decay": cfg.personalization.layer_decay,
         "freeze_blocks": cfg.personalization.freeze_blocks,
@@ -346,7 +346,8 @@ class Recipe:
     ``forget_train`` and ``retain_train``; ``client_classes``: the classes the client's loss is restricted
     to (None: all); ``make_evaluate(model) -> evaluate_row(params)``; ``task_settings(model,
     params_global)``: the recipe's own entries of ``TaskRun.settings``; ``describe``: how the logs name a
-    split's size (``"natural digits"``, ``"windows"``).
+    split's size (``"natural digits"``, ``"windows"``). A pretrained recipe gives ``model`` and
+    ``params_global`` (then there is no global training and ``datasets`` needs no ``global_train``).
     """
 
     name: str
@@ -356,6 +357,8 @@ class Recipe:
     task_settings: Callable[[Any, Params], dict[str, Any]]
     client_classes: Sequence[int] | None = None
     describe: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    model: Any = None
+    params_global: Params | None = None
 
 
 def run_recipe(
@@ -363,7 +366,7 @@ def run_recipe(
 ) -> TaskRun:
     """The one recipe skeleton shared by every task (see :class:`Recipe`)."""
     cfg, un, data = recipe.config, recipe.config.unlearning, recipe.datasets
-    model = build_model(cfg.model)
+    model = build_model(cfg.model) if recipe.model is None else recipe.model
     provider_example_loss = example_loss_fn(model)
     client_example_loss = (
         provider_example_loss
@@ -374,16 +377,19 @@ def run_recipe(
     def size(split: str) -> str:
         return f"{len(next(iter(data[split].values())))} {recipe.describe.get(split, 'examples')}"
 
-    log(f"global training: {cfg.global_train.steps} steps on {size('global_train')}")
-    params_global, _ = _timed(
-        timings,
-        "global_train",
-        fit,
-        batch_loss_fn(model),
-        init_params(model, seed),
-        data["global_train"],
-        cfg.global_train,
-    )
+    if recipe.params_global is not None:
+        params_global = recipe.params_global
+    else:
+        log(f"global training: {cfg.global_train.steps} steps on {size('global_train')}")
+        params_global, _ = _timed(
+            timings,
+            "global_train",
+            fit,
+            batch_loss_fn(model),
+            init_params(model, seed),
+            data["global_train"],
+            cfg.global_train,
+        )
     log(f"personalization: {cfg.personalization.train.steps} steps on {size('personal_train')}")
     params_personal, _ = _timed(
         timings,
