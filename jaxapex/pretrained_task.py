@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -85,16 +87,16 @@ def pretrained_code_config(model: LlamaConfig, *, quick: bool = True, seed: int 
     """The recipe scaled to two shared CPU cores (the paper's OPT settings where they fit; see TABLES.md):
     mask 4 % of the SwiGLU weights (gate, up, down) of the top layers with the second-order score
     (λ_H = 0.5, c_ret = 1.5), Group OBS with B = 256, damp 1e-6 and fewer client gradients than B (the
-    low-rank Fisher route). ``quick``: one layer, fewer files, steps and gradients."""
-    files = 24 if quick else 64
+    low-rank Fisher route). Quick and full share the windows (and so the cached residual stream); ``quick``
+    trains fewer LoRA steps and uses fewer scorer and Fisher gradients."""
     return PretrainedCodeConfig(
         model=model,
-        files_per_language=tuple((lang, files) for lang in ("python", "c", "perl", "shell")),
-        max_windows_per_file=3 if quick else 4,
-        top_layers=1 if quick else 2,
+        files_per_language=tuple((lang, 40) for lang in ("python", "c", "perl", "shell")),
+        max_windows_per_file=3,
+        top_layers=2,
         personalization=PersonalizeConfig(
             train=TrainConfig(
-                steps=20 if quick else 60, batch_size=8, learning_rate=1e-3, warmup_steps=2, seed=seed + 1
+                steps=20 if quick else 40, batch_size=8, learning_rate=1e-3, warmup_steps=2, seed=seed + 1
             ),
             lora_rank=8,
             lora_alpha=16.0,
@@ -105,10 +107,10 @@ def pretrained_code_config(model: LlamaConfig, *, quick: bool = True, seed: int 
             mask_fraction=0.04,
             lambda_h=0.5,
             c_ret=1.5,
-            score_examples=32 if quick else 128,
+            score_examples=32 if quick else 64,
             block_size=256,
             damp=1e-6,
-            fisher_examples=32 if quick else 64,
+            fisher_examples=32 if quick else 48,
             batch_size=16,
         ),
     )
@@ -162,7 +164,35 @@ class WindowPool:
         return int(next(iter(self.splits.values())).tokens.shape[1] - 1)
 
 
-def build_pool(cfg: PretrainedCodeConfig, variables: Mapping, encode: Callable[[bytes], np.ndarray]) -> WindowPool:
+def _cached_residual_stream(cfg, variables, tokens: np.ndarray, cache_dir: str | None, source: str) -> np.ndarray:
+    """:func:`residual_stream`, kept on disk under ``cache_dir`` keyed by the model file (path, size,
+    modification time), the layer and the windows' bytes: the frozen lower layers give the same stream for
+    every run on the same windows."""
+    if cache_dir is None or not os.path.isfile(source):
+        return residual_stream(cfg.model, variables, tokens, stop_layer=cfg.first_top_layer)
+    stat = os.stat(source)
+    key = hashlib.sha256(
+        f"{os.path.abspath(source)}|{stat.st_size}|{stat.st_mtime_ns}|{cfg.first_top_layer}|{tokens.shape}".encode()
+        + np.ascontiguousarray(tokens, np.int32).tobytes()
+    ).hexdigest()[:32]
+    path = os.path.join(cache_dir, f"residual-{key}.npy")
+    if os.path.isfile(path):
+        return np.load(path)
+    hidden = residual_stream(cfg.model, variables, tokens, stop_layer=cfg.first_top_layer)
+    os.makedirs(cache_dir, exist_ok=True)
+    np.save(path + ".tmp.npy", hidden)
+    os.replace(path + ".tmp.npy", path)
+    return hidden
+
+
+def build_pool(
+    cfg: PretrainedCodeConfig,
+    variables: Mapping,
+    encode: Callable[[bytes], np.ndarray],
+    *,
+    cache_dir: str | None = None,
+    source: str = "",
+) -> WindowPool:
     corpus = build_code_corpus(
         files_per_language=dict(cfg.files_per_language),
         window=cfg.window,
@@ -179,7 +209,7 @@ def build_pool(cfg: PretrainedCodeConfig, variables: Mapping, encode: Callable[[
             files=train.files + test.files,
             file_index=np.concatenate([train.file_index, test.file_index + len(train.files)]),
         )
-        hidden[lang] = residual_stream(cfg.model, variables, splits[lang].tokens, stop_layer=cfg.first_top_layer)
+        hidden[lang] = _cached_residual_stream(cfg, variables, splits[lang].tokens, cache_dir, source)
     return WindowPool(splits=splits, hidden=hidden)
 
 
@@ -232,6 +262,8 @@ def _smollm2():
 
 
 _POOLS: dict[tuple, WindowPool] = {}
+# the residual stream of a model file's frozen layers, reused across runs (derived data, never committed)
+RESIDUAL_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "jaxapex", "residual")
 
 
 def _cached_pool(cfg: PretrainedCodeConfig, variables, encode, source: str, log) -> WindowPool:
@@ -248,7 +280,7 @@ def _cached_pool(cfg: PretrainedCodeConfig, variables, encode, source: str, log)
     if key not in _POOLS:
         log(f"tokenizing the corpus and computing the residual stream entering layer {cfg.first_top_layer}")
         _POOLS.clear()
-        _POOLS[key] = build_pool(cfg, variables, encode)
+        _POOLS[key] = build_pool(cfg, variables, encode, cache_dir=RESIDUAL_CACHE_DIR, source=source)
     return _POOLS[key]
 
 
