@@ -110,7 +110,7 @@ def pretrained_code_config(model: LlamaConfig, *, quick: bool = True, seed: int 
             score_examples=32 if quick else 64,
             block_size=256,
             damp=1e-6,
-            fisher_examples=32 if quick else 48,
+            fisher_examples=32,
             batch_size=16,
         ),
     )
