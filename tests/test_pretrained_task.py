@@ -64,6 +64,7 @@ def setup(sources):
         files_per_language=tuple((lang, 6) for lang in LANGUAGES),
         window=33,
         max_windows_per_file=2,
+        top_layers=1,
         personalization=dataclasses.replace(
             base.personalization, train=TrainConfig(steps=3, batch_size=4, learning_rate=1e-2, seed=1)
         ),
@@ -103,8 +104,8 @@ def test_seeds_split_each_language_by_file(setup):
             assert test_rows and not test_rows & train_rows
         personal = {tuple(r) for r in data["personal_train"]["tokens"]}
         assert not personal & {tuple(r) for r in data["retain_train"]["tokens"]}
-    a, b = seed_datasets(pool, cfg, seed=0), seed_datasets(pool, cfg, seed=1)
-    assert not np.array_equal(a["test_c"]["tokens"], b["test_c"]["tokens"])
+    held_out = {seed_datasets(pool, cfg, seed=seed)["test_c"]["tokens"].tobytes() for seed in range(4)}
+    assert len(held_out) > 1  # the seed picks the held-out files
 
 
 def test_recipe_masks_the_top_mlp_and_obs_removes_exactly_the_mask(setup):
