@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import Column, add_json_option, print_table, write_json
 from benchmarks.vitb_proof import (
     DEFAULT_SRS_DIR,
     Workload,
@@ -160,30 +161,51 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def print_table(r: dict[str, Any]) -> None:
-    print(
+COLUMNS = (
+    Column("step", "per chunk"),
+    Column("wall_s", "wall_s", ".2f"),
+    Column("cpu_s", "cpu_s", ".2f"),
+    Column("bytes", "bytes", "d"),
+)
+
+
+def result_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The measured steps as table rows (wall, CPU, bytes where a step produces bytes)."""
+    return [
+        {
+            "step": "chunk proof (reference)",
+            "wall_s": r["chunk_prove_s"],
+            "cpu_s": r["chunk_prove_cpu_s"],
+            "bytes": r["chunk_proof_bytes"],
+        },
+        {
+            "step": "re-randomization, client (per request)",
+            "wall_s": r["rerandomize_prove_s"],
+            "cpu_s": r["rerandomize_prove_cpu_s"],
+            "bytes": r["rerandomize_bytes"],
+        },
+        {
+            "step": "re-randomization, provider check",
+            "wall_s": r["rerandomize_verify_s"],
+            "cpu_s": r["rerandomize_verify_cpu_s"],
+        },
+        {
+            "step": "well-formedness proof (once)",
+            "wall_s": r["wellformed_prove_s"],
+            "cpu_s": r["wellformed_prove_cpu_s"],
+            "bytes": r["wellformed_proof_bytes"],
+        },
+        {"step": "well-formedness verify (once)", "wall_s": r["wellformed_verify_s"]},
+    ]
+
+
+def report(r: dict[str, Any]) -> None:
+    title = (
         f"level {r['level']}, B = {r['block_size']}, k = {r['k']}, {r['blocks_per_chunk']} blocks per chunk; "
         f"salt cells per column {r['salt_cells']}; {r['columns_reused']} reused columns; "
         f"load average {', '.join(f'{x:.1f}' for x in r['load_average'])}"
     )
-    print(f"{'per chunk':44s} {'wall_s':>8s} {'cpu_s':>8s} {'bytes':>8s}")
-    print(
-        f"{'chunk proof (reference)':44s} {r['chunk_prove_s']:8.2f} {r['chunk_prove_cpu_s']:8.2f} "
-        f"{r['chunk_proof_bytes']:8d}"
-    )
-    print(
-        f"{'re-randomization, client (per request)':44s} {r['rerandomize_prove_s']:8.2f} "
-        f"{r['rerandomize_prove_cpu_s']:8.2f} {r['rerandomize_bytes']:8d}"
-    )
-    print(
-        f"{'re-randomization, provider check':44s} {r['rerandomize_verify_s']:8.2f} "
-        f"{r['rerandomize_verify_cpu_s']:8.2f}"
-    )
-    print(
-        f"{'well-formedness proof (once)':44s} {r['wellformed_prove_s']:8.2f} {r['wellformed_prove_cpu_s']:8.2f} "
-        f"{r['wellformed_proof_bytes']:8d}"
-    )
-    print(f"{'well-formedness verify (once)':44s} {r['wellformed_verify_s']:8.2f}")
+    print_table(result_rows(r), COLUMNS, title=title)
     print(
         f"ratios to the chunk proof (CPU): re-randomization {r['ratio_rerandomize_to_prove_cpu']:.3f}, "
         f"well-formedness {r['ratio_wellformed_to_prove_cpu']:.3f}"
@@ -197,12 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=14)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--srs-dir", default=str(DEFAULT_SRS_DIR))
-    parser.add_argument("--json", type=Path, default=None)
+    add_json_option(parser)
     args = parser.parse_args(argv)
     result = run(args)
-    print_table(result)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    report(result)
+    write_json(args.json, result)
     return 0
 
 

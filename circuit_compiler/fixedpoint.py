@@ -210,6 +210,40 @@ class ForgetSpec:
 PROTOCOL_Y_BITS = 48
 
 
+#: The protocol's default public bound on the repair, in weight units: every proven Δ off the mask lies in
+#: [-PROTOCOL_MAX_DELTA, PROTOCOL_MAX_DELTA). Measured need of honest OBS and the margin: docs/threat-model.md.
+PROTOCOL_MAX_DELTA = 2.0
+
+
+def delta_bits_for(max_delta: float, f_w: int) -> int:
+    """b_Δ for a bound of ``max_delta`` weight units (a power of two; :func:`round_up_to_power_of_two`):
+    Δ ∈ [-max_delta, max_delta) at scale 2^f_w is exactly Δ_q ∈ [-2^(b_Δ-1), 2^(b_Δ-1))."""
+    exponent = power_of_two_exponent(max_delta)
+    bits = f_w + exponent + 1
+    if not 2 <= bits <= 63:
+        raise ValueError(
+            f"a repair bound of {max_delta} weight units needs b_Δ = {bits} bits at f_w = {f_w}: not in [2, 63]"
+        )
+    return bits
+
+
+def round_up_to_power_of_two(x: float) -> float:
+    """The smallest power of two ≥ x > 0 (how a requested max |Δ| becomes a bound on whole limbs)."""
+    if not (math.isfinite(x) and x > 0):
+        raise ValueError(f"a repair bound must be a positive finite number of weight units, got {x!r}")
+    return math.ldexp(1.0, math.ceil(math.log2(x)))
+
+
+def power_of_two_exponent(x: float) -> int:
+    """e with x = 2^e, refusing anything that is not a positive power of two (ValueError)."""
+    if not (isinstance(x, (int, float)) and math.isfinite(x) and x > 0):
+        raise ValueError(f"a repair bound must be a positive finite number of weight units, got {x!r}")
+    mantissa, exponent = math.frexp(x)
+    if mantissa != 0.5:
+        raise ValueError(f"a repair bound must be a power of two in weight units, got {x!r} (round it up)")
+    return exponent - 1
+
+
 def spec_for_block_size(block_size: int, base: FixedPointSpec | None = None) -> FixedPointSpec:
     """The fixed-point formats the protocol proves (ỹ on ``PROTOCOL_Y_BITS`` at B = 16), made admissible for
     blocks of ``block_size`` (see :meth:`FixedPointSpec.for_block_size`). The one rule for a block size:

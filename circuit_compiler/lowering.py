@@ -216,14 +216,21 @@ class ChunkShape:
         return max(self.spec.w_delta, self.spec.w_y) if self.level == "F" else self.spec.w_delta
 
     @property
+    def delta_bits(self) -> int:
+        """b_Δ: the public bound on the repair, Δ ∈ [-2^(b_Δ-1), 2^(b_Δ-1)) in units of 2^-f_w, proven at
+        every layout and level (``spec.w_delta``; the compact level-F rows gate the shared field's limbs
+        above it to zero off the mask)."""
+        return self.spec.w_delta
+
+    @property
     def checked_spec(self) -> FixedPointSpec:
-        """The spec whose widths the circuit actually enforces (the bound analysis runs on it): in the
-        compact layout Δ and ỹ share the :attr:`high_bits` field."""
+        """The spec whose widths the circuit actually enforces (the bound analysis runs on it): Δ on
+        :attr:`delta_bits`; in the compact layout ỹ is checked on the whole :attr:`high_bits` field."""
         if self.layout == "compact":
             w_y = self.high_bits if self.level == "F" else self.spec.w_y
             if self.forget is not None:  # the MAC multiplies v = ỹ + U_qᵀ μ
                 w_y = self.forget.v_bits(w_y)
-            return dataclasses.replace(self.spec, w_delta=self.high_bits, w_y=w_y)
+            return dataclasses.replace(self.spec, w_y=w_y)
         return self.spec
 
     @property
@@ -384,6 +391,7 @@ def build_chunk_circuit(shape: ChunkShape) -> ChunkCircuit:
             "salt_rows": {name: list(shape.salt_rows(name)) for name in shape.committed_names()},
             "limb_bits": shape.limb_bits,
             "offsets": {"theta": shape.theta_offset, "g": shape.g_offset},
+            "delta_bits": shape.delta_bits,
         },
         bounds=report.to_dict(),
     )
@@ -428,6 +436,7 @@ def _build_compact(shape: ChunkShape) -> tuple[CircuitBuilder, dict[str, Any]]:
             mask=mask,
             high_bits=shape.high_bits,
             limb_bits=shape.limb_bits,
+            delta_bits=shape.delta_bits,
             theta_offset=shape.theta_offset,
             selector=q_fin,
             product=diagonal.product(),

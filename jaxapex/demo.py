@@ -4,6 +4,9 @@ provider trains the global model → client personalizes → client commits (mod
 inverse-Fisher blocks) and registers → provider computes the mask and issues a request → client unlearns
 (Group OBS with the committed G) and proves every touched chunk → provider verifies against the registry →
 the accuracy table of the personalized, masked and *proven* models.
+
+With ``forget_directions = K > 0`` the request also carries the top-K principal directions of each target
+layer's inputs on the forget set (global model), and the client proves the forget-aware update at level F.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class DemoOptions:
     workers: int | None = None
     progress: bool = True
     task_config: Any = None  # a tasks.VisionTaskConfig overriding the recipe (tests use a tiny one)
+    forget_directions: int = 0  # K: forget directions in the request (forget-aware OBS, level F)
 
 
 def _log(msg: str) -> None:
@@ -75,6 +79,10 @@ def _mask_params(params, masks: dict[str, np.ndarray]):
 def run_demo(options: DemoOptions) -> dict[str, Any]:
     from . import tasks
 
+    if options.forget_directions and options.level != "F":
+        raise ValueError(
+            f"--forget-directions {options.forget_directions}: forget directions are proven at level F only"
+        )
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -129,16 +137,23 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     provider.register(registry, out / "registration", srs=srs)
     commit_s = time.perf_counter() - t0
 
-    # Provider: the mask from the global model and the forget/retain data, as a request.
+    # Provider: the mask (and the forget directions) from the global model and its data, as a request.
     request = UnlearningRequest(
         request_id=new_request_id(),
         model_id="digits-vit",
         masks={ml.path_name(p): np.asarray(run.masks[p], dtype=bool) for p in paths},
         description="forget the digit class of the provider's forget set",
+        directions=ml.provider_directions(
+            run.model, run.params_global, paths, run.datasets["forget_train"], k=options.forget_directions
+        ),
     )
     request.save(out / "provider" / "request")
     request = UnlearningRequest.load(out / "provider" / "request")
-    _log(f"provider: request {request.request_id} masks {request.masked_fraction():.2%} of the target weights")
+    directions = f", {request.forget_directions} forget direction(s) per layer" if request.forget_directions else ""
+    _log(
+        f"provider: request {request.request_id} masks {request.masked_fraction():.2%} of the target weights"
+        f"{directions}"
+    )
 
     # Client: unlearn (Group OBS with the committed G) and prove every touched chunk.
     t0 = time.perf_counter()
@@ -172,10 +187,11 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         "verified": verified,
         "failure": failure,
         "level": options.level,
+        "forget_directions": request.forget_directions,
         "block_size": B,
         "lanes": lanes,
         "blocks_per_chunk": nb,
-        "k": ch.circuit_k(config),
+        "k": ch.chunk_circuit(config, request.forget_directions).cs.k,
         "chunks": len(fields["chunks"]),
         "chunks_total": sum(config.n_chunks(layer) for layer in layers),
         "weights": weights_total,
@@ -211,8 +227,10 @@ def format_result(result: dict[str, Any]) -> str:
     rec = result["recovery"]
     lines.append(f"recovery of personal accuracy: {'n/a' if rec is None else f'{rec:.2f}'}")
     lines.append("")
+    forget = result.get("forget_directions", 0)
     lines.append(
-        f"level {result['level']}, B = {result['block_size']}, k = {result['k']}: "
+        f"level {result['level']}{f' with {forget} forget direction(s)' if forget else ''}, "
+        f"B = {result['block_size']}, k = {result['k']}: "
         f"{result['chunks']} of {result['chunks_total']} chunks proven in {result['prove_s']:.1f} s, "
         f"{result['proof_bytes'] / 1024:.1f} KiB of proofs, verified in {result['verify_s']:.2f} s, "
         f"peak RSS {result['peak_rss_mb']:.0f} MB"

@@ -407,7 +407,7 @@ def test_diagonal_mac_needs_one_lane_per_diagonal_and_room_before_the_blocks():
 # ------------------------------------------------------------------------------------------- weight rows
 
 
-def weight_rows_circuit(*, level, shift=8, high_bits=12, limb_bits=4, theta_offset=1 << 9):
+def weight_rows_circuit(*, level, shift=8, high_bits=12, limb_bits=4, theta_offset=1 << 9, delta_bits=None):
     """The compact finalization alone; z (level F) is a free instance column here."""
     b = CircuitBuilder("rows")
     theta, theta_new = b.committed("theta"), b.committed("theta_new")
@@ -422,6 +422,7 @@ def weight_rows_circuit(*, level, shift=8, high_bits=12, limb_bits=4, theta_offs
             mask=mask,
             high_bits=high_bits,
             limb_bits=limb_bits,
+            delta_bits=delta_bits,
             theta_offset=theta_offset,
             selector=q,
             product=z.cur(),
@@ -498,6 +499,47 @@ def test_weight_rows_accept_the_honest_rows_and_name_each_tampering():
     assert failures(cs, t) == [("lookup", "low_limb_1", 1)]
 
 
+def test_weight_rows_bound_the_repair_off_the_mask_by_whole_limbs():
+    """b_Δ = 6 inside a 12-bit shared field: Δ ∈ [-32, 32) off the mask (gate delta_bound), while ỹ on the
+    mask keeps all 12 bits; one past either end of the bound is the first rejected value."""
+    shift = 8
+    b, config = weight_rows_circuit(level="F", shift=shift, high_bits=12, delta_bits=6)
+    b.enable(config.selector, np.arange(3))
+    cs = b.build()
+    assert config.high.widths == (4, 2, 4, 2)  # a limb boundary at bit b_Δ = 6
+    assert "delta_bound" in [g.name for g in cs.gates]
+    rows = cs.rows
+
+    def rows_for(delta_1):
+        """Row 0 masked with a large ỹ (|ỹ| ≥ 2^5 needs the top limbs); row 1 carries Δ; row 2 Δ = 0."""
+        mask = np.array([1, 0, 0], dtype=bool)
+        y = np.array([-1500, 0, 0])
+        theta = np.array([3, 40, -5])
+        z = np.array([3 * 256, -delta_1 * 256 - 7, 0])
+        delta = np.array([0, delta_1, 0])
+        rem = np.array([128, 7, 0])  # e = 0 on the mask (+ τ), floor remainder off it
+        theta_new = np.where(mask, 0, theta + delta)
+        high = np.where(mask, y + config.y_offset, delta + config.delta_offset)
+        limbs = {**config.high.assign(high), **config.low.assign(rem)}  # the 12-bit field alone, no bound check
+        return Assignment(
+            advice={"y": column(rows, y), **{k: column(rows, v) for k, v in limbs.items()}},
+            instance={"mask": column(rows, mask.astype(np.int64)), "z": column(rows, z)},
+            committed={
+                "theta": column(rows, weight_rows.encode_weights(theta, 1 << 9)),
+                "theta_new": column(rows, weight_rows.encode_weights(theta_new, 1 << 9)),
+            },
+        )
+
+    for inside in (31, -32, 0):
+        assert failures(cs, rows_for(inside)) == [], inside
+    for outside in (32, 1000, 2**11):
+        assert failures(cs, rows_for(outside)) == [("gate", "delta_bound", 1)], outside
+    with pytest.raises(QuantizationError, match="range check 'high'"):  # Δ + h_Δ = -1: no limbs hold it
+        rows_for(-33)
+    with pytest.raises(QuantizationError, match="repair bound"):
+        config.assign(mask=np.array([0, 0, 0], dtype=bool), delta=np.array([0, 32, 0]), y=np.zeros(3), rem=np.zeros(3))
+
+
 def test_weight_rows_at_level_R_pin_delta_on_the_mask_and_outside_touched_blocks():
     b, config = weight_rows_circuit(level="R", high_bits=8)
     b.enable(config.selector, np.arange(4))
@@ -522,7 +564,7 @@ def test_weight_rows_at_level_R_pin_delta_on_the_mask_and_outside_touched_blocks
     on_mask = a.copy()
     on_mask.advice["high_limb_0"][0] += 1
     assert failures(cs, on_mask) == [("gate", "no_delta_on_mask", 0)]
-    with pytest.raises(QuantizationError, match="range check 'high'"):
+    with pytest.raises(QuantizationError, match="Δ \\(repair bound b_Δ = w_delta\\)\\[1\\] = 200"):
         config.assign(mask=m.ravel(), delta=np.array([0, 200, 0, 0]))
 
 

@@ -18,6 +18,7 @@ from jaxapex.cli import main
 from jaxapex.data.digits import digits_task
 from jaxapex.models import PRESETS, build_model, init_params
 from jaxapex.protocol.registry import Registry
+from jaxapex.protocol.requests import UnlearningRequest
 
 
 def _npz(path, batch):
@@ -88,11 +89,14 @@ def test_roles_on_files(tmp_path, capsys):
             0.02,
             "--request-id",
             "req-1",
+            "--max-delta",
+            0.3,
             "--out",
             tmp_path / "request",
         )
         == 0
     )
+    assert UnlearningRequest.load(tmp_path / "request").max_delta == 0.5  # rounded up to a power of two
     assert (
         run(
             "unlearn", "--state", tmp_path / "state-0", "--request", tmp_path / "request", "--out", tmp_path / "state-1"

@@ -189,12 +189,21 @@ def test_compact_layout_statistics_follow_the_docs():
     assert shape.natural_k == 9 and shape.limb_bits == 8 and cs.k == 9
     names = [c.name for c in cs.columns]
     assert names[:10] == ["theta", "theta_new"] + [f"g_{l}" for l in range(8)]
-    # one advice column for ỹ, then the shared limbs: high (28 bits = 8 + 8 + 8 + 4), low (13 = 8 + 5)
+    # one advice column for ỹ, then the shared limbs: high (28 bits = 8 + 8 + 8 | 4, a boundary at
+    # b_Δ = w_delta = 24), low (13 = 8 + 5)
     assert [c.name for c in cs.columns_of(ColumnKind.ADVICE)] == (
         ["y"] + [f"high_limb_{k}" for k in range(4)] + ["low_limb_0", "low_limb_1"]
     )
     assert [c.name for c in cs.columns_of(ColumnKind.TABLE)] == ["range_8", "range_4", "range_5"]
-    assert [g.name for g in cs.gates] == ["y_outside", "removal", "update", "y_on_mask", "residual", "rescale"]
+    assert [g.name for g in cs.gates] == [
+        "y_outside",
+        "removal",
+        "update",
+        "delta_bound",
+        "y_on_mask",
+        "residual",
+        "rescale",
+    ]
     assert len(cs.lookups) == 6 and len(cs.copies) == 0  # no copies: no permutation argument
     assert cs.max_degree() == 5 and cs.max_advice_queries() == 2 * 8 - 1
     assert cs.fixed["first"].nonzero()[0].tolist() == [7 + 8 * b for b in range(41)]

@@ -183,24 +183,50 @@ def configure(
 # ------------------------------------------------------------------------------------- limbs, no value cell
 
 
+def split_limb_widths(bits: int, limb_bits: int, split: int | None) -> tuple[int, ...]:
+    """Limb widths of a ``bits``-wide value with a limb boundary at bit ``split`` (``None``: none forced):
+    the low ``split`` bits and the high ``bits - split`` bits are each cut as by :func:`limb_widths`."""
+    if split is None or split == bits:
+        return limb_widths(bits, limb_bits)
+    if not 1 <= split < bits:
+        raise ValueError(f"limb split at bit {split} must be in [1, {bits})")
+    return limb_widths(split, limb_bits) + limb_widths(bits - split, limb_bits)
+
+
 @dataclasses.dataclass(frozen=True)
 class LimbsConfig:
-    """An unsigned ``bits``-wide value held only as limbs; :attr:`value` is its expression."""
+    """An unsigned ``bits``-wide value held only as limbs; :attr:`value` is its expression.
+
+    ``split``: a limb boundary forced at that bit, so that :meth:`above` (the value's bits from ``split``
+    up) is a sum of whole limbs."""
 
     name: str
     bits: int
     limb_bits: int
     limbs: tuple[Column, ...]
     selector: Column
+    split: int | None = None
 
     @property
     def widths(self) -> tuple[int, ...]:
-        return limb_widths(self.bits, self.limb_bits)
+        return split_limb_widths(self.bits, self.limb_bits, self.split)
 
     @property
     def value(self) -> Expression:
         """``Σ_k a_k 2^(t·k)``: the value, in ``[0, 2^bits)`` on every row where the selector is on."""
         return _recompose(self.limbs, self.widths)
+
+    def above(self) -> Expression:
+        """``⌊value / 2^split⌋`` as the recomposition of the limbs above the split: in ``[0, 2^(bits-split))``,
+        and 0 exactly when every one of those limbs is 0 (they are non-negative and cannot wrap)."""
+        if self.split is None or self.split == self.bits:
+            raise ValueError(f"limbs {self.name!r} have no split below their {self.bits} bits")
+        widths, seen = self.widths, 0
+        for k, width in enumerate(widths):
+            if seen == self.split:
+                return _recompose(self.limbs[k:], widths[k:])
+            seen += width
+        raise AssertionError("split_limb_widths puts a boundary at the split")
 
     def assign(self, values: np.ndarray) -> dict[str, np.ndarray]:
         """Limb columns for unsigned ``values`` (int64); out-of-range values raise :class:`QuantizationError`."""
@@ -208,12 +234,15 @@ class LimbsConfig:
         return {column.name: part for column, part in zip(self.limbs, _split(values, self.widths))}
 
 
-def configure_limbs(builder: CircuitBuilder, *, name: str, bits: int, limb_bits: int, selector: Column) -> LimbsConfig:
-    """Allocate ``<name>_limb_k`` (one per limb) and register each limb's check; no decomposition gate."""
-    widths = limb_widths(bits, limb_bits)
+def configure_limbs(
+    builder: CircuitBuilder, *, name: str, bits: int, limb_bits: int, selector: Column, split: int | None = None
+) -> LimbsConfig:
+    """Allocate ``<name>_limb_k`` (one per limb) and register each limb's check; no decomposition gate.
+    ``split``: force a limb boundary at that bit (:func:`split_limb_widths`)."""
+    widths = split_limb_widths(bits, limb_bits, split)
     limbs = tuple(builder.advice(f"{name}_limb_{k}") for k in range(len(widths)))
     _constrain_limbs(builder, name=name, limbs=limbs, widths=widths, limb_bits=limb_bits, selector=selector)
-    return LimbsConfig(name=name, bits=bits, limb_bits=limb_bits, limbs=limbs, selector=selector)
+    return LimbsConfig(name=name, bits=bits, limb_bits=limb_bits, limbs=limbs, selector=selector, split=split)
 
 
 def lookups_needed(bits: int, limb_bits: int) -> int:

@@ -55,6 +55,7 @@ from jaxapex.baselines.common import (
     config_dict,
     kernel_paths,
 )
+from jaxapex.forget_directions import capture_dense_inputs
 from jaxapex.layers import get_leaf, path_name, replace_leaf
 from jaxapex.models import OPT, ViT
 from jaxapex.train import dataset_size, iterate_batches
@@ -162,22 +163,7 @@ def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 def dense_inputs(model, params, batch: Mapping, delta: jax.Array | None, paths: tuple[Path, ...]) -> dict:
     """``{kernel path: inputs of that Dense layer flattened over examples and positions (N, in)}``."""
-    wanted = {p[1:-1]: p for p in paths}  # ("params", *module path, "kernel") -> module path
-    captured: dict[Path, jax.Array] = {}
-
-    def interceptor(next_fun, args, kwargs, context):
-        module = context.module
-        if isinstance(module, nn.Dense) and context.method_name == "__call__" and tuple(module.path) in wanted:
-            x = args[0]
-            captured[wanted[tuple(module.path)]] = x.reshape(-1, x.shape[-1])
-        return next_fun(*args, **kwargs)
-
-    with nn.intercept_methods(interceptor):
-        perturbed_logits(model, params, batch, delta)
-    missing = [path_name(p) for p in paths if p not in captured]
-    if missing:
-        raise ValueError(f"no Dense layer call was seen for the kernels {missing}")
-    return captured
+    return capture_dense_inputs(lambda: perturbed_logits(model, params, batch, delta), paths)
 
 
 # ---------------------------------------------------------------------------------------- 1. proxies

@@ -21,6 +21,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lanes", type=int, default=None, help="MAC lanes per row at level F (default B)")
     p.add_argument("--blocks-per-chunk", type=int, default=None, help="blocks per proof (default: a whole layer)")
     p.add_argument("--workers", type=int, default=None, help="prover processes (default: one per core)")
+    p.add_argument(
+        "--forget-directions",
+        type=int,
+        default=0,
+        metavar="K",
+        help="level F: the request also carries K forget directions per layer and the client proves the "
+        "forget-aware update (default 0: plain Group OBS)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the result figures to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -39,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
             lanes=args.lanes,
             blocks_per_chunk=args.blocks_per_chunk,
             seed=args.seed,
+            forget_directions=args.forget_directions,
             workers=args.workers,
             progress=not args.no_progress,
         )

@@ -52,8 +52,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", default="fc1")
     p.add_argument("--fraction", type=float, default=0.04)
     p.add_argument("--scorer", choices=("second-order", "activation"), default="second-order")  # masking.SCORERS
+    p.add_argument(
+        "--forget-directions",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also ship the top-K principal directions of each layer's inputs on the forget set: the "
+        "client's compensation must not move along them (forget-aware OBS, proven at level F); default 0",
+    )
     p.add_argument("--request-id", default=None)
     p.add_argument("--model-id", default="model")
+    p.add_argument(
+        "--max-delta",
+        type=float,
+        default=None,
+        help="public bound on the repair, max |Δ| in weight units, rounded up to a power of two "
+        "(default: the protocol's, see docs/threat-model.md)",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_mask)
 
@@ -262,20 +277,43 @@ def cmd_mask(args: argparse.Namespace) -> int:
     from jaxapex.protocol import ml
     from jaxapex.protocol.requests import UnlearningRequest, new_request_id
 
+    if args.forget_directions < 0:
+        raise SystemExit(f"error: --forget-directions must be >= 0, got {args.forget_directions}")
     model, params = _load_model(args.model)
     paths = ml.target_paths(params, args.layers.split(","))
+    forget = _load_npz(args.forget, "forget set")
     masks = ml.provider_masks(
         model,
         params,
         paths,
-        _load_npz(args.forget, "forget set"),
+        forget,
         _load_npz(args.retain, "retain set"),
         fraction=args.fraction,
         scorer=args.scorer,
     )
-    request = UnlearningRequest(request_id=args.request_id or new_request_id(), model_id=args.model_id, masks=masks)
+    from circuit_compiler.fixedpoint import PROTOCOL_MAX_DELTA, round_up_to_power_of_two
+
+    try:
+        max_delta = PROTOCOL_MAX_DELTA if args.max_delta is None else round_up_to_power_of_two(args.max_delta)
+    except ValueError as err:
+        raise SystemExit(f"error: --max-delta {args.max_delta}: {err}") from None
+    try:
+        directions = ml.provider_directions(model, params, paths, forget, k=args.forget_directions)
+    except ValueError as err:
+        raise SystemExit(f"error: --forget-directions {args.forget_directions}: {err}") from None
+    request = UnlearningRequest(
+        request_id=args.request_id or new_request_id(),
+        model_id=args.model_id,
+        masks=masks,
+        directions=directions,
+        max_delta=max_delta,
+    )
     request.save(args.out)
-    print(f"request {request.request_id}: {request.masked_fraction():.2%} of the target weights masked -> {args.out}")
+    extra = f", {request.forget_directions} forget direction(s) per layer" if request.forget_directions else ""
+    print(
+        f"request {request.request_id}: {request.masked_fraction():.2%} of the target weights masked{extra}, "
+        f"repair bound |Δ| ≤ {max_delta:g} -> {args.out}"
+    )
     return 0
 
 

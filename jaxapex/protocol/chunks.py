@@ -2,11 +2,18 @@
 
 Both sides must cut a layer into the same chunks (``blocks_per_chunk`` consecutive row-major blocks,
 zero-padded at the end of the layer) and build the same circuit structure per chunk shape, otherwise
-commitments and keys would not line up. Everything here is a pure function of the proof configuration.
+commitments and keys would not line up. Everything here is a pure function of the proof configuration
+and, for a request with K forget directions, of K.
+
+Keys and K: a request with K > 0 forget directions is proven by the level-F chunk circuit with K forget
+rows (:mod:`circuit_compiler.chips.forget`), whose keys depend on the configuration and on K only -- never
+on the directions or the mask, which are instance values. The forget circuit is built at the registered
+circuit's k and must keep its salt rows, so commitments registered once serve requests of every K.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import tempfile
@@ -15,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from circuit_compiler import backend
+from circuit_compiler.fixedpoint import ForgetSpec, delta_bits_for
 from circuit_compiler.lowering import (
     ChunkShape,
     build_chunk_circuit,
@@ -28,15 +36,44 @@ from circuit_compiler.masks import as_bool_mask
 from .config import LayerShape, ProofConfig
 
 
-def chunk_shape(config: ProofConfig) -> ChunkShape:
-    """The one chunk shape of a configuration (every chunk of every layer shares it, so one key pair)."""
-    return chunk_shape_key(
+def chunk_shape(config: ProofConfig, directions: int = 0) -> ChunkShape:
+    """The chunk shape of a configuration (every chunk of every layer shares it, so one key pair) for a
+    request with ``directions`` (K) forget directions per block."""
+    plain = chunk_shape_key(
         blocks=config.blocks_per_chunk,
         block_size=config.block_size,
         level=config.level,
         spec=config.spec,
         lanes=config.lanes if config.level == "F" else None,
     )
+    if not directions:
+        return plain
+    if config.level != "F":
+        raise ValueError(
+            f"a request with {directions} forget direction(s) is proven at level F only; this client registered "
+            f"level {config.level} (which proves nothing about the compensation)"
+        )
+    shape = dataclasses.replace(plain, k=_circuit(plain).cs.k, forget=ForgetSpec(directions=directions))
+    if shape.salt_counts != plain.salt_counts:
+        raise ValueError(
+            f"the chunk circuit with {directions} forget direction(s) needs other salt rows than the registered one"
+        )
+    return shape
+
+
+def bounded_config(config: ProofConfig, max_delta: float) -> ProofConfig:
+    """The registered configuration with the request's bound on the repair: Δ's proven width ``w_delta``
+    becomes b_Δ (:func:`~circuit_compiler.fixedpoint.delta_bits_for`). The chunk circuits and keys depend on
+    it; the committed columns (rows, salts, domain) do not, so the registered commitments stay valid."""
+    bounded = dataclasses.replace(
+        config, spec=dataclasses.replace(config.spec, w_delta=delta_bits_for(max_delta, config.spec.f_w))
+    )
+    registered, proven = chunk_shape(config), chunk_shape(bounded)
+    if circuit_k(bounded) != circuit_k(config) or any(
+        registered.salt_rows(n) != proven.salt_rows(n) for n in registered.committed_names()
+    ):
+        raise ValueError(f"a repair bound of {max_delta} weight units would change the committed layout")
+    return bounded
 
 
 @functools.lru_cache(maxsize=8)
@@ -48,8 +85,8 @@ def circuit_k(config: ProofConfig) -> int:
     return _circuit(chunk_shape(config)).cs.k
 
 
-def chunk_circuit(config: ProofConfig):
-    return _circuit(chunk_shape(config))
+def chunk_circuit(config: ProofConfig, directions: int = 0):
+    return _circuit(chunk_shape(config, directions))
 
 
 def split_chunks(blocked: np.ndarray, config: ProofConfig) -> list[np.ndarray]:
@@ -89,18 +126,36 @@ def chunk_commitments(
     }
 
 
-def instances_for(config: ProofConfig, mask_chunk: np.ndarray) -> dict[str, np.ndarray]:
-    """The public instance columns of one chunk, from its mask alone (what the verifier recomputes)."""
-    return chunk_instances(chunk_shape(config), mask_chunk)
+def instances_for(
+    config: ProofConfig, mask_chunk: np.ndarray, directions_chunk: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """The public instance columns of one chunk, from its mask and (K > 0) its quantized forget directions
+    (nb, K, B) (what the verifier recomputes from its own request)."""
+    K = 0 if directions_chunk is None else int(np.shape(directions_chunk)[1])
+    return chunk_instances(chunk_shape(config, K), mask_chunk, directions_chunk)
 
 
-def verifying_key(config: ProofConfig, srs: backend.Srs, cache_dir: str | os.PathLike | None = None) -> bytes:
+def layer_directions_q(directions: np.ndarray | None, layer: LayerShape, config: ProofConfig) -> np.ndarray | None:
+    """A request's forget directions of ``layer`` (K, in) as the circuit's quantized per-block directions
+    (n_blocks, K, B) int64 (None for K = 0): one rule for the client's witness and the verifier's instances."""
+    from circuit_compiler.witness import quantize_directions
+    from jaxapex.forget_directions import block_directions
+
+    if directions is None:
+        return None
+    blocks = block_directions(directions, (layer.out_features, layer.in_features), config.block_size)
+    return quantize_directions(blocks, chunk_shape(config, blocks.shape[1]).forget)
+
+
+def verifying_key(
+    config: ProofConfig, srs: backend.Srs, cache_dir: str | os.PathLike | None = None, directions: int = 0
+) -> bytes:
     """The chunk circuit's verifying key (no proving key is ever built here), cached in ``cache_dir``.
 
     The cache file is named by the SRS hash and the circuit digest -- exactly what the key depends on
     (structure, fixed values, copies) -- so a changed circuit or SRS never reuses a stale key.
     """
-    circuit = chunk_circuit(config)
+    circuit = chunk_circuit(config, directions)
     modulus = chunk_shape(config).field.modulus
     if circuit.cs.k > srs.k:
         where = f" {srs.path}" if srs.path else ""

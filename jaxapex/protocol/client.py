@@ -307,8 +307,9 @@ def unlearn(
 ) -> ClientState:
     """Apply the request: the next state (θ' in place of θ) with the pending witness.
 
-    Level F: Group OBS with the committed G (quantized), solved and rounded exactly as the circuit checks.
-    Level R: θ' = θ + Δ off the mask, 0 on it, with ``Δ = removal_update(layer, W, mask)`` (default 0, plain
+    Level F: Group OBS with the committed G (quantized), solved and rounded exactly as the circuit checks;
+    with the request's K forget directions, the forget-aware update (``U_b Δ = 0`` within the circuit's
+    tolerance; directions quantized by :func:`.chunks.layer_directions_q`). Level R: θ' = θ + Δ off the mask, 0 on it, with ``Δ = removal_update(layer, W, mask)`` (default 0, plain
     masking) -- level R proves nothing about Δ inside touched blocks. Touched chunks get a fresh θ' salt;
     every other chunk keeps its salt, so its registered commitment stays valid.
     """
@@ -320,6 +321,13 @@ def unlearn(
             "from the state before it"
         )
     check_coverage(config, request)
+    K = request.forget_directions
+    if K and config.level != "F":
+        raise ValueError(
+            f"request {request.request_id!r} asks for {K} forget direction(s): only level F proves the "
+            f"compensation, this client committed at level {config.level}"
+        )
+    spec = ch.bounded_config(config, request.max_delta).spec  # Δ must fit the request's bound
     modulus = ch.chunk_shape(config).field.modulus
     params = state.params
     new_theta_q, witness, new_salts = {}, {}, {}
@@ -328,8 +336,14 @@ def unlearn(
         theta = dequantize(state.theta_q[layer.name], config.spec.f_w)
         if config.level == "F":
             # Exactly the committed θ and G: the witness is computed from the quantized values.
+            U_q = ch.layer_directions_q(request.layer_directions(layer.name), layer, config)
             w = quantized_obs_witness(
-                state.theta_q[layer.name], state.G_q[layer.name], mask.reshape(theta.shape), spec=config.spec
+                state.theta_q[layer.name],
+                state.G_q[layer.name],
+                mask.reshape(theta.shape),
+                spec=spec,
+                U_q=U_q,
+                forget=None if U_q is None else ch.chunk_shape(config, K).forget,
             )
             witness[layer.name] = {
                 "theta_q": w.theta_q,
@@ -339,6 +353,8 @@ def unlearn(
                 "y_q": w.y_q,
                 "rem": w.rem,
             }
+            if w.mu_q is not None:
+                witness[layer.name].update(U_q=w.U_q, mu_q=w.mu_q)
         else:
             W = theta.reshape(layer.out_features, layer.in_features)
             delta = np.zeros_like(W) if removal_update is None else removal_update(layer.name, W, mask)
@@ -346,7 +362,7 @@ def unlearn(
                 theta,
                 delta.reshape(theta.shape),
                 mask.reshape(theta.shape),
-                spec=config.spec,
+                spec=spec,
                 block_size=config.block_size,
             )
             witness[layer.name] = {
@@ -366,6 +382,8 @@ def unlearn(
     pending = {
         "request_id": request.request_id,
         "mask_hash": request.mask_hash,
+        "forget_directions": K,
+        "directions_hash": request.directions_hash,
         "old_theta_salts": {name: [str(s["theta"]) for s in per] for name, per in state.salts.items()},
     }
     return ClientState(
@@ -420,6 +438,7 @@ class ChunkJob:
     chunk: int
     inputs: tuple  # lower_chunk positional arguments
     salts: dict[str, int]
+    forget: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # U_q, mu_q of the chunk (K > 0)
 
 
 def chunk_jobs(state: ClientState, request: UnlearningRequest) -> list[ChunkJob]:
@@ -429,6 +448,11 @@ def chunk_jobs(state: ClientState, request: UnlearningRequest) -> list[ChunkJob]
         raise ValueError("client state has no pending update: run unlearn first")
     if state.pending["request_id"] != request.request_id or state.pending["mask_hash"] != request.mask_hash:
         raise ValueError(f"pending update is for request {state.pending['request_id']!r}, not {request.request_id!r}")
+    if state.pending.get("directions_hash", "") != request.directions_hash:
+        raise ValueError(
+            f"pending update was computed for other forget directions than request {request.request_id!r}'s "
+            f"(K = {state.pending.get('forget_directions', 0)}, the request's K = {request.forget_directions})"
+        )
     jobs = []
     for layer in config.layers:
         w = state.witness[layer.name]
@@ -450,15 +474,25 @@ def chunk_jobs(state: ClientState, request: UnlearningRequest) -> list[ChunkJob]
                 parts["delta_q"][c],
                 parts["rem"][c] if "rem" in parts else None,
             )
-            jobs.append(ChunkJob(layer=layer.name, chunk=c, inputs=inputs, salts=salts))
+            forget = {key: parts[key][c] for key in ("U_q", "mu_q") if key in parts}
+            jobs.append(ChunkJob(layer=layer.name, chunk=c, inputs=inputs, salts=salts, forget=forget))
     return jobs
 
 
 def lower_job(job: ChunkJob, config: ProofConfig):
     """The chunk's circuit and witness (the structure is the same for every chunk of the configuration)."""
-    shape = ch.chunk_shape(config)
+    shape = ch.chunk_shape(config, 0 if "U_q" not in job.forget else job.forget["U_q"].shape[1])
     return lower_chunk(
-        *job.inputs, spec=config.spec, level=config.level, lanes=shape.lanes, salts=job.salts, field=shape.field
+        *job.inputs,
+        spec=config.spec,
+        level=config.level,
+        lanes=shape.lanes,
+        salts=job.salts,
+        field=shape.field,
+        k=shape.k,
+        forget=shape.forget,
+        U_q=job.forget.get("U_q"),
+        mu_q=job.forget.get("mu_q"),
     )
 
 
@@ -489,6 +523,7 @@ def prove(
             f"state was committed under SRS {config.srs_hash[:12]}..., the loaded SRS is {srs.sha256[:12]}..."
         )
     jobs = chunk_jobs(state, request)
+    proven = ch.bounded_config(config, request.max_delta)  # the circuits of the request's repair bound
     modulus = ch.chunk_shape(config).field.modulus
     layer_index = {layer.name: i for i, layer in enumerate(config.layers)}
     entries, blobs = [], {}
@@ -497,7 +532,7 @@ def prove(
         registered = jobs[start : start + jobs_in_flight]
         # every proof opens θ and G under fresh salts, re-randomized from the registered commitments
         group = [dataclasses.replace(job, salts=rz.fresh_salts(config, job.salts)) for job in registered]
-        lowered = [lower_job(job, config) for job in group]
+        lowered = [lower_job(job, proven) for job in group]
         results = prove_many(
             [ProveJob(name=f"{job.layer}#{job.chunk}", cs=cs, assignment=a) for job, (cs, a) in zip(group, lowered)],
             srs,
@@ -535,7 +570,10 @@ def prove(
         "client_id": state.client_id,
         "request_id": request.request_id,
         "mask_hash": request.mask_hash,
+        "forget_directions": request.forget_directions,
+        "directions_hash": request.directions_hash,
         "config_digest": config.digest(),
+        "max_delta": request.max_delta,
         "srs_hash": srs.sha256,
         "base_version": state.model_version,
         "chunks": entries,

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 from jaxapex import fisher, masking
+from jaxapex.forget_directions import forget_directions
 from jaxapex.layers import get_matrix, path_name
 from jaxapex.models import example_loss_fn, make_hidden_fn, mlp_target_paths
 
@@ -68,6 +69,23 @@ def provider_masks(
     else:
         raise ValueError(f"unknown scorer {scorer!r}; choose one of {SCORERS}")
     return {path_name(p): np.asarray(masks[p], dtype=bool) for p in paths}
+
+
+def provider_directions(
+    model,
+    params: Mapping,
+    paths: Sequence[tuple[str, ...]],
+    forget: Data,
+    *,
+    k: int,
+    max_examples: int | None = 480,
+) -> dict[str, np.ndarray]:
+    """The request's forget directions: layer name -> U (k, in), the top-``k`` principal directions of the
+    layer's inputs on the forget set, on the global model (:mod:`jaxapex.forget_directions`); {} for k = 0."""
+    if k == 0:
+        return {}
+    U = forget_directions(model, params, paths, batches(forget), k=k, max_examples=max_examples)
+    return {path_name(p): U[tuple(p)] for p in paths}
 
 
 def inverse_fisher(

@@ -3,7 +3,10 @@
 Verification recomputes everything it can from public data (the chunk shape and verifying key from the
 registered configuration, the instance columns from the request's mask, which chunks must be proven) and
 takes the commitments from the registry, never from the client, except the new θ' commitments that the
-proofs bind. It runs as separate steps, each its own function:
+proofs bind. A request with K forget directions is verified under the chunk circuit with K forget rows, its
+instance columns holding the directions of the provider's OWN request (never the bundle's): a bundle proven
+for other directions fails the proof check, one that says it answers other directions (or K = 0) fails the
+``forget-directions`` check before any proof is read. It runs as separate steps, each its own function:
 
 1. ``read_bundle``        -- the bundle's manifest, every field type-checked;
 2. ``check_bundle``       -- request id, mask hash, replay, configuration and SRS against the registry;
@@ -160,6 +163,9 @@ class Bundle:
     srs_hash: str
     base_version: int
     chunks: dict[tuple[str, int], ChunkEntry]
+    forget_directions: int = 0  # K the client says it proved
+    directions_hash: str = ""
+    max_delta: float = 0.0  # the repair bound the client proved under (checked against the request's own)
 
 
 def read_bundle(path: str | Path) -> Bundle:
@@ -167,8 +173,19 @@ def read_bundle(path: str | Path) -> Bundle:
     art = read_artifact(path, BUNDLE)
     where = f"{art.path}/manifest.json"
     base_version = art.field("base_version", int)
+    max_delta = art.manifest.get("max_delta")
+    if isinstance(max_delta, bool) or not isinstance(max_delta, (int, float)):
+        raise ArtifactError(f"{where}: field 'max_delta' should be a number (weight units), got {max_delta!r}")
     if isinstance(base_version, bool) or base_version < 0:
         raise ArtifactError(f"{where}: field 'base_version' should be an integer >= 0, got {base_version!r}")
+    forget_directions = art.manifest.get("forget_directions", 0)  # absent in bundles without directions
+    if not isinstance(forget_directions, int) or isinstance(forget_directions, bool) or forget_directions < 0:
+        raise ArtifactError(
+            f"{where}: field 'forget_directions' should be an integer K >= 0, got {forget_directions!r}"
+        )
+    directions_hash = art.manifest.get("directions_hash", "")
+    if not isinstance(directions_hash, str):
+        raise ArtifactError(f"{where}: field 'directions_hash' should be a string, got {directions_hash!r}")
     entries = art.field("chunks", list)
     chunks: dict[tuple[str, int], ChunkEntry] = {}
     for i, e in enumerate(entries):
@@ -206,6 +223,9 @@ def read_bundle(path: str | Path) -> Bundle:
         srs_hash=art.field("srs_hash", str),
         base_version=base_version,
         chunks=chunks,
+        forget_directions=forget_directions,
+        directions_hash=directions_hash,
+        max_delta=float(max_delta),
     )
 
 
@@ -218,9 +238,16 @@ def check_bundle(bundle: Bundle, record: Mapping[str, Any], request: UnlearningR
         raise VerificationFailed("request", f"bundle answers request {bundle.request_id!r}, not {request.request_id!r}")
     if bundle.mask_hash != request.mask_hash:
         raise VerificationFailed("request", "bundle was made for another mask than this request's")
+    check_directions(bundle, request, ProofConfig.from_dict(record["config"]))
     if request.request_id in record["history"]:
         raise VerificationFailed(
             "replay", f"request {request.request_id!r} was already applied by {bundle.client_id!r}"
+        )
+    if bundle.max_delta != request.max_delta:
+        raise VerificationFailed(
+            "bound",
+            f"bundle was proven under a repair bound of {bundle.max_delta} weight units, the request "
+            f"sets {request.max_delta}",
         )
     if bundle.config_digest != record["config_digest"]:
         raise VerificationFailed("config", "bundle was made under another proof configuration than the registered one")
@@ -238,6 +265,29 @@ def check_bundle(bundle: Bundle, record: Mapping[str, Any], request: UnlearningR
             "stale",
             f"bundle was built on model version {bundle.base_version} of "
             f"{bundle.client_id!r}, the registry is at version {record['model_version']}",
+        )
+
+
+def check_directions(bundle: Bundle, request: UnlearningRequest, config: ProofConfig) -> None:
+    """The bundle answers the request's forget directions: the same K (a K = 0 bundle for a K > 0 request
+    is the plain update, which may give the forgotten features back), the same directions, and a level
+    that proves them (check ``forget-directions``). The proofs are then checked against the request's own
+    directions whatever the bundle says."""
+    K = request.forget_directions
+    if K and config.level != "F":
+        raise VerificationFailed(
+            "forget-directions",
+            f"the request asks for {K} forget direction(s), which only level F proves; the client is "
+            f"registered at level {config.level}",
+        )
+    if bundle.forget_directions != K:
+        raise VerificationFailed(
+            "forget-directions",
+            f"bundle was proven for K = {bundle.forget_directions} forget directions, the request asks K = {K}",
+        )
+    if bundle.directions_hash != request.directions_hash:
+        raise VerificationFailed(
+            "forget-directions", "bundle was proven for other forget directions than this request's"
         )
 
 
@@ -281,6 +331,23 @@ def required_chunks(config: ProofConfig, request: UnlearningRequest) -> dict[tup
     return expected
 
 
+def required_directions(config: ProofConfig, request: UnlearningRequest) -> dict[tuple[str, int], np.ndarray]:
+    """(layer, chunk) -> the quantized forget directions (nb, K, B) of every touched chunk, from the
+    request alone (empty for K = 0): the instance values the proofs are checked against."""
+    if not request.forget_directions:
+        return {}
+    out = {}
+    for layer in config.layers:
+        if layer.name not in request.masks:
+            continue
+        U_q = ch.layer_directions_q(request.layer_directions(layer.name), layer, config)
+        mask_blocks = ch.blocked_mask(request.layer_mask(layer), layer, config)
+        parts = ch.split_chunks(U_q, config)
+        for c in ch.touched_chunks(mask_blocks, config):
+            out[(layer.name, c)] = parts[c]
+    return out
+
+
 def check_chunk_set(bundle: Bundle, expected: Mapping[tuple[str, int], Any]) -> None:
     for key in expected:
         if key not in bundle.chunks:
@@ -314,9 +381,12 @@ def chunk_statements(
     config: ProofConfig,
     expected: Mapping[tuple[str, int], np.ndarray],
     srs: backend.Srs,
+    directions: Mapping[tuple[str, int], np.ndarray] | None = None,
 ) -> list[ChunkStatement]:
     """Re-randomizations of the registered θ (and G lanes), each proven against the registry
-    (:mod:`.rerandomization`), θ' from the bundle, instances from the public mask."""
+    (:mod:`.rerandomization`), θ' from the bundle, instances from the public mask and the request's
+    quantized forget directions (``directions``, from :func:`required_directions`)."""
+    directions = directions or {}
     out = []
     for (layer, c), mask_chunk in expected.items():
         e = bundle.chunks[(layer, c)]
@@ -354,7 +424,7 @@ def chunk_statements(
                 layer=layer,
                 chunk=c,
                 proof=proof,
-                instances=ch.instances_for(config, mask_chunk),
+                instances=ch.instances_for(config, mask_chunk, directions.get((layer, c))),
                 commitments=commitments,
                 old_theta=registered["theta"],
                 new_theta=e.theta_new,
@@ -367,14 +437,20 @@ def chunk_statements(
 
 
 def verify_statements(
-    srs: backend.Srs, vk: bytes, config: ProofConfig, statements: list[ChunkStatement], *, batch: bool = True
+    srs: backend.Srs,
+    vk: bytes,
+    config: ProofConfig,
+    statements: list[ChunkStatement],
+    *,
+    batch: bool = True,
+    directions: int = 0,
 ) -> list[dict[str, Any]]:
     """Check every chunk proof; per-chunk figures (verify_s, proof_bytes) in statement order.
 
     ``batch``: one combined pairing check for all chunks (each proof still fully read and its transcript
     replayed); only if that fails are the chunks verified one by one, so the failure names its chunk.
     """
-    structure = ch.chunk_circuit(config).cs
+    structure = ch.chunk_circuit(config, directions).cs
     modulus = ch.chunk_shape(config).field.modulus
     if batch and len(statements) > 1:
         t0 = time.perf_counter()
@@ -441,7 +517,7 @@ def verify(
     """
     client_id = _bundle_client(bundle_path)
     record = _registered(registry, client_id)
-    vk = _verifying_key(record, srs, registry, key_cache)
+    vk = _verifying_key(record, request, srs, registry, key_cache)
     report, acceptance = check_submission(srs, request, bundle_path, record, vk, batch=batch)
     if update_registry:
         report.model_version = _accept(registry, client_id, request, acceptance)
@@ -483,9 +559,10 @@ def check_submission(
     check_bundle(bundle, record, request, srs)
     expected = required_chunks(config, request)
     check_chunk_set(bundle, expected)
-    statements = chunk_statements(bundle, record, config, expected, srs)
+    statements = chunk_statements(bundle, record, config, expected, srs, required_directions(config, request))
     t0 = time.perf_counter()
-    per_chunk = verify_statements(srs, vk, config, statements, batch=batch)
+    proven = ch.bounded_config(config, request.max_delta)  # the provider's own request sets the bound
+    per_chunk = verify_statements(srs, vk, proven, statements, batch=batch, directions=request.forget_directions)
     verify_s = time.perf_counter() - t0
     new_commitments: dict[str, dict[int, str]] = {}
     for s in statements:
@@ -523,12 +600,25 @@ def _registered(registry: Registry, client_id: str) -> dict[str, Any]:
 
 
 def _verifying_key(
-    record: Mapping[str, Any], srs: backend.Srs, registry: Registry, key_cache: str | Path | None
+    record: Mapping[str, Any],
+    request: UnlearningRequest,
+    srs: backend.Srs,
+    registry: Registry,
+    key_cache: str | Path | None,
 ) -> bytes:
-    config = ProofConfig.from_dict(record["config"])
+    """The chunk circuits' key under the registered configuration, the request's repair bound and its K
+    forget directions."""
+    try:
+        config = ch.bounded_config(ProofConfig.from_dict(record["config"]), request.max_delta)
+    except ValueError as err:
+        raise VerificationFailed("bound", f"the request's repair bound cannot be proven: {err}") from err
+    directions = request.forget_directions if config.level == "F" else 0  # check_directions names the level
     try:
         return ch.verifying_key(
-            config, srs, registry.path.with_name(registry.path.name + ".vk") if key_cache is None else key_cache
+            config,
+            srs,
+            registry.path.with_name(registry.path.name + ".vk") if key_cache is None else key_cache,
+            directions,
         )
     except (ValueError, backend.BackendError) as err:
         raise VerificationFailed("srs", str(err)) from err
@@ -607,7 +697,8 @@ def verify_many(
             request, bundle = submissions[n]
             try:
                 record = _registered(registry, client_id)
-                calls.append((request, str(bundle), record, _verifying_key(record, srs, registry, key_cache), batch))
+                vk = _verifying_key(record, request, srs, registry, key_cache)
+                calls.append((request, str(bundle), record, vk, batch))
                 owners.append((n, client_id))
             except VerificationFailed as err:
                 outcomes[n] = BatchOutcome(str(bundle), client_id, failure=err)
