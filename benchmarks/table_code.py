@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "comparison_forget_aware" in summary:
         print_comparison(
-            "same models and mask (first seed), forget-aware OBS: the compensation is kept orthogonal to the "
-            "provider's mean forget gradient in every block:",
+            "same models and mask (first seed), forget-aware OBS: no block's compensation moves along the top 8 "
+            "principal directions of its layer's inputs on the forget set:",
             summary["comparison_forget_aware"],
             keys=[("forget_acc", "forget"), ("personal_acc", "personal"), ("test_acc", "other")],
         )

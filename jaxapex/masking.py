@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxapex.layers import Path, example_matrix_gradients, get_matrix, path_name, to_blocks, touched_blocks
+from jaxapex.layers import Path, example_matrix_gradients, get_matrix, path_name
 from jaxapex.parallel import batch_mesh, device_batches, replicate, weighted_sum
 
 #: The provider's scorers, by the one name each goes by everywhere (recipes, CLI, JSON).
@@ -201,31 +201,6 @@ def activation_ratio_scores(
             f"and the retain set {sorted(map(path_name, retain))}"
         )
     return {path: forget[path] / (retain[path] + eps) for path in forget}
-
-
-def forget_gradient_directions(
-    forget_mean_gradients: Mapping, masks: Mapping, block_size: int
-) -> dict[Path, np.ndarray]:
-    """Public forget directions for forget-aware OBS (:func:`jaxapex.obs.unlearn` ``directions=``): for each
-    block the mask touches, the forget set's mean gradient on that block's unmasked weights, at unit norm —
-    shape (touched blocks, 1, B) per path, in the order of ``touched_blocks(mask)``.
-
-    The compensation then leaves the forget loss unchanged to first order (``g_forget · Δ = 0`` block by
-    block): OBS cannot buy back personal accuracy by moving along the direction that restores the forgotten
-    data. A block whose unmasked gradient is zero gets a zero direction, which constrains nothing.
-    """
-    out = {}
-    for path, mask in masks.items():
-        path = tuple(path)
-        if path not in forget_mean_gradients:
-            raise ValueError(f"no forget gradient for the masked layer {path_name(path)!r}")
-        mask = np.asarray(mask, dtype=bool)
-        blocks = touched_blocks(mask, block_size, path=path)
-        g = np.asarray(to_blocks(np.asarray(forget_mean_gradients[path], np.float64), block_size, path=path))[blocks]
-        g = g * ~np.asarray(to_blocks(mask, block_size, path=path))[blocks]
-        norms = np.linalg.norm(g, axis=1, keepdims=True)
-        out[path] = np.where(norms > 0, g / np.where(norms > 0, norms, 1.0), 0.0)[:, None, :].astype(np.float32)
-    return out
 
 
 def _check_fraction(fraction: float) -> None:

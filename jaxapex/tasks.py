@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxapex import evaluate, masking, obs
 from jaxapex.data import as_batches, digits_task, take
-from jaxapex.layers import get_matrix, path_name, set_matrix
+from jaxapex.layers import get_matrix, path_name, set_matrix, touched_blocks
 from jaxapex.models import (
     ALL_MLP_MATRICES,
     MLP_OUTPUT_MATRIX,
@@ -337,21 +337,26 @@ def unlearn_with(run: TaskRun, unlearning: UnlearningConfig) -> dict[str, Any]:
     }
 
 
-def unlearn_forget_aware(run: TaskRun) -> dict[str, Any]:
-    """``run``'s own mask, then forget-aware Group OBS: the client's compensation is kept orthogonal, block
-    by block, to the provider's public mean forget-set gradient (:func:`masking.forget_gradient_directions`,
-    computed on the global model from up to ``score_examples`` forget examples). Same result shape as
-    :func:`unlearn_with`."""
+def unlearn_forget_aware(run: TaskRun, *, k: int = 8) -> dict[str, Any]:
+    """``run``'s own mask, then forget-aware Group OBS: the client's compensation may not move any block
+    along the top-``k`` principal directions of its layer's inputs on the provider's forget set
+    (:mod:`jaxapex.forget_directions`, on the global model, up to ``score_examples`` forget examples). Same
+    result shape as :func:`unlearn_with`."""
+    from jaxapex.forget_directions import block_directions, forget_directions
+
     un = run.unlearning
-    moments = masking.gradient_moments(
-        run.provider_example_loss,
+    U = forget_directions(
+        run.model,
         run.params_global,
         run.target_paths,
         as_batches(run.datasets["forget_train"], un.batch_size),
+        k=k,
         max_examples=un.score_examples,
-        data_name="forget set",
     )
-    directions = masking.forget_gradient_directions(moments.mean, run.masks, un.block_size)
+    directions = {
+        path: block_directions(U[path], mask.shape, un.block_size)[touched_blocks(mask, un.block_size, path=path)]
+        for path, mask in run.masks.items()
+    }
     fisher_data = take(run.datasets["personal_train"], un.fisher_examples, seed=run.settings["seed"])
     params_obs, _ = obs.unlearn(
         run.params_personal,
@@ -363,12 +368,12 @@ def unlearn_forget_aware(run: TaskRun) -> dict[str, Any]:
         directions=directions,
     )
     rows = {"personalized": run.rows["personalized"], "masked": run.rows["masked"], "obs": run.evaluate(params_obs)}
+    masked = sum(int(m.sum()) for m in run.masks.values())
     return {
         "rows": rows,
         "recovery": _recovery(rows, "personal_acc"),
-        "masked_weight_fraction": sum(int(m.sum()) for m in run.masks.values())
-        / sum(m.size for m in run.masks.values()),
-        "unlearning": {**dataclasses.asdict(un), "obs": "forget-aware (mean forget gradient per block)"},
+        "masked_weight_fraction": masked / sum(m.size for m in run.masks.values()),
+        "unlearning": {**dataclasses.asdict(un), "forget_directions": k},
     }
 
 

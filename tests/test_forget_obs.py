@@ -197,26 +197,3 @@ def test_unlearn_with_directions_equals_the_fisher_pipeline():
         unlearn(params, {path: mask}, loss_fn, batches, block_size=8, directions={path: U[:, :, :4]})
     with pytest.raises(ValueError, match="layers without a mask"):
         unlearn(params, {path: mask}, loss_fn, batches, block_size=8, directions={path: U, ("params", "x"): U})
-
-
-def test_forget_gradient_directions_make_obs_first_order_neutral_on_the_forget_loss():
-    from jaxapex.masking import forget_gradient_directions
-
-    rng = np.random.default_rng(7)
-    B, path = 8, ("params", "w")
-    W = rng.standard_normal((4, 6)).astype(np.float32)  # 3 blocks of 8
-    mask = np.zeros((4, 6), bool)
-    mask.flat[[1, 9, 10]] = True  # blocks 0 and 1 touched, block 2 not
-    g = rng.standard_normal((4, 6))
-    g.flat[8:16] = 0.0  # block 1: no forget gradient, so no constraint
-    U = forget_gradient_directions({path: g}, {path: mask}, B)[path]
-    assert U.shape == (2, 1, B)
-    np.testing.assert_allclose(np.linalg.norm(U[0, 0]), 1.0, rtol=1e-6)
-    assert U[0, 0, 1] == 0.0 and not U[1].any()  # masked coordinates and empty blocks carry no direction
-    V, F = random_fisher(rng, 2, B, rank=5, damp=1e-2)
-    theta = to_blocks(W, B)[touched_blocks(mask, B)]
-    _, delta = group_obs(theta, np.linalg.inv(F).astype(np.float32), to_blocks(mask, B)[[0, 1]], directions=U)
-    g_blocks = to_blocks(g, B)[[0, 1]] * ~to_blocks(mask, B)[[0, 1]]
-    assert abs(float(np.dot(g_blocks[0], np.asarray(delta)[0]))) < 1e-5 * np.linalg.norm(g_blocks[0])
-    with pytest.raises(ValueError, match="no forget gradient for the masked layer"):
-        forget_gradient_directions({}, {path: mask}, B)

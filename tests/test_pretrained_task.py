@@ -135,3 +135,13 @@ def test_config_errors_name_the_field():
         dataclasses.replace(pretrained_code_config(cfg), forget_language="cobol")
     with pytest.raises(ValueError, match="PretrainedCodeConfig.top_layers"):
         dataclasses.replace(pretrained_code_config(cfg), top_layers=3)
+
+
+def test_forget_aware_obs_runs_on_the_same_models_and_changes_the_update(setup):
+    from jaxapex.tasks import unlearn_forget_aware
+
+    _, _, run, _ = setup
+    result = unlearn_forget_aware(run, k=2)
+    assert result["rows"]["masked"] == run.rows["masked"]
+    assert result["unlearning"]["forget_directions"] == 2
+    assert result["rows"]["obs"]["personal_ppl"] != run.rows["obs"]["personal_ppl"]
