@@ -88,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("opt_tiny", "smollm2"), default="opt_tiny")
     parser.add_argument(
+        "--compare",
+        type=lambda text: tuple(t for t in text.split(",") if t),
+        default=("activation", "forget-aware"),
+        metavar="activation,forget-aware",
+        help="smollm2: the settings run on the first seed's models beside the recipe (default both)",
+    )
+    parser.add_argument(
         "--sweep",
         type=parse_fractions,
         default=(),
@@ -95,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         help="smollm2: second-order mask fractions to rerun on the first seed's models",
     )
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.compare) - {"activation", "forget-aware"})
+    if unknown:
+        parser.error(f"--compare: unknown setting(s) {unknown}; choose among activation, forget-aware")
     pretrained = args.model == "smollm2"
     if pretrained:
         from jaxapex.pretrained_task import run_pretrained_code_task as runner
@@ -115,10 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         per_seed = summary.get("seeds", {}).get("per_seed", {str(s["seed"]): summary})
         summary["recovery_by_seed"] = {seed: entry["recovery"] for seed, entry in per_seed.items()}
         summary["criteria"] = criteria(summary)
-        if not args.no_compare and run.unlearning.scorer != "activation":
+        compare = () if args.no_compare or run.unlearning.scorer == "activation" else args.compare
+        if "activation" in compare:
+            summary["comparison"] = compare_activation(run)
+        if "forget-aware" in compare:
             from jaxapex.tasks import unlearn_forget_aware
 
-            summary["comparison"] = compare_activation(run)
             summary["comparison_forget_aware"] = unlearn_forget_aware(run)
         if args.sweep:
             summary["sweep"] = sweep_fractions(run, args.sweep)
