@@ -145,3 +145,31 @@ def test_forget_aware_obs_runs_on_the_same_models_and_changes_the_update(setup):
     assert result["rows"]["masked"] == run.rows["masked"]
     assert result["unlearning"]["forget_directions"] == 2
     assert result["rows"]["obs"]["personal_ppl"] != run.rows["obs"]["personal_ppl"]
+
+
+def test_table_code_criteria_average_the_seeds_and_compare_the_forget_drop_with_the_others():
+    from benchmarks.table_code import criteria, per_language_rows
+
+    def rows(python, c, perl, shell):  # accuracy after the mask; 0.5 before it everywhere
+        before = {f"{lang}_acc": 0.5 for lang in ("python", "c", "perl", "shell")}
+        after = {"python_acc": python, "c_acc": c, "perl_acc": perl, "shell_acc": shell}
+        return {"personalized": before, "masked": after, "obs": after}
+
+    per_seed = {"0": {"rows": rows(0.40, 0.46, 0.49, 0.49), "recovery": 0.6}}
+    per_seed["1"] = {"rows": rows(0.44, 0.48, 0.50, 0.48), "recovery": 0.2}
+    summary = {
+        "settings": {"seed": 0, "forget_language": "python", "personal_language": "c"}
+        | {"languages": ["python", "c", "perl", "shell"]},
+        "seeds": {"per_seed": per_seed},
+        "rows": {
+            k: {**v, **{f"{lang}_ppl": 1.0 for lang in ("python", "c", "perl", "shell")}}
+            for k, v in rows(0.4, 0.46, 0.49, 0.49).items()
+        },
+    }
+    c = criteria(summary)
+    assert c["recovery_mean"] == pytest.approx(0.4)
+    assert c["personal_cost_points"] == pytest.approx(3.0)  # (4 + 2) / 2
+    assert c["forget_drop_points"] == pytest.approx(8.0)  # (10 + 6) / 2
+    assert c["others_mean_drop_points"] == pytest.approx((6 / 3 + 4 / 3) / 2)  # seed 0: (4+1+1)/3, seed 1: (2+0+2)/3
+    assert c["met"] == {"recovery": False, "personal_cost": True, "forget_drop": True}
+    assert per_language_rows(summary)["perl"]["masked"] == {"acc": 0.49, "ppl": 1.0}
