@@ -50,11 +50,10 @@ def language_drops(rows: dict[str, dict[str, float]], languages: list[str]) -> d
 
 
 def criteria(summary: dict[str, Any]) -> dict[str, Any]:
-    """The done-when figures, averaged over the seeds run: recovery, the mask's cost on the client's
-    language, and the forgotten language's drop against the mean drop of every other language."""
-    per_seed = summary.get("seeds", {}).get("per_seed") or {
-        str(summary["settings"]["seed"]): {"rows": summary["rows"], "recovery": summary["recovery"]}
-    }
+    """The done-when figures, averaged over the seeds in ``rows_by_seed`` (each seed's full rows):
+    recovery, the mask's cost on the client's language, and the forgotten language's drop against the mean
+    drop of every other language."""
+    per_seed = summary["rows_by_seed"]
     forget, languages = summary["settings"]["forget_language"], summary["settings"]["languages"]
     drops = [language_drops(entry["rows"], languages) for entry in per_seed.values()]
     mean = lambda values: sum(values) / len(values)
@@ -115,16 +114,31 @@ def main(argv: list[str] | None = None) -> int:
         from jaxapex.tasks import run_code_task as runner
 
     start, cpu_start = time.perf_counter(), time.process_time()
-    run, summary = run_table(runner, args, "table_code")
+    rows_by_seed: dict[str, Any] = {}
+    partial = None if args.json is None else args.json.with_suffix(".partial.json")
+
+    def recording(**kwargs):
+        """Every seed's full rows (per language too), written as they come so a long run loses nothing."""
+        run = runner(**kwargs)
+        rows_by_seed[str(kwargs["seed"])] = {"rows": run.rows, "recovery": run.recovery}
+        if partial is not None and pretrained:
+            write_json(partial, {"rows_by_seed": rows_by_seed})
+        return run
+
+    run, summary = run_table(recording, args, "table_code")
     summary["paper_recovery"] = PAPER_CODE_RECOVERY
     summary["recovery_vs_paper"] = summary["recovery"] / PAPER_CODE_RECOVERY
     s = summary["settings"]
     if pretrained:
         summary["n_eval"] = s["n_eval"]
         summary["languages"] = per_language_rows(summary)
-        per_seed = summary.get("seeds", {}).get("per_seed", {str(s["seed"]): summary})
-        summary["recovery_by_seed"] = {seed: entry["recovery"] for seed, entry in per_seed.items()}
+        summary["rows_by_seed"] = rows_by_seed
+        summary["recovery_by_seed"] = {seed: entry["recovery"] for seed, entry in rows_by_seed.items()}
         summary["criteria"] = criteria(summary)
+        if args.sweep:
+            summary["sweep"] = sweep_fractions(run, args.sweep)
+            if partial is not None:
+                write_json(partial, {"rows_by_seed": rows_by_seed, "sweep": summary["sweep"]})
         compare = () if args.no_compare or run.unlearning.scorer == "activation" else args.compare
         if "activation" in compare:
             summary["comparison"] = compare_activation(run)
@@ -132,8 +146,6 @@ def main(argv: list[str] | None = None) -> int:
             from jaxapex.tasks import unlearn_forget_aware
 
             summary["comparison_forget_aware"] = unlearn_forget_aware(run)
-        if args.sweep:
-            summary["sweep"] = sweep_fractions(run, args.sweep)
     summary["wall_s"] = round(time.perf_counter() - start, 2)
     summary["cpu_s"] = round(time.process_time() - cpu_start, 1)  # all threads of this process
     columns = [

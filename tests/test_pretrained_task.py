@@ -160,7 +160,7 @@ def test_table_code_criteria_average_the_seeds_and_compare_the_forget_drop_with_
     summary = {
         "settings": {"seed": 0, "forget_language": "python", "personal_language": "c"}
         | {"languages": ["python", "c", "perl", "shell"]},
-        "seeds": {"per_seed": per_seed},
+        "rows_by_seed": per_seed,
         "rows": {
             k: {**v, **{f"{lang}_ppl": 1.0 for lang in ("python", "c", "perl", "shell")}}
             for k, v in rows(0.4, 0.46, 0.49, 0.49).items()
