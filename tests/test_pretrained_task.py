@@ -173,3 +173,30 @@ def test_table_code_criteria_average_the_seeds_and_compare_the_forget_drop_with_
     assert c["others_mean_drop_points"] == pytest.approx((6 / 3 + 4 / 3) / 2)  # seed 0: (4+1+1)/3, seed 1: (2+0+2)/3
     assert c["met"] == {"recovery": False, "personal_cost": True, "forget_drop": True}
     assert per_language_rows(summary)["perl"]["masked"] == {"acc": 0.49, "ppl": 1.0}
+
+
+def test_table_code_smollm2_end_to_end_on_the_tiny_model(setup, sources, tmp_path, monkeypatch, capsys):
+    import json
+
+    from benchmarks import table_code
+    from jaxapex import pretrained_task
+
+    lm, cfg, _, _ = setup
+    real = pretrained_task.run_pretrained_code_task
+    monkeypatch.setattr(code_corpus, "default_sources", lambda: sources)
+    monkeypatch.setattr(
+        pretrained_task,
+        "run_pretrained_code_task",
+        lambda **kwargs: real(**{**kwargs, "config": cfg, "pretrained": lm}),
+    )
+    out = tmp_path / "table.json"
+    argv = ["--model", "smollm2", "--quick", "--extra-seeds", "1", "--sweep", "0.1", "--json", str(out)]
+    assert table_code.main([*argv, "--compare", "activation,forget-aware"]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["rows_by_seed"]) == set(result["recovery_by_seed"]) == {"0", "1"}
+    assert "python_acc" in result["rows_by_seed"]["1"]["rows"]["masked"]
+    assert set(result["criteria"]["met"]) == {"recovery", "personal_cost", "forget_drop"}
+    assert [p["mask_fraction"] for p in result["sweep"]] == [0.1]
+    assert result["comparison"]["rows"]["obs"] and result["comparison_forget_aware"]["rows"]["obs"]
+    assert json.loads(out.with_suffix(".partial.json").read_text())["sweep"][0]["mask_fraction"] == 0.1
+    assert "criteria (mean over 2 seeds)" in capsys.readouterr().out
