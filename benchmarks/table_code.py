@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="F,...",
         help="smollm2: second-order mask fractions to rerun on the first seed's models",
     )
+    parser.set_defaults(extra_seeds=None)  # None: the model's default; "--extra-seeds ''": none
     args = parser.parse_args(argv)
     unknown = sorted(set(args.compare) - {"activation", "forget-aware"})
     if unknown:
@@ -108,10 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     if pretrained:
         from jaxapex.pretrained_task import run_pretrained_code_task as runner
 
-        if not args.extra_seeds and not args.quick:
+        if args.extra_seeds is None and not args.quick:
             args.extra_seeds = tuple(s for s in (0, 1, 2) if s != args.seed)[:2]
     else:
         from jaxapex.tasks import run_code_task as runner
+    args.extra_seeds = args.extra_seeds or ()
 
     start, cpu_start = time.perf_counter(), time.process_time()
     rows_by_seed: dict[str, Any] = {}
