@@ -100,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="F,...",
         help="smollm2: second-order mask fractions to rerun on the first seed's models",
     )
+    parser.add_argument(
+        "--activation-sweep",
+        type=parse_fractions,
+        default=(),
+        metavar="F,...",
+        help="smollm2: activation-scorer neuron fractions to run on the first seed's models",
+    )
     parser.set_defaults(extra_seeds=None)  # None: the model's default; "--extra-seeds ''": none
     args = parser.parse_args(argv)
     unknown = sorted(set(args.compare) - {"activation", "forget-aware"})
@@ -148,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             from jaxapex.tasks import unlearn_forget_aware
 
             summary["comparison_forget_aware"] = unlearn_forget_aware(run)
+        if args.activation_sweep:
+            summary["activation_sweep"] = [compare_activation(run, f) for f in args.activation_sweep]
     summary["wall_s"] = round(time.perf_counter() - start, 2)
     summary["cpu_s"] = round(time.process_time() - cpu_start, 1)  # all threads of this process
     columns = [
@@ -195,6 +204,14 @@ def main(argv: list[str] | None = None) -> int:
             f"points (≥ {CRITERIA['personal_cost_points']}: {c['met']['personal_cost']}); forget drop "
             f"{c['forget_drop_points']:.2f} vs others' mean {c['others_mean_drop_points']:.2f} points "
             f"(≥ 2×: {c['met']['forget_drop']})"
+        )
+    for point in summary.get("activation_sweep", []):
+        r, d = point["rows"], point["drops_points"]
+        print(
+            f"activation {100 * point['unlearning']['mask_fraction']:5.1f} % of gate neurons: personal "
+            + " → ".join(f"{100 * r[n]['personal_acc']:5.1f}" for n in ("personalized", "masked", "obs"))
+            + f"  recovery {point['recovery']:6.2f}  drops (points) "
+            + ", ".join(f"{lang} {v:+.2f}" for lang, v in d.items())
         )
     for point in summary.get("sweep", []):
         r, d = point["rows"], point["drops_points"]
@@ -263,14 +280,22 @@ def sweep_fractions(run, fractions: tuple[float, ...]) -> list[dict[str, Any]]:
     return out
 
 
-def compare_activation(run) -> dict[str, Any]:
+def compare_activation(run, fraction: float | None = None) -> dict[str, Any]:
     """The activation scorer (mean |act| forget / retain per gate neuron, the neuron's gate row masked) at
-    the recipe's fraction, on the same pretrained and personalized models."""
+    ``fraction`` of the neurons (default the recipe's), on the same pretrained and personalized models."""
     import dataclasses
 
     from jaxapex.tasks import unlearn_with
 
-    return unlearn_with(run, dataclasses.replace(run.unlearning, scorer="activation", target_layers=("gate",)))
+    un = dataclasses.replace(
+        run.unlearning,
+        scorer="activation",
+        target_layers=("gate",),
+        mask_fraction=fraction or run.unlearning.mask_fraction,
+    )
+    result = unlearn_with(run, un)
+    result["drops_points"] = language_drops(result["rows"], run.settings["languages"])
+    return result
 
 
 if __name__ == "__main__":
