@@ -29,6 +29,10 @@ import numpy as np
 from benchmarks.report import Column, add_json_option, machine, print_table, write_json
 
 
+def _log(msg: str) -> None:
+    print(f"[forget_cost] {msg}", flush=True)
+
+
 def _timed(fn, *args, **kwargs):
     w0, c0 = time.perf_counter(), time.process_time()
     out = fn(*args, **kwargs)
@@ -74,6 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             damp=task.unlearning.damp,
             max_examples=task.unlearning.fisher_examples,
         )
+        _log(f"client: commit (level F, B = {B}, {config.blocks_per_chunk} blocks per chunk)")
         state0, registration = client.commit(
             client_id="client-0", params=task.params_personal, config=config, srs=srs, inverse_fisher=G
         )
@@ -91,6 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             registry = Registry(work / f"registry-K{K}.db")
             provider.register(registry, work / "registration", srs=srs)
+            _log(f"K = {K}: unlearn, prove, verify")
             state1, unlearn_s, _ = _timed(client.unlearn, state0, request)
             (fields, blobs), prove_s, prove_cpu_s = _timed(
                 client.prove, state1, request, srs, progress=False, executor="serial"

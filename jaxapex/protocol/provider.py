@@ -9,7 +9,8 @@ for other directions fails the proof check, one that says it answers other direc
 ``forget-directions`` check before any proof is read. It runs as separate steps, each its own function:
 
 1. ``read_bundle``        -- the bundle's manifest, every field type-checked;
-2. ``check_bundle``       -- request id, mask hash, replay, configuration and SRS against the registry;
+2. ``check_bundle``       -- request id, mask hash, forget directions, replay, configuration and SRS
+                             against the registry;
 3. ``required_chunks``    -- coverage: the chunks the request's mask touches, refusing a request the client's
                              registration cannot cover in full (an unregistered layer, another shape);
 4. ``chunk_statements``   -- per chunk, the commitments its proof must open: re-randomizations of the
