@@ -1,5 +1,9 @@
 """The paper's proof workload: unlearning on fc1 of the 12 ViT-B blocks, proven chunk by chunk with Halo2.
 
+``--model smollm2`` proves the same way the target matrices of the real pretrained language model instead:
+the SwiGLU gate, up (1536 × 576) and down (576 × 1536) matrices of SmolLM2-135M's 30 layers (90 matrices,
+79.6 M weights), with the same synthetic data on those shapes.
+
 Workload (DESIGN.md section 9): 12 matrices W of 3072 × 768 (fc1 of ViT-B/16, 28.3 M weights), cut row-major
 into blocks of B weights and chunks of ``nb`` blocks (the last chunk of a layer zero-padded to the same
 shape, so every chunk shares one circuit and one key pair), with a 4 % mask. Only chunks that hold a masked
@@ -30,7 +34,7 @@ prover call (encoding the columns included), ``prove_cpu_s`` its CPU time over a
 on a shared machine); keygen happens once per worker and is reported apart. The paper's figures (≈ 2 h, < 0.7 GB,
 ≈ 400 MB of proofs) are the reference; ratios are ours / paper's.
 
-    python -m benchmarks.vitb_proof [--sample N|all] [--level R|F] [--block-size B] [--lanes L]
+    python -m benchmarks.vitb_proof [--model vitb|smollm2] [--sample N|all] [--level R|F] [--block-size B] [--lanes L]
         [--blocks-per-chunk nb | --k K] [--mask second-order|random] [--workers W] [--[no-]pin]
         [--spec name=value,...] --json PATH
 
@@ -60,6 +64,16 @@ from benchmarks.report import add_json_option, write_json
 LAYERS = 12
 OUT_FEATURES, IN_FEATURES = 3072, 768
 DENSITY = 0.04
+# The target matrices W (out, in) of each model, in order. ViT-B: fc1 of its 12 blocks (the paper's workload).
+# SmolLM2-135M: the SwiGLU MLP of its 30 layers, gate and up (1536 × 576) and down (576 × 1536) — the
+# matrices benchmarks.table_code --model smollm2 masks (there on its top layers only).
+MODELS: dict[str, dict[str, Any]] = {
+    "vitb": {"title": "ViT-B fc1 × 12 (3072 × 768)", "shapes": ((OUT_FEATURES, IN_FEATURES),) * LAYERS},
+    "smollm2": {
+        "title": "SmolLM2-135M SwiGLU gate, up, down × 30 (1536 × 576, 576 × 1536)",
+        "shapes": ((1536, 576), (1536, 576), (576, 1536)) * 30,
+    },
+}
 PAPER = {"prove_s": 7200.0, "peak_rss_mb": 700.0, "proof_bytes": 400e6}
 DEFAULT_SRS_DIR = Path.home() / ".cache" / "jaxapex"
 
@@ -73,46 +87,72 @@ class Workload:
     blocks_per_chunk: int
     mask_kind: str
     seed: int
+    model: str = "vitb"
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"--model must be one of {sorted(MODELS)}, got {self.model!r}")
+        for out, inp in self.shapes:
+            if (out * inp) % self.block_size:
+                raise ValueError(f"--block-size {self.block_size} does not divide a {out} × {inp} matrix")
+
+    @property
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        return MODELS[self.model]["shapes"]
+
+    def blocks_in(self, layer: int) -> int:
+        out, inp = self.shapes[layer]
+        return out * inp // self.block_size
+
+    def chunks_in(self, layer: int) -> int:
+        return math.ceil(self.blocks_in(layer) / self.blocks_per_chunk)
 
     @property
     def blocks_per_layer(self) -> int:
-        return OUT_FEATURES * IN_FEATURES // self.block_size
+        """Blocks of the first matrix (every matrix of both models holds as many weights)."""
+        return self.blocks_in(0)
 
     @property
     def chunks_per_layer(self) -> int:
-        return math.ceil(self.blocks_per_layer / self.blocks_per_chunk)
+        return self.chunks_in(0)
+
+    @property
+    def chunks_all(self) -> int:
+        return sum(self.chunks_in(layer) for layer in range(len(self.shapes)))
 
 
-def layer_weights(layer: int, seed: int) -> np.ndarray:
-    """W (3072, 768) float64 of one fc1 layer: N(0, σ²) with σ uniform in [0.02, 0.05]."""
+def layer_weights(layer: int, seed: int, shape: tuple[int, int] = (OUT_FEATURES, IN_FEATURES)) -> np.ndarray:
+    """W (out, in) float64 of one target matrix: N(0, σ²) with σ uniform in [0.02, 0.05]."""
     rng = np.random.default_rng([seed, layer, 0])
     sigma = rng.uniform(0.02, 0.05)
-    return rng.normal(scale=sigma, size=(OUT_FEATURES, IN_FEATURES))
+    return rng.normal(scale=sigma, size=shape)
 
 
 def layer_masks(workload: Workload) -> list[np.ndarray]:
-    """The 12 layer masks (3072, 768) bool, 4 % of the weights in all (see the module docstring)."""
-    seed = workload.seed
+    """One mask (out, in) bool per target matrix, 4 % of the weights in all (see the module docstring)."""
+    seed, shapes = workload.seed, workload.shapes
     if workload.mask_kind == "random":
         out = []
-        for layer in range(LAYERS):
+        for layer, shape in enumerate(shapes):
             rng = np.random.default_rng([seed, layer, 1])
-            flat = np.zeros(OUT_FEATURES * IN_FEATURES, dtype=bool)
+            flat = np.zeros(shape[0] * shape[1], dtype=bool)
             flat[rng.choice(flat.size, round(DENSITY * flat.size), replace=False)] = True
-            out.append(flat.reshape(OUT_FEATURES, IN_FEATURES))
+            out.append(flat.reshape(shape))
         return out
     if workload.mask_kind != "second-order":
         raise ValueError(f"--mask must be 'random' or 'second-order', got {workload.mask_kind!r}")
-    scores = np.empty((LAYERS, OUT_FEATURES, IN_FEATURES), dtype=np.float32)
-    for layer in range(LAYERS):
+    scores = []
+    for layer, (n_out, n_in) in enumerate(shapes):
         rng = np.random.default_rng([seed, layer, 2])
-        rows = rng.lognormal(0.0, 1.0, size=(OUT_FEATURES, 1))
-        cols = rng.lognormal(0.0, 0.3, size=(1, IN_FEATURES))
-        noise = np.exp(0.5 * rng.standard_normal((OUT_FEATURES, IN_FEATURES)))
-        scores[layer] = rng.lognormal(0.0, 0.3) * rows * cols * np.abs(layer_weights(layer, seed)) * noise
-    k = round(DENSITY * scores.size)
-    threshold = np.partition(scores.ravel(), scores.size - k)[scores.size - k]
-    return [scores[layer] >= threshold for layer in range(LAYERS)]
+        rows = rng.lognormal(0.0, 1.0, size=(n_out, 1))
+        cols = rng.lognormal(0.0, 0.3, size=(1, n_in))
+        noise = np.exp(0.5 * rng.standard_normal((n_out, n_in)))
+        weights = np.abs(layer_weights(layer, seed, (n_out, n_in)))
+        scores.append((rng.lognormal(0.0, 0.3) * rows * cols * weights * noise).astype(np.float32))
+    flat = np.concatenate([s.ravel() for s in scores])
+    k = round(DENSITY * flat.size)
+    threshold = np.partition(flat, flat.size - k)[flat.size - k]
+    return [s >= threshold for s in scores]
 
 
 def touched_chunks(masks: list[np.ndarray], workload: Workload) -> list[tuple[int, int]]:
@@ -121,7 +161,7 @@ def touched_chunks(masks: list[np.ndarray], workload: Workload) -> list[tuple[in
     nb, B = workload.blocks_per_chunk, workload.block_size
     for layer, mask in enumerate(masks):
         blocks = mask.reshape(-1, B).any(axis=1)
-        padded = np.zeros(workload.chunks_per_layer * nb, dtype=bool)
+        padded = np.zeros(workload.chunks_in(layer) * nb, dtype=bool)
         padded[: blocks.size] = blocks
         out += [(layer, int(c)) for c in np.flatnonzero(padded.reshape(-1, nb).any(axis=1))]
     return out
@@ -139,7 +179,7 @@ def chunk_data(workload: Workload, layer: int, chunk: int, mask: np.ndarray) -> 
     """θ (nb, B), G (nb, B, B) and the mask (nb, B) of one chunk, zero-padded past the layer's end."""
     nb, B = workload.blocks_per_chunk, workload.block_size
     first = chunk * nb
-    theta = layer_weights(layer, workload.seed).reshape(-1, B)[first : first + nb]
+    theta = layer_weights(layer, workload.seed, workload.shapes[layer]).reshape(-1, B)[first : first + nb]
     mask_blocks = mask.reshape(-1, B)[first : first + nb]
     valid = theta.shape[0]
     G = inverse_fisher_blocks(np.random.default_rng([workload.seed, layer, 3, chunk]), nb, B)
@@ -305,7 +345,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     nb = args.blocks_per_chunk or blocks_to_fill(
         args.k, block_size=args.block_size, level=args.level, spec=spec, lanes=lanes, layout=args.layout
     )
-    workload = Workload(block_size=args.block_size, blocks_per_chunk=nb, mask_kind=args.mask, seed=args.seed)
+    workload = Workload(
+        block_size=args.block_size, blocks_per_chunk=nb, mask_kind=args.mask, seed=args.seed, model=args.model
+    )
     masks = layer_masks(workload)
     todo = touched_chunks(masks, workload)
     rng = np.random.default_rng([args.seed, 99])
@@ -374,6 +416,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     verify_s_total = total * mean("verify_s")
     weights_per_chunk = nb * args.block_size
     result = {
+        "model": args.model,
+        "workload": MODELS[args.model]["title"],
+        "target_weights": int(sum(a * b for a, b in workload.shapes)),
         "level": args.level,
         "block_size": args.block_size,
         "lanes": lanes,
@@ -388,7 +433,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pinned": args.pin,
         "chunks_per_layer": workload.chunks_per_layer,
         "chunks_total": total,
-        "chunks_all": LAYERS * workload.chunks_per_layer,
+        "chunks_all": workload.chunks_all,
         "chunks_proved": n,
         "masked_weights": int(sum(m.sum() for m in masks)),
         "keygen_s": round(keygen_s, 3),
@@ -444,7 +489,7 @@ def parse_spec(text: str | None):
 def print_table(result: dict[str, Any]) -> None:
     threads = "1 pinned CPU each" if result["pinned"] else f"{result['threads'] or 'all'} thread(s)"
     print(
-        f"ViT-B fc1 × 12 (3072 × 768), level {result['level']}, B = {result['block_size']}, layout "
+        f"{result.get('workload', MODELS['vitb']['title'])}, level {result['level']}, B = {result['block_size']}, layout "
         f"{result['layout']}, {result['blocks_per_chunk']} blocks per chunk (k = {result['k']}, limbs of "
         f"{result['limb_bits']} bits), mask {result['mask']} 4 %, {result['workers']} worker(s) × {threads}"
     )
@@ -495,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
         "--sample", default="8", help="chunks to prove (sampled uniformly among the touched ones), or 'all'"
     )
     parser.add_argument("--level", choices=("R", "F"), default="F")
+    parser.add_argument(
+        "--model", choices=sorted(MODELS), default="vitb", help="whose target matrices (shapes) are proven"
+    )
     parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument(
         "--lanes", type=int, default=None, help="level F: committed G columns (default B: compact layout)"

@@ -342,7 +342,7 @@ def _training_settings(cfg, *, seed: int, quick: bool) -> dict[str, Any]:
         "seed": seed,
         "quick": quick,
         "model": dataclasses.asdict(cfg.model),
-        "global_steps": cfg.global_train.steps,
+        "global_steps": cfg.global_train.steps if cfg.global_train is not None else 0,
         "personal_steps": cfg.personalization.train.steps,
         "layer_decay": cfg.personalization.layer_decay,
         "freeze_blocks": cfg.personalization.freeze_blocks,
@@ -398,6 +398,15 @@ def unlearn_with(
     }
 
 
+def unlearn_forget_aware(run: TaskRun, *, k: int = 8) -> dict[str, Any]:
+    """``run``'s own mask, then forget-aware Group OBS: the client's compensation may not move any block
+    along the top-``k`` principal directions of its layer's inputs on the provider's forget set
+    (:mod:`jaxapex.forget_directions`, on the global model). Same result shape as :func:`unlearn_with`."""
+    return unlearn_with(
+        run, dataclasses.replace(run.unlearning, forget_directions=k), masks=run.masks, masked_row=run.rows["masked"]
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """What differs between the tasks; :func:`run_recipe` does the rest (train → personalize → mask → OBS
@@ -407,7 +416,8 @@ class Recipe:
     ``forget_train`` and ``retain_train``; ``client_classes``: the classes the client's loss is restricted
     to (None: all); ``make_evaluate(model) -> evaluate_row(params)``; ``task_settings(model,
     params_global)``: the recipe's own entries of ``TaskRun.settings``; ``describe``: how the logs name a
-    split's size (``"natural digits"``, ``"windows"``).
+    split's size (``"natural digits"``, ``"windows"``). A pretrained recipe gives ``model`` and
+    ``params_global`` (then there is no global training and ``datasets`` needs no ``global_train``).
     """
 
     name: str
@@ -418,6 +428,8 @@ class Recipe:
     client_classes: Sequence[int] | None = None
     describe: Mapping[str, str] = dataclasses.field(default_factory=dict)
     model_cache: Any = None  # a directory: trained global / personalized models kept per config and seed
+    model: Any = None  # a ready model (e.g. a pretrained decoder); default: built from the config
+    params_global: Params | None = None  # its pretrained parameters (then no global training)
 
 
 def _model_cache_file(recipe: Recipe, seed: int):
@@ -475,7 +487,7 @@ def run_recipe(
 ) -> TaskRun:
     """The one recipe skeleton shared by every task (see :class:`Recipe`)."""
     cfg, un, data = recipe.config, recipe.config.unlearning, recipe.datasets
-    model = build_model(cfg.model)
+    model = build_model(cfg.model) if recipe.model is None else recipe.model
     provider_example_loss = example_loss_fn(model)
     client_example_loss = (
         provider_example_loss
@@ -492,16 +504,19 @@ def run_recipe(
         log(f"trained models read from the cache {cache_file}")
         params_global, params_personal = cached
     else:
-        log(f"global training: {cfg.global_train.steps} steps on {size('global_train')}")
-        params_global, _ = _timed(
-            timings,
-            "global_train",
-            fit,
-            batch_loss_fn(model),
-            init_params(model, seed),
-            data["global_train"],
-            cfg.global_train,
-        )
+        if recipe.params_global is not None:  # a pretrained model: only the client trains
+            params_global = recipe.params_global
+        else:
+            log(f"global training: {cfg.global_train.steps} steps on {size('global_train')}")
+            params_global, _ = _timed(
+                timings,
+                "global_train",
+                fit,
+                batch_loss_fn(model),
+                init_params(model, seed),
+                data["global_train"],
+                cfg.global_train,
+            )
         log(f"personalization: {cfg.personalization.train.steps} steps on {size('personal_train')}")
         params_personal, _ = _timed(
             timings,

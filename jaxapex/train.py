@@ -175,9 +175,12 @@ def _module_name(keys: Path) -> str:
     return keys[1] if keys and keys[0] == "params" and len(keys) > 1 else keys[0]
 
 
+def _block_names(params: Params) -> set[str]:
+    return {_module_name(_keys(p)) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+
 def num_blocks(params: Params) -> int:
-    names = {_module_name(_keys(p)) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
-    return sum(1 for n in names if _BLOCK_NAME.match(n))
+    return sum(1 for n in _block_names(params) if _BLOCK_NAME.match(n))
 
 
 def layer_depths(params: Params) -> Params:
@@ -263,11 +266,16 @@ def lora_merge(params: Params, adapters: Mapping[str, Mapping[str, jax.Array]], 
 
 
 def _adapter_optimizer(adapters: Mapping[str, Mapping], params: Params, cfg: PersonalizeConfig):
-    """Layer-wise learning-rate decay over the adapters, by the depth of the kernel each one adapts."""
-    top = num_blocks(params) + 1
+    """Layer-wise learning-rate decay over the adapters, by the depth of the kernel each one adapts.
+
+    The top depth counts from the highest block index, so a tree holding only the last blocks of a model
+    (the rest run once, frozen) gets the same rates as the whole tree."""
 
     def depth(name: str) -> int:
         return int(_BLOCK_NAME.match(_module_name(tuple(name.split("/")))).group(1)) + 1
+
+    indices = [int(m.group(1)) for m in map(_BLOCK_NAME.match, _block_names(params)) if m]
+    top = max(indices) + 2
 
     def label_tree(name: str, adapter: Params) -> Params:
         label = f"depth_{depth(name)}"

@@ -23,6 +23,20 @@ def test_masks_have_the_stated_density_and_touched_chunks_cover_every_masked_blo
     assert sum(int(m.sum()) for m in second_order) == round(vp.DENSITY * per_layer * vp.LAYERS)
 
 
+def test_smollm2_workload_covers_its_90_swiglu_matrices():
+    workload = vp.Workload(block_size=256, blocks_per_chunk=1000, mask_kind="random", seed=0, model="smollm2")
+    assert len(workload.shapes) == 90 and workload.shapes[2] == (576, 1536)
+    assert sum(a * b for a, b in workload.shapes) == 90 * 1536 * 576
+    assert workload.chunks_all == 90 * math.ceil(1536 * 576 / 256 / 1000)
+    masks = vp.layer_masks(workload)
+    assert [m.shape for m in masks[:3]] == [(1536, 576), (1536, 576), (576, 1536)]
+    assert all(int(m.sum()) == round(vp.DENSITY * m.size) for m in masks)
+    touched = vp.touched_chunks(masks, workload)
+    assert len(touched) == workload.chunks_all  # a random 4 % mask touches every chunk
+    with pytest.raises(ValueError, match="--block-size 100 does not divide a 1536 × 576 matrix"):
+        vp.Workload(block_size=100, blocks_per_chunk=4, mask_kind="random", seed=0, model="smollm2")
+
+
 @pytest.mark.parametrize("level, block_size", [("F", 16), ("F", 32), ("R", 16)])
 def test_sampled_chunks_are_proven_verified_and_extrapolated(tmp_path, level, block_size, capsys):
     out = tmp_path / "vitb.json"

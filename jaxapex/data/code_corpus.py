@@ -9,7 +9,8 @@ Languages and where their files are found (every fresh Linux + Python install ha
 
 File selection is deterministic: every candidate path is listed in sorted order, duplicates (same
 content) dropped, then a seeded permutation picks the files; each file goes wholly to train or to test,
-so no test window shares a file with a training window. Tokens are bytes (vocabulary 256).
+so no test window shares a file with a training window. Tokens are bytes (vocabulary 256) unless an
+``encode`` function (e.g. a pretrained model's BPE tokenizer) turns each file's text into token ids.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import glob
 import hashlib
 import os
 import sysconfig
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -107,15 +108,16 @@ def _read(path: str, max_bytes: int) -> bytes | None:
     return None if b"\x00" in data else data
 
 
-def file_windows(data: bytes, *, window: int, max_windows: int) -> np.ndarray:
-    """Up to ``max_windows`` non-overlapping windows of ``window`` bytes, evenly spread over the file
-    (not just its licence header). Returns uint8 (k, window); k = 0 if the file is shorter than one window."""
-    n_full = len(data) // window
+def file_windows(data: bytes | np.ndarray, *, window: int, max_windows: int) -> np.ndarray:
+    """Up to ``max_windows`` non-overlapping windows of ``window`` tokens (bytes, or the given token ids),
+    evenly spread over the file (not just its licence header). Returns (k, window) of the input's dtype
+    (uint8 for bytes); k = 0 if the file is shorter than one window."""
+    tokens = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else np.asarray(data)
+    n_full = len(tokens) // window
     if n_full == 0:
-        return np.zeros((0, window), np.uint8)
+        return np.zeros((0, window), tokens.dtype)
     chosen = np.unique(np.linspace(0, n_full - 1, num=min(max_windows, n_full)).round().astype(int))
-    array = np.frombuffer(data[: n_full * window], dtype=np.uint8).reshape(n_full, window)
-    return array[chosen]
+    return tokens[: n_full * window].reshape(n_full, window)[chosen]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,8 +165,12 @@ def build_code_corpus(
     max_file_bytes: int = 200_000,
     seed: int = 0,
     sources: Mapping[str, LanguageSource] | None = None,
+    encode: Callable[[bytes], np.ndarray] | None = None,
 ) -> CodeCorpus:
     """Select ``files_per_language[lang]`` files per language and cut them into windows.
+
+    ``encode`` maps a file's bytes to int token ids (default: the bytes themselves); ``window`` then counts
+    tokens, and a file must yield at least one window to be used.
 
     Raises :class:`CorpusError` naming the language when fewer usable files exist than requested.
     """
@@ -190,14 +196,17 @@ def build_code_corpus(
             digest = hashlib.sha256(data).digest()
             if digest in seen_digests:  # identical copies would leak between train and test
                 continue
+            tokens = data if encode is None else np.asarray(encode(data), np.int32)
+            if len(tokens) < window:
+                continue
             seen_digests.add(digest)
-            chosen.append((candidates[index], data))
+            chosen.append((candidates[index], tokens))
             if len(chosen) == wanted:
                 break
         if len(chosen) < wanted:
             roots = ", ".join(sources[language].roots)
             raise CorpusError(
-                f"language {language!r}: found only {len(chosen)} usable files of at least {window} bytes "
+                f"language {language!r}: found only {len(chosen)} usable files of at least {window} tokens "
                 f"(of {len(candidates)} candidates under {roots}); {wanted} requested"
             )
         n_test = max(1, int(round(test_fraction * wanted)))
