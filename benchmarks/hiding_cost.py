@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import time
 import warnings
 from pathlib import Path
@@ -36,6 +35,7 @@ from benchmarks.vitb_proof import (
     layer_masks,
     touched_chunks,
 )
+from circuit_compiler.executors import peak_rss_mb
 
 
 def _timed(fn):
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out["wellformed_advice_columns"] = wf.cs.statistics()["columns"]["advice"]
     out["ratio_rerandomize_to_prove_cpu"] = out["rerandomize_prove_cpu_s"] / out["chunk_prove_cpu_s"]
     out["ratio_wellformed_to_prove_cpu"] = out["wellformed_prove_cpu_s"] / out["chunk_prove_cpu_s"]
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = peak_rss_mb()
     out["load_average"] = os.getloadavg()
     return out
 

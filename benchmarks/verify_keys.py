@@ -37,7 +37,8 @@ from benchmarks.report import add_json_option, write_json
 ROOT = Path(__file__).resolve().parents[1]
 
 _PK_SCRIPT = """
-import json, resource, sys, time, warnings
+import json, sys, time, warnings
+from circuit_compiler.executors import peak_rss_mb
 t0 = time.perf_counter()
 from circuit_compiler import backend
 from circuit_compiler.srs import Srs
@@ -63,7 +64,7 @@ for s in statements:
     backend.verify_or_raise(srs, keys, circuit.cs, s.proof, s.instances, s.commitments)
 t2 = time.perf_counter()
 print(json.dumps({"verify_s": t2 - t1, "chunks": len(statements),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mb()}))
 """
 
 

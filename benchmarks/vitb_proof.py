@@ -27,7 +27,7 @@ verifies each proof in this process, and extrapolates to the whole workload::
 
     prove_s_total  = one-time (worker start-up, keygen) + chunks_total × (steady-state wall per chunk)
     verify_s_total = chunks_total × mean(verify_s);   proof_bytes_total = chunks_total × mean(proof_bytes)
-    peak_rss_mb    = max over prover processes of their peak resident set (ru_maxrss)
+    peak_rss_mb    = max over prover processes of their peak resident set (VmHWM, see executors.peak_rss_mb)
 
 Per-chunk figures are printed: ``lower_s`` is the chunk's witness generation and lowering, ``prove_s`` the
 prover call (encoding the columns included), ``prove_cpu_s`` its CPU time over all threads (what to compare
@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.report import add_json_option, write_json
+from circuit_compiler.executors import peak_rss_mb
 
 LAYERS = 12
 OUT_FEATURES, IN_FEATURES = 3072, 768
@@ -295,7 +296,7 @@ def prove_chunk(job: tuple[ProverConfig, Workload, int, int, np.ndarray]) -> dic
         "proof_bytes": len(proof),
         "vk": keys.vk,
         "commitments": commitments,
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_mb": peak_rss_mb(),
         "pid": os.getpid(),
         "started": started,
         "finished": time.time() - (t4 - t3),  # commitments are the client's, not proving

@@ -92,6 +92,25 @@ class _Worker:
 # --------------------------------------------------------------------------------------------- driver
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set in MB since it started its program.
+
+    Linux's ``ru_maxrss`` survives ``fork`` + ``exec``: a worker or CLI process started from a large parent
+    reports the parent's peak. ``VmHWM`` belongs to the address space, which ``exec`` replaces, so it is
+    read first; ``ru_maxrss`` is the fallback where ``/proc`` is absent.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
 def default_workers(jobs: int, cores: int | None = None) -> int:
     """One worker per 4 cores (a proof scales well to about that many threads), at most one per job."""
     cores = cores or os.cpu_count() or 1

@@ -128,3 +128,22 @@ def test_ray(srs):
 def test_unknown_executor_is_refused(srs):
     with pytest.raises(ValueError, match="unknown executor"):
         prove_many([job(0)], srs, executor="threads", progress=False)  # type: ignore[arg-type]
+
+
+def test_peak_rss_of_a_child_is_its_own_not_its_parents():
+    """A process started from a large parent reports its own peak (ru_maxrss would carry the parent's)."""
+    import subprocess
+    import sys
+
+    from circuit_compiler.executors import peak_rss_mb
+
+    ballast = np.ones(300 * 2**20 // 8)  # 300 MB touched in this process
+    assert peak_rss_mb() >= 300
+    out = subprocess.run(
+        [sys.executable, "-c", "from circuit_compiler.executors import peak_rss_mb; print(peak_rss_mb())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert 1 < float(out.stdout) < 150, out.stdout
+    del ballast

@@ -26,7 +26,6 @@ Nothing is written unless every step passed. Steps 1-5 are pure (:func:`check_su
 from __future__ import annotations
 
 import dataclasses
-import resource
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from circuit_compiler import backend
+from circuit_compiler.executors import peak_rss_mb
 from circuit_compiler.rerandomize import RerandomizationError
 
 from . import chunks as ch
@@ -576,7 +576,7 @@ def check_submission(
         per_chunk=per_chunk,
         model_version=None,
         new_commitments=new_commitments,
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_rss_mb=peak_rss_mb(),
     )
     acceptance = Acceptance(
         base_version=bundle.base_version,
