@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import numpy as np
 
 from benchmarks.report import Column, add_json_option, write_json
 from benchmarks.report import print_table as report_table
+from circuit_compiler.executors import peak_rss_mb
 
 DEFAULT_SRS_DIR = Path("runs/bench")
 
@@ -83,10 +83,6 @@ def honest_chunk(shape, *, seed: int, masked_fraction: float = 0.02):
 # ---------------------------------------------------------------------------------------- one k (child)
 
 
-def _max_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
 def measure_one(args: argparse.Namespace) -> dict[str, Any]:
     """Runs in the child: lower, keygen, prove, verify one chunk of size 2^k."""
     from circuit_compiler import backend as be
@@ -98,7 +94,7 @@ def measure_one(args: argparse.Namespace) -> dict[str, Any]:
     )
     cs, assignment = honest_chunk(shape, seed=args.seed)
     lower_s = time.perf_counter() - t
-    rss_lowered = _max_rss_mb()
+    rss_lowered = peak_rss_mb()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", be.InsecureSrsWarning)
@@ -110,12 +106,12 @@ def measure_one(args: argparse.Namespace) -> dict[str, Any]:
     t = time.perf_counter()
     keys = be.keygen(srs, cs)
     keygen_s = time.perf_counter() - t
-    rss_keygen = _max_rss_mb()
+    rss_keygen = peak_rss_mb()
 
     t = time.perf_counter()
     proof = be.prove(srs, keys, cs, assignment)
     prove_s = time.perf_counter() - t
-    rss_prove = _max_rss_mb()
+    rss_prove = peak_rss_mb()
 
     t = time.perf_counter()
     commitments = {name: be.commit(srs, cs.k, values) for name, values in assignment.committed.items()}
@@ -155,7 +151,7 @@ def measure_one(args: argparse.Namespace) -> dict[str, Any]:
         "rss_lowered_mb": rss_lowered,
         "rss_keygen_mb": rss_keygen,
         "rss_prove_mb": rss_prove,
-        "rss_final_mb": _max_rss_mb(),
+        "rss_final_mb": peak_rss_mb(),
         "threads": int(os.environ.get("RAYON_NUM_THREADS", os.cpu_count() or 1)),
     }
 
@@ -212,7 +208,7 @@ def run_child(k: int, args: argparse.Namespace, srs: Path, sha: str) -> dict[str
     if proc.returncode != 0:
         raise RuntimeError(f"k={k}: child failed ({proc.returncode}):\n{err[-4000:]}")
     row = json.loads(out.strip().splitlines()[-1])
-    # The child's own peak (ru_maxrss of RUSAGE_SELF; RUSAGE_CHILDREN here would be the maximum over all
+    # The child's own peak (VmHWM, executors.peak_rss_mb; RUSAGE_CHILDREN here would be the maximum over all
     # children so far): the proving process from lowering to verification.
     row["peak_rss_mb"] = row["rss_final_mb"]
     row["wall_s"] = wall
