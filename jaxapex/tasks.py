@@ -730,7 +730,7 @@ def characters_config(*, quick: bool = True, seed: int = 0) -> CharactersTaskCon
     return CharactersTaskConfig(
         model=VIT_PRESETS["vit_chars"],
         global_train=TrainConfig(
-            steps=600 if quick else 1500,
+            steps=1000 if quick else 3000,
             batch_size=128,
             learning_rate=2e-3,
             weight_decay=1e-4,
