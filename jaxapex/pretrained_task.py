@@ -8,8 +8,10 @@
 There is no global training: the pretrained model is the provider's global model. Everything that changes
 (LoRA adapters, masks, OBS) lives in the last ``top_layers`` layers, so the residual stream entering them is
 computed once per window and cached (``Llama(start_layer=k)`` then runs only the top of the network). The
-pool of windows is drawn once (``data_seed``); each seed re-splits its files into train and test, draws its
-own LoRA initialisation and batch order, and its own scorer and Fisher examples.
+pool of windows is drawn once (``data_seed``): a fixed held-out evaluation set per language (its own files,
+up to ``eval_windows_per_file`` windows each) and the training files. Each seed splits the client language's
+training files between client and provider, and draws its own LoRA initialisation and batch order, and its
+own scorer and Fisher examples; every seed is evaluated on the same held-out windows.
 
 Rows: ``forget_acc`` (held-out files of the forgotten language), ``personal_acc`` (the client's language),
 ``test_acc`` (the other languages pooled), ``*_ppl`` the matching perplexities, and ``<language>_acc`` /
@@ -39,17 +41,20 @@ Params = dict
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PretrainedCodeConfig:
-    """``files_per_language``: files drawn per language into the pool (``test_fraction`` of them held out
-    per seed); ``window``: tokens per window (T + 1); ``top_layers``: the last layers that LoRA, the mask and
-    OBS act on; ``global_share_of_personal``: share of the client language's training files that the
-    provider also holds (in its retain set), disjoint from the client's."""
+    """``files_per_language``: training files drawn per language into the pool (up to
+    ``max_windows_per_file`` windows each); ``eval_files_per_language``: further files per language held out
+    for evaluation (up to ``eval_windows_per_file`` windows each), the same for every seed; ``window``: tokens
+    per window (T + 1); ``top_layers``: the last layers that LoRA, the mask and OBS act on;
+    ``global_share_of_personal``: share of the client language's training files that the provider also
+    holds (in its retain set), disjoint from the client's."""
 
     model: LlamaConfig
     files_per_language: tuple[tuple[str, int], ...] = (("python", 64), ("c", 64), ("perl", 64), ("shell", 64))
     forget_language: str = "python"
     personal_language: str = "c"
     global_share_of_personal: float = 0.25
-    test_fraction: float = 0.25
+    eval_files_per_language: int = 10
+    eval_windows_per_file: int = 4
     window: int = 65
     max_windows_per_file: int = 4
     top_layers: int = 2
@@ -72,10 +77,14 @@ class PretrainedCodeConfig:
             raise ValueError(
                 f"PretrainedCodeConfig.top_layers must lie in [1, {self.model.layers}], got {self.top_layers}"
             )
-        if not 0 < self.test_fraction < 1 or not 0 <= self.global_share_of_personal < 1:
+        if self.eval_files_per_language < 1 or self.eval_windows_per_file < 1:
             raise ValueError(
-                f"PretrainedCodeConfig.test_fraction={self.test_fraction} must be in (0, 1) and "
-                f"global_share_of_personal={self.global_share_of_personal} in [0, 1)"
+                f"PretrainedCodeConfig.eval_files_per_language={self.eval_files_per_language} and "
+                f"eval_windows_per_file={self.eval_windows_per_file} must be positive"
+            )
+        if not 0 <= self.global_share_of_personal < 1:
+            raise ValueError(
+                f"PretrainedCodeConfig.global_share_of_personal={self.global_share_of_personal} must be in [0, 1)"
             )
 
     @property
@@ -87,11 +96,15 @@ def pretrained_code_config(model: LlamaConfig, *, quick: bool = True, seed: int 
     """The recipe scaled to two shared CPU cores (the paper's OPT settings where they fit; see TABLES.md):
     mask 4 % of the SwiGLU weights (gate, up, down) of the top layers with the second-order score
     (λ_H = 0.5, c_ret = 1.5), Group OBS with B = 256, damp 1e-6 and fewer client gradients than B (the
-    low-rank Fisher route). Quick and full share the windows (and so the cached residual stream); ``quick``
-    trains fewer LoRA steps (20 against 40) and uses fewer scorer gradients (32 against 64)."""
+    low-rank Fisher route). Evaluation: 100 held-out files per language, up to 12 windows of 64 tokens each
+    (≥ 50k tokens per language on a Debian + CPython machine); ``quick`` holds out 20 files of up to 8
+    windows (≈ 9k tokens), trains fewer LoRA steps (20 against 40) and uses fewer scorer gradients (32
+    against 64)."""
     return PretrainedCodeConfig(
         model=model,
-        files_per_language=tuple((lang, 40) for lang in ("python", "c", "perl", "shell")),
+        files_per_language=tuple((lang, 30) for lang in ("python", "c", "perl", "shell")),
+        eval_files_per_language=20 if quick else 100,
+        eval_windows_per_file=8 if quick else 12,
         max_windows_per_file=3,
         top_layers=2,
         personalization=PersonalizeConfig(
@@ -154,10 +167,12 @@ def residual_stream(
 
 @dataclasses.dataclass(frozen=True)
 class WindowPool:
-    """Every window drawn per language (``splits[lang]``: all its files, train and test together) and the
-    residual stream entering the first top layer for each of them (``hidden[lang]``: (n, T, dim))."""
+    """Every window drawn per language (``splits[lang]``: its training and held-out files together), which
+    of them are held out for evaluation (``held_out[lang]``: bool (n,)), and the residual stream entering the
+    first top layer for each of them (``hidden[lang]``: (n, T, dim))."""
 
     splits: dict[str, LanguageSplit]
+    held_out: dict[str, np.ndarray]
     hidden: dict[str, np.ndarray]
 
     def tokens_per_window(self) -> int:
@@ -194,14 +209,15 @@ def build_pool(
     source: str = "",
 ) -> WindowPool:
     corpus = build_code_corpus(
-        files_per_language=dict(cfg.files_per_language),
+        files_per_language={lang: n + cfg.eval_files_per_language for lang, n in cfg.files_per_language},
         window=cfg.window,
-        test_fraction=cfg.test_fraction,
+        test_files=cfg.eval_files_per_language,
         max_windows_per_file=cfg.max_windows_per_file,
+        max_windows_per_test_file=cfg.eval_windows_per_file,
         seed=cfg.data_seed,
         encode=encode,
     )
-    splits, hidden = {}, {}
+    splits, held_out, hidden = {}, {}, {}
     for lang, parts in corpus.splits.items():
         train, test = parts["train"], parts["test"]
         splits[lang] = LanguageSplit(
@@ -209,17 +225,18 @@ def build_pool(
             files=train.files + test.files,
             file_index=np.concatenate([train.file_index, test.file_index + len(train.files)]),
         )
+        held_out[lang] = np.concatenate([np.zeros(len(train), bool), np.ones(len(test), bool)])
         hidden[lang] = _cached_residual_stream(cfg, variables, splits[lang].tokens, cache_dir, source)
-    return WindowPool(splits=splits, hidden=hidden)
+    return WindowPool(splits=splits, held_out=held_out, hidden=hidden)
 
 
 def seed_datasets(pool: WindowPool, cfg: PretrainedCodeConfig, *, seed: int) -> dict[str, dict[str, np.ndarray]]:
-    """One seed's splits, dicts ``{"tokens": (n, T + 1), "hidden": (n, T, dim)}``: per language a seeded
-    file-level train/test split; ``forget_train``, ``retain_train`` (the other languages' and a share of the
-    client language's training files), ``personal_train`` (the client's files), and ``test_<language>``."""
+    """One seed's splits, dicts ``{"tokens": (n, T + 1), "hidden": (n, T, dim)}``: ``test_<language>`` the
+    held-out windows (the same for every seed); ``forget_train``; ``personal_train`` (the client's share of
+    its language's training files, split by file per seed) and ``retain_train`` (the other languages'
+    training files and the provider's share of the client language's)."""
 
-    def windows(lang: str, files: np.ndarray) -> dict[str, np.ndarray]:
-        rows = np.isin(pool.splits[lang].file_index, files)
+    def windows(lang: str, rows: np.ndarray) -> dict[str, np.ndarray]:
         return {"tokens": pool.splits[lang].tokens[rows], "hidden": pool.hidden[lang][rows]}
 
     def stack(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -228,20 +245,21 @@ def seed_datasets(pool: WindowPool, cfg: PretrainedCodeConfig, *, seed: int) -> 
     out: dict[str, dict[str, np.ndarray]] = {}
     retain = []
     for offset, lang in enumerate(pool.splits):
-        n_files = len(pool.splits[lang].files)
-        order = np.random.default_rng([seed, offset]).permutation(n_files)
-        n_test = max(1, int(round(cfg.test_fraction * n_files)))
-        test_files, train_files = order[:n_test], order[n_test:]
-        out[f"test_{lang}"] = windows(lang, test_files)
+        held_out = pool.held_out[lang]
+        train = ~held_out
+        out[f"test_{lang}"] = windows(lang, held_out)
         if lang == cfg.forget_language:
-            out["forget_train"] = windows(lang, train_files)
+            out["forget_train"] = windows(lang, train)
         elif lang == cfg.personal_language:
-            n_provider = int(round(cfg.global_share_of_personal * len(train_files)))
-            out["personal_train"] = windows(lang, train_files[n_provider:])
+            file_index = pool.splits[lang].file_index
+            files = np.random.default_rng([seed, offset]).permutation(np.unique(file_index[train]))
+            n_provider = int(round(cfg.global_share_of_personal * len(files)))
+            provider = train & np.isin(file_index, files[:n_provider])
+            out["personal_train"] = windows(lang, train & ~provider)
             if n_provider:
-                retain.append(windows(lang, train_files[:n_provider]))
+                retain.append(windows(lang, provider))
         else:
-            retain.append(windows(lang, train_files))
+            retain.append(windows(lang, train))
     out["retain_train"] = stack(retain)
     # the scorer and the Fisher read the first examples of a split: shuffle so they span files and languages
     rng = np.random.default_rng([seed, len(pool.splits)])
@@ -249,9 +267,6 @@ def seed_datasets(pool: WindowPool, cfg: PretrainedCodeConfig, *, seed: int) -> 
         order = rng.permutation(len(out[name]["tokens"]))
         out[name] = {key: value[order] for key, value in out[name].items()}
     return out
-
-
-# ------------------------------------------------------------------------------------------- the recipe
 
 
 @functools.lru_cache(maxsize=1)
@@ -273,7 +288,8 @@ def _cached_pool(cfg: PretrainedCodeConfig, variables, encode, source: str, log)
         cfg.files_per_language,
         cfg.window,
         cfg.max_windows_per_file,
-        cfg.test_fraction,
+        cfg.eval_files_per_language,
+        cfg.eval_windows_per_file,
         cfg.first_top_layer,
         cfg.data_seed,
     )

@@ -163,6 +163,19 @@ def test_corpus_is_deterministic_and_splits_by_file(fake_sources):
     assert set(c.splits["python"]["test"].files) != set(a.splits["python"]["test"].files)
 
 
+def test_held_out_files_can_take_more_windows_than_training_files(fake_sources):
+    kwargs = dict(files_per_language={"python": 8}, window=17, sources=fake_sources, seed=3, max_windows_per_file=1)
+    c = build_code_corpus(**kwargs, test_files=3, max_windows_per_test_file=4)
+    train, test = c.splits["python"]["train"], c.splits["python"]["test"]
+    assert len(test.files) == 3 and len(train.files) == 5
+    assert np.bincount(train.file_index).max() == 1 and np.bincount(test.file_index).max() > 1
+    plain = build_code_corpus(**kwargs, test_files=3)
+    assert plain.splits["python"]["test"].files == test.files  # same files, fewer windows
+    assert np.bincount(plain.splits["python"]["test"].file_index).max() == 1
+    with pytest.raises(ValueError, match="test_files=8 must leave every language training files"):
+        build_code_corpus(**kwargs, test_files=8)
+
+
 def test_too_few_files_names_the_language(fake_sources):
     with pytest.raises(CorpusError, match=r"language 'perl': found only 6 usable files .* 9 requested"):
         build_code_corpus(files_per_language={"perl": 9}, window=17, sources=fake_sources)

@@ -61,7 +61,9 @@ def setup(sources):
     base = pretrained_code_config(model_config, quick=True)
     cfg = dataclasses.replace(
         base,
-        files_per_language=tuple((lang, 6) for lang in LANGUAGES),
+        files_per_language=tuple((lang, 4) for lang in LANGUAGES),
+        eval_files_per_language=2,
+        eval_windows_per_file=3,
         window=33,
         max_windows_per_file=2,
         top_layers=1,
@@ -90,9 +92,10 @@ def test_the_cached_residual_stream_gives_the_full_models_metrics(setup):
     assert sorted(top_params(lm.variables, k)["params"]) == ["embed_tokens", "final_norm", f"layer_{k}"]
 
 
-def test_seeds_split_each_language_by_file(setup):
+def test_seeds_share_the_held_out_files_and_split_the_clients_by_file(setup):
     _, cfg, _, pool = setup
-    for seed in (0, 1):
+    held_out_by_seed, personal_by_seed = [], []
+    for seed in (0, 1, 2, 3):
         data = seed_datasets(pool, cfg, seed=seed)
         for name in ("forget_train", "retain_train", "personal_train"):
             assert len(data[name]["tokens"]) == len(data[name]["hidden"]) > 0
@@ -102,10 +105,14 @@ def test_seeds_split_each_language_by_file(setup):
         for lang in LANGUAGES:
             test_rows = {tuple(r) for r in data[f"test_{lang}"]["tokens"]}
             assert test_rows and not test_rows & train_rows
+            # the held-out files take up to eval_windows_per_file windows each, training files fewer
+            assert len(data[f"test_{lang}"]["tokens"]) <= cfg.eval_files_per_language * cfg.eval_windows_per_file
         personal = {tuple(r) for r in data["personal_train"]["tokens"]}
         assert not personal & {tuple(r) for r in data["retain_train"]["tokens"]}
-    held_out = {seed_datasets(pool, cfg, seed=seed)["test_c"]["tokens"].tobytes() for seed in range(4)}
-    assert len(held_out) > 1  # the seed picks the held-out files
+        held_out_by_seed.append(b"".join(data[f"test_{lang}"]["tokens"].tobytes() for lang in LANGUAGES))
+        personal_by_seed.append(frozenset(personal))
+    assert len(set(held_out_by_seed)) == 1  # every seed is evaluated on the same windows
+    assert len(set(personal_by_seed)) > 1  # the seed picks which client-language files the client holds
 
 
 def test_recipe_masks_the_top_mlp_and_obs_removes_exactly_the_mask(setup):

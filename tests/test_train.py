@@ -77,6 +77,24 @@ def test_fit_learns_and_is_deterministic():
     jax.tree.map(np.testing.assert_array_equal, trained, again)
 
 
+def test_fit_passes_frozen_arrays_as_arguments_not_constants():
+    model = ViT(VIT)
+    data = _vision_data()
+    cfg = TrainConfig(steps=5, batch_size=16, learning_rate=1e-2, seed=1)
+    base = init_params(model, 0)
+    loss = batch_loss_fn(model)
+    shift = jax.tree.map(np.zeros_like, base)
+
+    def shifted(delta, batch, frozen):  # train a shift of frozen weights, as LoRA trains adapters
+        return loss(jax.tree.map(lambda w, d: w + d, frozen, delta), batch)
+
+    via_argument, _ = fit(shifted, shift, data, cfg, frozen=base)
+    via_closure, _ = fit(lambda delta, batch: shifted(delta, batch, base), shift, data, cfg)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), via_argument, via_closure)
+    moved, _ = fit(shifted, shift, data, cfg, frozen=jax.tree.map(lambda w: w * 0.5, base))
+    assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, moved, via_argument)))  # frozen is read per call
+
+
 def test_layer_depths():
     depths = layer_depths(init_params(ViT(VIT), 0))["params"]
     assert depths["patch_embed"]["kernel"] == 0 and depths["cls_token"] == 0 and depths["pos_embed"] == 0

@@ -162,6 +162,8 @@ def build_code_corpus(
     window: int = 65,
     test_fraction: float = 0.25,
     max_windows_per_file: int = 8,
+    max_windows_per_test_file: int | None = None,
+    test_files: int | None = None,
     max_file_bytes: int = 200_000,
     seed: int = 0,
     sources: Mapping[str, LanguageSource] | None = None,
@@ -170,12 +172,16 @@ def build_code_corpus(
     """Select ``files_per_language[lang]`` files per language and cut them into windows.
 
     ``encode`` maps a file's bytes to int token ids (default: the bytes themselves); ``window`` then counts
-    tokens, and a file must yield at least one window to be used.
+    tokens, and a file must yield at least one window to be used. ``max_windows_per_test_file`` (default:
+    ``max_windows_per_file``) lets a held-out set take more of each file than training does; ``test_files``
+    (default: ``test_fraction`` of each language's files) holds out exactly that many files per language.
 
     Raises :class:`CorpusError` naming the language when fewer usable files exist than requested.
     """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if test_files is not None and not all(0 < test_files < wanted for wanted in files_per_language.values()):
+        raise ValueError(f"test_files={test_files} must leave every language training files: {dict(files_per_language)}")
     if window < 2:
         raise ValueError(f"window must be >= 2 bytes (inputs + one target), got {window}")
     sources = dict(default_sources() if sources is None else sources)
@@ -209,11 +215,12 @@ def build_code_corpus(
                 f"language {language!r}: found only {len(chosen)} usable files of at least {window} tokens "
                 f"(of {len(candidates)} candidates under {roots}); {wanted} requested"
             )
-        n_test = max(1, int(round(test_fraction * wanted)))
+        n_test = max(1, int(round(test_fraction * wanted))) if test_files is None else test_files
         parts = {"train": chosen[n_test:], "test": chosen[:n_test]}
         splits[language] = {}
         for part, files in parts.items():
-            windows = [file_windows(data, window=window, max_windows=max_windows_per_file) for _, data in files]
+            cap = max_windows_per_file if part == "train" or max_windows_per_test_file is None else max_windows_per_test_file
+            windows = [file_windows(data, window=window, max_windows=cap) for _, data in files]
             splits[language][part] = LanguageSplit(
                 tokens=np.concatenate(windows).astype(np.int32),
                 files=tuple(path for path, _ in files),
