@@ -181,7 +181,9 @@ def build_code_corpus(
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     if test_files is not None and not all(0 < test_files < wanted for wanted in files_per_language.values()):
-        raise ValueError(f"test_files={test_files} must leave every language training files: {dict(files_per_language)}")
+        raise ValueError(
+            f"test_files={test_files} must leave every language training files: {dict(files_per_language)}"
+        )
     if window < 2:
         raise ValueError(f"window must be >= 2 bytes (inputs + one target), got {window}")
     sources = dict(default_sources() if sources is None else sources)
@@ -219,7 +221,11 @@ def build_code_corpus(
         parts = {"train": chosen[n_test:], "test": chosen[:n_test]}
         splits[language] = {}
         for part, files in parts.items():
-            cap = max_windows_per_file if part == "train" or max_windows_per_test_file is None else max_windows_per_test_file
+            cap = (
+                max_windows_per_file
+                if part == "train" or max_windows_per_test_file is None
+                else max_windows_per_test_file
+            )
             windows = [file_windows(data, window=window, max_windows=cap) for _, data in files]
             splits[language][part] = LanguageSplit(
                 tokens=np.concatenate(windows).astype(np.int32),
