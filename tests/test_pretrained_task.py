@@ -4,6 +4,7 @@ file, and the recipe's masks, OBS and rows hold together. The real SmolLM2 runs 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 import jax
@@ -207,3 +208,19 @@ def test_table_code_smollm2_end_to_end_on_the_tiny_model(setup, sources, tmp_pat
     assert result["comparison"]["rows"]["obs"] and result["comparison_forget_aware"]["rows"]["obs"]
     assert json.loads(out.with_suffix(".partial.json").read_text())["sweep"][0]["mask_fraction"] == 0.1
     assert "criteria (mean over 2 seeds)" in capsys.readouterr().out
+
+
+def test_compensation_only_sweep_changes_only_the_compensation(setup):
+    from benchmarks.table_code import compensation_only, parse_obs_settings
+
+    _, _, run, _ = setup
+    assert parse_obs_settings("1e-4,1e2:3") == ((1e-4, None), (100.0, 3))
+    with pytest.raises(argparse.ArgumentTypeError, match="DAMP"):
+        parse_obs_settings("tiny")
+    # With overwhelming damping the Fisher is a multiple of I: OBS only zeroes the mask, the masked model.
+    point = compensation_only(run, 1e12, None)
+    assert point["rows"]["masked"] == run.rows["masked"]
+    for key, value in run.rows["masked"].items():
+        assert point["rows"]["obs"][key] == pytest.approx(value, abs=1e-6), key
+    assert set(point["obs_change_points"]) == set(LANGUAGES)
+    assert point["unlearning"]["damp"] == 1e12
