@@ -73,19 +73,45 @@ def principal_directions(gram: np.ndarray, k: int) -> np.ndarray:
     return top * np.where(signs == 0, 1.0, signs)[:, None]
 
 
-def forget_directions(
+def contrast_directions(gram_forget: np.ndarray, gram_retain: np.ndarray, k: int, *, ridge: float = 1e-3) -> np.ndarray:
+    """The ``k`` input directions along which the forget set's inputs carry the most energy RELATIVE to the
+    retain set's: the top generalized eigenvectors of ``(C_f, C_r + ridge · mean eig(C_r) · I)`` with ``C``
+    the mean second moments (Gram / examples). Returned as an orthonormal basis (k, in) of their span
+    (what the constraint depends on), rows ordered by eigenvalue and sign-fixed as in
+    :func:`principal_directions`.
+
+    Principal directions of the forget inputs are mostly directions every input shares; these are the ones
+    a retain input hardly uses, so forbidding them costs the client's repair least per unit of the forget
+    class it blocks."""
+    cf = np.asarray(gram_forget, dtype=np.float64)
+    cr = np.asarray(gram_retain, dtype=np.float64)
+    if cf.shape != cr.shape or cf.ndim != 2 or cf.shape[0] != cf.shape[1]:
+        raise ValueError(f"forget and retain Gram matrices must be square and alike, got {cf.shape} and {cr.shape}")
+    if not 0 <= k <= cf.shape[0]:
+        raise ValueError(f"forget directions: K = {k} must be in [0, in = {cf.shape[0]}]")
+    cr = (cr + cr.T) / 2
+    cr = cr + ridge * max(np.trace(cr) / len(cr), np.finfo(np.float64).tiny) * np.eye(len(cr))
+    whiten = np.linalg.cholesky(cr)  # C_r = L Lᵀ: the problem becomes eig(L⁻¹ C_f L⁻ᵀ)
+    inner = np.linalg.solve(whiten, np.linalg.solve(whiten, (cf + cf.T) / 2).T)
+    eigvals, eigvecs = np.linalg.eigh((inner + inner.T) / 2)
+    top = np.linalg.solve(whiten.T, eigvecs[:, np.argsort(eigvals)[::-1][:k]])  # (in, k), C_r-orthogonal
+    basis, _ = np.linalg.qr(top)
+    basis = basis.T
+    signs = np.sign(basis[np.arange(k), np.abs(basis).argmax(axis=1)])
+    return basis * np.where(signs == 0, 1.0, signs)[:, None]
+
+
+def input_grams(
     model,
     params,
     paths: Sequence[Path],
-    forget_batches: Iterable[Mapping[str, np.ndarray]],
+    batches: Iterable[Mapping[str, np.ndarray]],
     *,
-    k: int,
     max_examples: int | None = None,
     tokens: str = "all",
-) -> dict[Path, np.ndarray]:
-    """``{path: U (k, in)}``: the top-``k`` principal directions of each target layer's inputs on the
-    forget set (module docstring), from one pass over ``forget_batches`` (at most ``max_examples``);
-    ``tokens="cls"`` counts the class token's inputs only."""
+) -> tuple[dict[Path, np.ndarray], int]:
+    """``({path: XᵀX (in, in) float64}, examples seen)`` of each target layer's inputs over ``batches`` (at
+    most ``max_examples``), one forward pass each."""
     import jax
 
     from jaxapex.models import model_inputs
@@ -101,7 +127,7 @@ def forget_directions(
     )
     grams: dict[Path, np.ndarray] = {}
     seen = 0
-    for batch in forget_batches:
+    for batch in batches:
         if max_examples is not None:
             batch = {key: v[: max_examples - seen] for key, v in batch.items()}
         n = len(next(iter(batch.values())))
@@ -110,9 +136,42 @@ def forget_directions(
         for path, g in collect(params, batch).items():
             grams[path] = grams.get(path, 0.0) + np.asarray(g, dtype=np.float64)
         seen += n
+    return grams, seen
+
+
+DIRECTION_KINDS = ("principal", "contrast")
+
+
+def forget_directions(
+    model,
+    params,
+    paths: Sequence[Path],
+    forget_batches: Iterable[Mapping[str, np.ndarray]],
+    *,
+    k: int,
+    max_examples: int | None = None,
+    tokens: str = "all",
+    kind: str = "principal",
+    retain_batches: Iterable[Mapping[str, np.ndarray]] | None = None,
+) -> dict[Path, np.ndarray]:
+    """``{path: U (k, in)}`` per target layer, from one pass over ``forget_batches`` (and, for
+    ``kind="contrast"``, ``retain_batches``), at most ``max_examples`` each: ``kind="principal"`` the top-``k``
+    principal directions of the forget inputs (module docstring), ``"contrast"`` the forget-versus-retain
+    directions of :func:`contrast_directions`. ``tokens="cls"`` counts the class token's inputs only."""
+    if kind not in DIRECTION_KINDS:
+        raise ValueError(f"forget directions: kind must be one of {DIRECTION_KINDS}, got {kind!r}")
+    paths = tuple(tuple(p) for p in paths)
+    forget, seen = input_grams(model, params, paths, forget_batches, max_examples=max_examples, tokens=tokens)
     if not seen:
         raise ValueError("forget directions need at least one forget example")
-    return {path: principal_directions(grams[path], k) for path in paths}
+    if kind == "principal":
+        return {path: principal_directions(forget[path], k) for path in paths}
+    if retain_batches is None:
+        raise ValueError("contrast forget directions need the retain set's batches")
+    retain, seen_retain = input_grams(model, params, paths, retain_batches, max_examples=max_examples, tokens=tokens)
+    if not seen_retain:
+        raise ValueError("contrast forget directions need at least one retain example")
+    return {path: contrast_directions(forget[path] / seen, retain[path] / seen_retain, k) for path in paths}
 
 
 def block_directions(U: np.ndarray, shape: tuple[int, int], block_size: int) -> np.ndarray:
@@ -129,4 +188,13 @@ def block_directions(U: np.ndarray, shape: tuple[int, int], block_size: int) -> 
     return flat.reshape(U.shape[0], size // block_size, block_size).transpose(1, 0, 2)
 
 
-__all__ = ["TOKENS", "block_directions", "capture_dense_inputs", "forget_directions", "principal_directions"]
+__all__ = [
+    "DIRECTION_KINDS",
+    "TOKENS",
+    "block_directions",
+    "capture_dense_inputs",
+    "contrast_directions",
+    "forget_directions",
+    "input_grams",
+    "principal_directions",
+]

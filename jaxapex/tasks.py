@@ -66,7 +66,9 @@ class UnlearningConfig:
     forget_directions: k > 0 makes the compensation forget-aware: per block it may not move along the top-k
         principal directions of the target layer's inputs on the forget set (:mod:`jaxapex.forget_directions`),
         computed by the provider on the global model; ``directions_tokens`` — every token's inputs or the
-        class token's only. 0 is plain Group OBS.
+        class token's only; ``directions_kind`` — ``"principal"`` (top-k principal directions of the forget
+        inputs) or ``"contrast"`` (the top-k directions of the forget inputs relative to the retain inputs,
+        :func:`jaxapex.forget_directions.contrast_directions`). 0 is plain Group OBS.
     """
 
     scorer: str = "activation"
@@ -87,6 +89,7 @@ class UnlearningConfig:
     batch_size: int = 64
     forget_directions: int = 0
     directions_tokens: str = "all"
+    directions_kind: str = "principal"
 
     def __post_init__(self) -> None:
         if self.scorer not in SCORERS:
@@ -106,6 +109,10 @@ class UnlearningConfig:
             raise ValueError(f"weights_per_neuron must be positive or None, got {self.weights_per_neuron}")
         if self.forget_directions < 0:
             raise ValueError(f"forget_directions must be >= 0, got {self.forget_directions}")
+        if self.directions_kind not in forget_directions.DIRECTION_KINDS:
+            raise ValueError(
+                f"directions_kind must be one of {forget_directions.DIRECTION_KINDS}, got {self.directions_kind!r}"
+            )
         if self.directions_tokens not in forget_directions.TOKENS:
             raise ValueError(
                 f"directions_tokens must be one of {forget_directions.TOKENS}, got {self.directions_tokens!r}"
@@ -266,9 +273,11 @@ def provider_directions(
     params_global: Params,
     masks: Mapping[Path, np.ndarray],
     forget: Mapping[str, np.ndarray],
+    retain: Mapping[str, np.ndarray] | None = None,
 ) -> dict[Path, np.ndarray] | None:
     """The public forget directions that go with the mask, cut into the touched OBS blocks: ``{path:
-    (touched blocks, k, B)}`` (None for plain OBS, ``forget_directions=0``)."""
+    (touched blocks, k, B)}`` (None for plain OBS, ``forget_directions=0``). ``retain``: the provider's
+    retain set, which ``directions_kind="contrast"`` reads."""
     if cfg.forget_directions == 0:
         return None
     paths = tuple(tuple(p) for p in masks)
@@ -280,6 +289,8 @@ def provider_directions(
         k=cfg.forget_directions,
         max_examples=cfg.score_examples,
         tokens=cfg.directions_tokens,
+        kind=cfg.directions_kind,
+        retain_batches=None if retain is None else as_batches(retain, cfg.batch_size),
     )
     out = {}
     for path in paths:
@@ -374,7 +385,12 @@ def unlearn_with(
             retain=run.datasets["retain_train"],
         )
     directions = provider_directions(
-        unlearning, model=run.model, params_global=run.params_global, masks=masks, forget=run.datasets["forget_train"]
+        unlearning,
+        model=run.model,
+        params_global=run.params_global,
+        masks=masks,
+        forget=run.datasets["forget_train"],
+        retain=run.datasets["retain_train"],
     )
     params_obs, _ = client_unlearn(
         unlearning,
@@ -543,7 +559,7 @@ def run_recipe(
     )
     params_masked = apply_mask(params_personal, masks)
     directions = provider_directions(
-        un, model=model, params_global=params_global, masks=masks, forget=data["forget_train"]
+        un, model=model, params_global=params_global, masks=masks, forget=data["forget_train"], retain=data["retain_train"]
     )
     log(f"client OBS: B={un.block_size}, damp={un.damp}, forget directions k={un.forget_directions}")
     params_obs, obs_info = _timed(
