@@ -72,11 +72,12 @@ def _commitment_scheme(name: str | None, what: str = "commitment_scheme") -> str
     return name
 
 
-def commitment_stats(reset: bool = False) -> dict[str, tuple[int, float]]:
-    """Calls and wall seconds spent in the prover's commitment scheme since the last reset, process-wide
-    (all threads): ``commit_lagrange`` (column commitments), ``commit`` (quotient pieces), ``multi_open``
-    (the KZG opening, its two MSMs included), ``cache_hits`` (commit_lagrange calls served from the cache)."""
-    return {name: (int(calls), float(seconds)) for name, (calls, seconds) in _halo2.commitment_stats(reset).items()}
+def commitment_stats(reset: bool = False) -> dict[str, tuple[int, float, float]]:
+    """(calls, wall seconds, CPU seconds) spent in the prover's commitment scheme since the last reset,
+    process-wide: ``commit_lagrange`` (column commitments), ``commit`` (quotient pieces), ``multi_open`` (the
+    KZG opening, its two MSMs included), ``cache_hits`` (commit_lagrange calls served from the cache, 0 s).
+    CPU seconds are the whole process's during the calls: a call's own when the prover is pinned to one CPU."""
+    return {name: (int(c), float(w), float(t)) for name, (c, w, t) in _halo2.commitment_stats(reset).items()}
 
 
 def clear_commitment_cache() -> None:

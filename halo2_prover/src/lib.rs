@@ -832,14 +832,15 @@ fn commit<'py>(
     Ok(PyBytes::new(py, point.to_bytes().as_ref()))
 }
 
-/// Calls and seconds of the prover's commitment scheme since the last reset, process-wide:
-/// {"commit_lagrange": (calls, s), "commit": ..., "multi_open": ..., "cache_hits": (hits, 0.0)}.
+/// Calls, wall seconds and process CPU seconds of the prover's commitment scheme since the last reset,
+/// process-wide: {"commit_lagrange": (calls, wall, cpu), "commit": ..., "multi_open": ...,
+/// "cache_hits": (hits, 0.0, 0.0)}.
 #[pyfunction]
 #[pyo3(signature = (reset=false))]
 fn commitment_stats(py: Python<'_>, reset: bool) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
-    for (name, calls, seconds) in sized_kzg::stats(reset) {
-        d.set_item(name, (calls, seconds))?;
+    for (name, figures) in sized_kzg::stats(reset) {
+        d.set_item(name, figures)?;
     }
     Ok(d)
 }
