@@ -151,10 +151,6 @@ impl SizedParams {
         &self.kzg
     }
 
-    pub fn msm(&self) -> Msm {
-        self.msm
-    }
-
     pub fn with_msm(&self, msm: Msm) -> Self {
         SizedParams {
             msm,
@@ -251,17 +247,26 @@ fn msm_sized(bases: &[blst_p1_affine], scalars: &[Fr], le: &[[u8; 32]]) -> G1Pro
         }
         let nbits = bits[group];
         let nbytes = nbits.div_ceil(8);
-        let mut points = Vec::with_capacity(counts[group]);
+        // A group holding the whole column (quotient pieces, dense columns) uses the bases in place.
+        let whole = counts[group] == scalars.len();
+        let mut points = Vec::with_capacity(if whole { 0 } else { counts[group] });
         let mut bytes = Vec::with_capacity(counts[group] * nbytes);
         for (base, c) in bases.iter().zip(&classified) {
             if let Some((g, _, b)) = c {
                 if *g as usize == group {
-                    points.push(*base);
+                    if !whole {
+                        points.push(*base);
+                    }
                     bytes.extend_from_slice(&b[..nbytes]);
                 }
             }
         }
-        let sum = from_raw(points.as_slice().mult(&bytes, nbits));
+        let points = if whole {
+            &bases[..scalars.len()]
+        } else {
+            points.as_slice()
+        };
+        let sum = from_raw(points.mult(&bytes, nbits));
         let negative = (CLASSES.len()..2 * CLASSES.len()).contains(&group);
         if negative {
             total -= &sum;
