@@ -79,6 +79,15 @@ def test_both_schemes_give_byte_identical_seeded_proofs(srs):
     assert sized == plain
 
 
+def test_the_provers_keys_commit_the_fixed_columns_as_the_verifiers(srs, level_f):
+    """keygen commits the fixed and permutation columns with the sized scheme, keygen_vk (the verifier's
+    path) with midnight's KZG: the serialized verifying keys must be identical."""
+    cs, _, keys, _ = level_f
+    assert keys.vk == be.keygen_vk(srs, cs)
+    mac, _ = mac_circuit()
+    assert be.keygen(srs, mac).vk == be.keygen_vk(srs, mac)
+
+
 def test_commitments_agree_on_columns_of_every_size(srs):
     rng = np.random.default_rng(1)
     n = 1 << 10
