@@ -36,7 +36,7 @@ on a shared machine); keygen happens once per worker and is reported apart. The 
 
     python -m benchmarks.vitb_proof [--model vitb|smollm2] [--sample N|all] [--level R|F] [--block-size B] [--lanes L]
         [--blocks-per-chunk nb | --k K] [--mask second-order|random] [--workers W] [--[no-]pin]
-        [--spec name=value,...] --json PATH
+        [--spec name=value,...] [--commitment-scheme sized|plain] --json PATH
 
 The SRS is a development SRS generated once under ``~/.cache/jaxapex`` (never committed).
 """
@@ -206,7 +206,7 @@ class ProverConfig:
     srs_sha256: str
 
 
-def _init_worker(threads: int | None, pin: bool, counter) -> None:
+def _init_worker(threads: int | None, pin: bool, counter, commitment_scheme: str | None = None) -> None:
     """Runs in each prover process before the extension starts its thread pools.
 
     ``pin``: bind the process to one CPU of its own (worker i -> CPU i mod n). The MSM thread pool
@@ -221,6 +221,8 @@ def _init_worker(threads: int | None, pin: bool, counter) -> None:
         os.sched_setaffinity(0, {cpus[index % len(cpus)]})
     if threads:
         os.environ["RAYON_NUM_THREADS"] = str(threads)
+    if commitment_scheme:  # backend.prove's default in this process
+        os.environ["JAXAPEX_COMMITMENT_SCHEME"] = commitment_scheme
     warnings.simplefilter("ignore")
 
 
@@ -238,17 +240,12 @@ def _shape(config: ProverConfig):
     )
 
 
-def prove_chunk(job: tuple[ProverConfig, Workload, int, int, np.ndarray]) -> dict[str, Any]:
-    """In a prover process: witness, lowering, (keygen once), proof, commitments of one chunk."""
-    from circuit_compiler import backend
+def lower_job(config: ProverConfig, workload: Workload, layer: int, chunk: int, mask: np.ndarray):
+    """(cs, assignment, masked weights, valid blocks) of one chunk: witness generation and lowering."""
     from circuit_compiler.lowering import chunk_layer, draw_salts, lower_chunk
     from circuit_compiler.witness import obs_witness, removal_witness
 
-    config, workload, layer, chunk, mask = job
-    started = time.time()
     shape = _shape(config)
-    srs = _worker_srs(config)
-    t0 = time.perf_counter()
     data = chunk_data(workload, layer, chunk, mask)
     if config.level == "F":
         witness = obs_witness(data["theta"], data["G"], data["mask"], spec=shape.spec)
@@ -269,6 +266,18 @@ def prove_chunk(job: tuple[ProverConfig, Workload, int, int, np.ndarray]) -> dic
     masked, valid = int(data["mask"].sum()), int(data["valid_blocks"])
     del data, witness, part  # only the circuit and its assignment go on to the prover
     gc.collect()
+    return cs, assignment, masked, valid
+
+
+def prove_chunk(job: tuple[ProverConfig, Workload, int, int, np.ndarray]) -> dict[str, Any]:
+    """In a prover process: witness, lowering, (keygen once), proof, commitments of one chunk."""
+    from circuit_compiler import backend
+
+    config, workload, layer, chunk, mask = job
+    started = time.time()
+    srs = _worker_srs(config)
+    t0 = time.perf_counter()
+    cs, assignment, masked, valid = lower_job(config, workload, layer, chunk, mask)
     t1 = time.perf_counter()
     keys = backend.keygen(srs, cs)  # once per process and shape (the backend caches keys)
     t2 = time.perf_counter()
@@ -335,11 +344,25 @@ def dev_srs(k: int, directory: Path):
     return Srs.generate_dev(k, directory / f"srs-dev-k{k}-seed0.bin", seed=0)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from circuit_compiler import backend
-    from circuit_compiler.lowering import blocks_to_fill, build_chunk_circuit, chunk_instances
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a run proves: the workload, its masks, the touched chunks and the sampled ones, the chunk
+    circuit's shape (``cs``: its structure, for keygen and verification) and the prover configuration."""
 
-    warnings.simplefilter("ignore")
+    workload: Workload
+    masks: list[np.ndarray]
+    todo: list[tuple[int, int]]
+    sample: list[tuple[int, int]]
+    config: ProverConfig
+    shape: Any
+    cs: Any
+    srs: Any
+
+
+def plan(args: argparse.Namespace) -> Plan:
+    """The run's plan from the command line (``--sample``, ``--level``, ``--block-size``, ``--k``...)."""
+    from circuit_compiler.lowering import blocks_to_fill, build_chunk_circuit
+
     # the shift (and ỹ's width) grow with log2 B, as the block-size study and the protocol do
     spec = parse_spec(args.spec).for_block_size(args.block_size)
     lanes = (args.lanes or args.block_size) if args.level == "F" else None
@@ -371,13 +394,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cs = build_chunk_circuit(shape).cs
     srs = dev_srs(cs.k, Path(args.srs_dir))
     config = dataclasses.replace(probe, srs_path=str(srs.path), srs_sha256=srs.sha256)
+    return Plan(workload, masks, todo, sample, config, shape, cs, srs)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from circuit_compiler import backend
+    from circuit_compiler.lowering import chunk_instances
+
+    warnings.simplefilter("ignore")
+    p = plan(args)
+    workload, masks, todo, sample = p.workload, p.masks, p.todo, p.sample
+    config, shape, cs, srs = p.config, p.shape, p.cs, p.srs
+    spec, lanes, nb = shape.spec, config.lanes, config.blocks_per_chunk
     jobs = [(config, workload, layer, chunk, masks[layer]) for layer, chunk in sample]
 
     load_before = os.getloadavg()
     ctx = multiprocessing.get_context("spawn")
     counter = ctx.Value("i", 0)
     start = time.perf_counter()
-    with ctx.Pool(args.workers, initializer=_init_worker, initargs=(args.threads, args.pin, counter)) as pool:
+    initargs = (args.threads, args.pin, counter, args.commitment_scheme)
+    with ctx.Pool(args.workers, initializer=_init_worker, initargs=initargs) as pool:
         results = pool.map(prove_chunk, jobs, chunksize=1)
     batch_wall = time.perf_counter() - start
     load_after = os.getloadavg()
@@ -431,6 +467,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "mask": args.mask,
         "workers": args.workers,
         "threads": args.threads,
+        "commitment_scheme": args.commitment_scheme or backend.default_commitment_scheme(),
         "pinned": args.pin,
         "chunks_per_layer": workload.chunks_per_layer,
         "chunks_total": total,
@@ -572,8 +609,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--srs-dir", default=str(DEFAULT_SRS_DIR))
+    parser.add_argument(
+        "--commitment-scheme",
+        choices=("sized", "plain"),
+        default=None,
+        help="how provers compute commitments (default: $JAXAPEX_COMMITMENT_SCHEME, else sized; benchmarks/NOTES.md)",
+    )
     add_json_option(parser)
     args = parser.parse_args(argv)
+
     if args.sample != "all" and (not args.sample.isdigit() or int(args.sample) < 1):
         parser.error(f"--sample must be a positive integer or 'all', got {args.sample!r}")
     if args.workers < 1:

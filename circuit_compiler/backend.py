@@ -13,6 +13,12 @@ KZG commitments over BLS12-381; see DESIGN.md section 6):
 * :func:`commit`     -- the KZG commitment of a committed-instance column, exactly as the prover binds it;
 * :func:`mock_prove` -- midnight-proofs' own MockProver on the same circuit (failures as strings).
 
+Commitment schemes (``commitment_scheme``, default :func:`default_commitment_scheme`): ``"sized"``, the
+extension's own multi-scalar multiplications (affine bases once, scalars grouped by bit length, a
+content-keyed cache so a column committed before -- a registered θ or G column -- is not recomputed), or
+``"plain"``, midnight-proofs' KZG commitments unchanged (the reference). Both give the same commitments and
+standard KZG proofs that the unmodified verifier accepts; :func:`commitment_stats` times their calls.
+
 Committed columns are the verifier's view of private-but-bound data (the model weights): the verifier
 gets their 48-byte commitments, never the values. Public instance columns are given in clear.
 
@@ -27,6 +33,7 @@ import collections
 import dataclasses
 import hashlib
 import json
+import os
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -46,6 +53,36 @@ BLS12_381_SCALAR_MODULUS = int(_halo2.scalar_modulus(), 16)
 
 #: Bytes of a compressed BLS12-381 G1 point (a commitment).
 COMMITMENT_BYTES = 48
+
+#: How the prover computes commitments (see the module docstring); the first is the default.
+COMMITMENT_SCHEMES = ("sized", "plain")
+COMMITMENT_SCHEME_ENV = "JAXAPEX_COMMITMENT_SCHEME"
+
+
+def default_commitment_scheme() -> str:
+    """The scheme named by ``$JAXAPEX_COMMITMENT_SCHEME``, else ``"sized"``."""
+    return _commitment_scheme(os.environ.get(COMMITMENT_SCHEME_ENV) or COMMITMENT_SCHEMES[0], COMMITMENT_SCHEME_ENV)
+
+
+def _commitment_scheme(name: str | None, what: str = "commitment_scheme") -> str:
+    if name is None:
+        return default_commitment_scheme()
+    if name not in COMMITMENT_SCHEMES:
+        raise BackendError(f"{what}: expected one of {', '.join(COMMITMENT_SCHEMES)}, got {name!r}")
+    return name
+
+
+def commitment_stats(reset: bool = False) -> dict[str, tuple[int, float, float]]:
+    """(calls, wall seconds, CPU seconds) spent in the prover's commitment scheme since the last reset,
+    process-wide: ``commit_lagrange`` (column commitments), ``commit`` (quotient pieces), ``multi_open`` (the
+    KZG opening, its two MSMs included), ``cache_hits`` (commit_lagrange calls served from the cache, 0 s).
+    CPU seconds are the whole process's during the calls: a call's own when the prover is pinned to one CPU."""
+    return {name: (int(c), float(w), float(t)) for name, (c, w, t) in _halo2.commitment_stats(reset).items()}
+
+
+def clear_commitment_cache() -> None:
+    """Forget the cached column commitments of the ``"sized"`` scheme."""
+    _halo2.clear_commitment_cache()
 
 
 def _check_modulus(modulus: int) -> None:
@@ -238,6 +275,7 @@ def prove(
     modulus: int = BLS12_381_SCALAR_MODULUS,
     *,
     rng_seed: int | None = None,
+    commitment_scheme: str | None = None,
 ) -> bytes:
     """A proof that ``assignment`` satisfies ``cs``, binding its committed columns to their commitments.
 
@@ -245,8 +283,10 @@ def prove(
     verification (run :func:`mock_prove` or the Python mock prover to find out why); only a lookup input
     missing from its table makes proving itself fail. ``rng_seed`` fixes the blinding randomness, for tests
     only (a known seed removes zero knowledge); proofs of circuits with lookups still vary, since
-    midnight-proofs fills the permuted lookup tables in hash-map order.
+    midnight-proofs fills the permuted lookup tables in hash-map order. ``commitment_scheme``: ``"sized"``
+    or ``"plain"`` (default :func:`default_commitment_scheme`); the proof verifies the same either way.
     """
+    scheme = _commitment_scheme(commitment_scheme)
     compiled = _compile(cs, modulus)
     if keys.circuit_digest != compiled.circuit_digest:
         raise BackendError(
@@ -262,7 +302,7 @@ def prove(
         keys = fresh
     advice, instance, committed = _assignment_bytes(cs, assignment, modulus)
     seed = None if rng_seed is None else int(rng_seed) % (1 << 64)
-    return _halo2.prove(srs.handle, keys.handle, advice, instance, committed, seed)
+    return _halo2.prove(srs.handle, keys.handle, advice, instance, committed, seed, scheme)
 
 
 _vk_cache: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
@@ -361,16 +401,20 @@ def verify(
     return True
 
 
-def commit(srs: Srs, k: int, values: Any, modulus: int = BLS12_381_SCALAR_MODULUS) -> bytes:
+def commit(
+    srs: Srs, k: int, values: Any, modulus: int = BLS12_381_SCALAR_MODULUS, *, commitment_scheme: str | None = None
+) -> bytes:
     """KZG commitment (48-byte compressed G1) of one column: Σ_i v_i·[L_i(τ)]G1 over the 2^k domain.
 
     This is what a proof binds a committed-instance column to, so a client commits its weights once (with
     a random salt cell, see the lowering) and the verifier checks proofs against that commitment.
-    Commitments are additively homomorphic: commit(a) + commit(b) = commit(a + b).
+    Commitments are additively homomorphic: commit(a) + commit(b) = commit(a + b). With the ``"sized"``
+    scheme (the default) the commitment is cached, so proving the same column later does not recompute it.
     """
     _check_modulus(modulus)
+    scheme = _commitment_scheme(commitment_scheme)
     encoding, blob = _column_bytes(values, modulus, "committed column")
-    return _halo2.commit(srs.handle, int(k), encoding, blob)
+    return _halo2.commit(srs.handle, int(k), encoding, blob, scheme)
 
 
 def lagrange_points(srs: Srs, k: int, rows: Sequence[int]) -> list[bytes]:

@@ -37,11 +37,13 @@ def test_smollm2_workload_covers_its_90_swiglu_matrices():
         vp.Workload(block_size=100, blocks_per_chunk=4, mask_kind="random", seed=0, model="smollm2")
 
 
-@pytest.mark.parametrize("level, block_size", [("F", 16), ("F", 32), ("R", 16)])
-def test_sampled_chunks_are_proven_verified_and_extrapolated(tmp_path, level, block_size, capsys):
+@pytest.mark.parametrize("level, block_size, scheme", [("F", 16, None), ("F", 32, None), ("R", 16, "plain")])
+def test_sampled_chunks_are_proven_verified_and_extrapolated(tmp_path, level, block_size, scheme, capsys, monkeypatch):
+    monkeypatch.delenv("JAXAPEX_COMMITMENT_SCHEME", raising=False)
     out = tmp_path / "vitb.json"
     code = vp.main(
         [
+            *(["--commitment-scheme", scheme] if scheme else []),
             "--sample",
             "2",
             "--k",
@@ -62,6 +64,7 @@ def test_sampled_chunks_are_proven_verified_and_extrapolated(tmp_path, level, bl
     result = json.loads(out.read_text())
     assert result["chunks_proved"] == len(result["per_chunk"]) == 2
     assert result["block_size"] == block_size and result["level"] == level
+    assert result["commitment_scheme"] == (scheme or "sized")
     # B = 32 needs a larger rescale shift than the default spec (s >= f_g + log2 B)
     assert result["spec"]["s"] >= result["spec"]["f_g"] + math.ceil(math.log2(block_size))
     chunks = result["chunks_total"]
@@ -78,3 +81,22 @@ def test_sampled_chunks_are_proven_verified_and_extrapolated(tmp_path, level, bl
 def test_bad_spec_is_named():
     with pytest.raises(ValueError, match="--spec: 'x=1' is not name=value"):
         vp.parse_spec("x=1")
+
+
+def test_commit_scheme_benchmark_proves_each_chunk_three_ways(tmp_path, capsys):
+    from benchmarks import commit_scheme
+
+    out = tmp_path / "commit_scheme.json"
+    args = ["--block-sizes", "16", "--k", "10", "--sample", "1", "--no-pin", "--srs-dir", str(tmp_path / "srs")]
+    assert commit_scheme.main([*args, "--json", str(out)]) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    rows = result["per_proof"]
+    assert [r["variant"] for r in rows] == list(commit_scheme.VARIANTS)  # each verified by the plain verifier
+    plain, sized, registered = rows
+    assert plain["cache_hits"] == sized["cache_hits"] == 0
+    committed = registered["committed_columns"]
+    assert committed >= 17 and registered["cache_hits"] == committed  # the registered θ and G: not recomputed
+    for r in rows:
+        assert r["commit_lagrange_calls"] > committed and r["multi_open_calls"] == 1
+        assert 0 < r["commit_lagrange_cpu_s"] + r["commit_cpu_s"] + r["multi_open_cpu_s"] <= r["prove_cpu_s"]
+    assert "ViT-B total" in capsys.readouterr().out

@@ -6,6 +6,7 @@
 
 mod circuit;
 mod group_ops;
+pub mod sized_kzg;
 mod srs;
 mod structure;
 
@@ -44,13 +45,17 @@ use rayon::prelude::*;
 
 use crate::{
     circuit::{GenericCircuit, Mode, Witness},
+    sized_kzg::{Msm, SizedKzg},
     structure::{decode_values, Kind, Structure},
 };
 
 /// The BLS12-381 scalar field (midnight-curves calls it `Fq`).
 pub type Fr = midnight_curves::Fq;
 pub type E = midnight_curves::Bls12;
+/// The verifier's scheme: midnight's KZG, unchanged.
 type Scheme = KZGCommitmentScheme<E>;
+/// The prover's scheme: the same KZG proofs, with this crate's commitment MSMs.
+type ProverScheme = SizedKzg;
 type Tr = CircuitTranscript<Blake2b>;
 
 create_exception!(
@@ -358,7 +363,7 @@ fn trim_trailing_zeros(values: &mut Vec<Fr>) {
 /// Proving key (which contains the verifying key) of one circuit structure on one SRS.
 #[pyclass(name = "Keys", module = "circuit_compiler._halo2", frozen)]
 struct PyKeys {
-    pk: Arc<ProvingKey<Fr, Scheme>>,
+    pk: Arc<ProvingKey<Fr, ProverScheme>>,
     structure: Arc<Structure>,
 }
 
@@ -374,7 +379,10 @@ struct PyVerifyingKey {
 /// with compressed points. The positions are bound: they change the key's transcript hash.
 const VK_MAGIC: &[u8; 6] = b"JXVK\x00\x01";
 
-fn vk_to_bytes(vk: &plonk::VerifyingKey<Fr, Scheme>, s: &Structure) -> Vec<u8> {
+fn vk_to_bytes<CS: PolynomialCommitmentScheme<Fr>>(
+    vk: &plonk::VerifyingKey<Fr, CS>,
+    s: &Structure,
+) -> Vec<u8> {
     let positions = s.equality_positions();
     let mut out = Vec::with_capacity(10 + 4 * positions.len());
     out.extend_from_slice(VK_MAGIC);
@@ -435,11 +443,16 @@ impl PyKeys {
         PyBytes::new(py, &vk_to_bytes(self.pk.get_vk(), &self.structure))
     }
 
-    fn verifying_key(&self) -> PyVerifyingKey {
-        PyVerifyingKey {
-            vk: Arc::new(self.pk.get_vk().clone()),
-            structure: self.structure.clone(),
-        }
+    /// The verifier's key (read back from the prover's: the same bytes for the plain KZG scheme).
+    fn verifying_key(&self, py: Python<'_>) -> PyResult<PyVerifyingKey> {
+        let bytes = vk_to_bytes(self.pk.get_vk(), &self.structure);
+        let shape = self.structure.clone();
+        let (vk, s) = py
+            .allow_threads(|| guarded("reading verifying key", || vk_from_bytes(&bytes, &shape)))?;
+        Ok(PyVerifyingKey {
+            vk: Arc::new(vk),
+            structure: Arc::new(s),
+        })
     }
 
     #[getter]
@@ -482,7 +495,7 @@ fn keygen(py: Python<'_>, srs: &PySrs, structure: &PyStructure) -> PyResult<PyKe
     let srs = srs.inner.clone();
     let pk = py.allow_threads(|| {
         guarded("keygen", || {
-            let params = srs.for_k(s.k)?;
+            let params = srs.sized_for_k(s.k, Msm::Sized)?;
             let circuit = GenericCircuit {
                 structure: s.clone(),
                 witness: None,
@@ -492,7 +505,8 @@ fn keygen(py: Python<'_>, srs: &PySrs, structure: &PyStructure) -> PyResult<PyKe
             let fail = |e: plonk::Error| {
                 BackendError::invalid(format!("keygen of circuit {:?}: {e}", s.name))
             };
-            let vk = keygen_vk_with_k::<Fr, Scheme, _>(&params, &circuit, s.k).map_err(fail)?;
+            let vk =
+                keygen_vk_with_k::<Fr, ProverScheme, _>(&params, &circuit, s.k).map_err(fail)?;
             keygen_pk(vk, &circuit).map_err(fail)
         })
     })?;
@@ -532,10 +546,21 @@ fn keygen_vk(py: Python<'_>, srs: &PySrs, structure: &PyStructure) -> PyResult<P
 
 // ------------------------------------------------------------------------------------ prove / verify
 
+/// The MSM mode named by `scheme`: "sized" (this crate's MSMs) or "plain" (midnight's KZG commitments).
+fn parse_scheme(scheme: &str) -> PyResult<Msm> {
+    Msm::parse(scheme).ok_or_else(|| {
+        Halo2Error::new_err(format!(
+            "commitment scheme {scheme:?}: expected \"sized\" or \"plain\""
+        ))
+    })
+}
+
 /// Prove: `advice`, `instance`, `committed` map column names to (encoding, bytes). With `seed` the
-/// blinding randomness is reproducible (tests only: a known seed removes zero knowledge).
+/// blinding randomness is reproducible (tests only: a known seed removes zero knowledge). `scheme`:
+/// how commitments are computed ("sized" or "plain"); the proof is a standard KZG proof either way.
 #[pyfunction]
-#[pyo3(signature = (srs, keys, advice, instance, committed, seed=None))]
+#[pyo3(signature = (srs, keys, advice, instance, committed, seed=None, scheme="sized"))]
+#[allow(clippy::too_many_arguments)]
 fn prove<'py>(
     py: Python<'py>,
     srs: &PySrs,
@@ -544,14 +569,16 @@ fn prove<'py>(
     instance: &Bound<'py, PyDict>,
     committed: &Bound<'py, PyDict>,
     seed: Option<u64>,
+    scheme: &str,
 ) -> PyResult<Bound<'py, PyBytes>> {
+    let msm = parse_scheme(scheme)?;
     let s = keys.structure.clone();
     let (witness, instances) = decode_assignment(&s, advice, instance, committed)?;
     let witness = Arc::new(witness);
     let (pk, srs) = (keys.pk.clone(), srs.inner.clone());
     let proof = py.allow_threads(|| {
         guarded("prove", || {
-            let params = srs.for_k(s.k)?;
+            let params = srs.sized_for_k(s.k, msm)?;
             let circuit = GenericCircuit {
                 structure: s.clone(),
                 witness: Some(witness),
@@ -561,7 +588,7 @@ fn prove<'py>(
             let slices: Vec<&[Fr]> = instances.iter().map(Vec::as_slice).collect();
             let mut transcript = Tr::init();
             let result = match seed {
-                Some(seed) => create_proof::<Fr, Scheme, Tr, _>(
+                Some(seed) => create_proof::<Fr, ProverScheme, Tr, _>(
                     &params,
                     &pk,
                     &[circuit],
@@ -570,7 +597,7 @@ fn prove<'py>(
                     &mut transcript,
                     ChaCha20Rng::seed_from_u64(seed),
                 ),
-                None => create_proof::<Fr, Scheme, Tr, _>(
+                None => create_proof::<Fr, ProverScheme, Tr, _>(
                     &params,
                     &pk,
                     &[circuit],
@@ -773,14 +800,18 @@ pub(crate) fn decode_point(bytes: &[u8]) -> Result<G1Projective, String> {
 
 /// KZG commitment of one column in the Lagrange basis of the 2^k domain (values beyond the array are
 /// zero), exactly as the prover commits a committed instance column. Returns 48 compressed bytes.
+/// With the "sized" scheme the result is cached, so a proof of the same column reuses it.
 #[pyfunction]
+#[pyo3(signature = (srs, k, encoding, data, scheme="sized"))]
 fn commit<'py>(
     py: Python<'py>,
     srs: &PySrs,
     k: u32,
     encoding: &str,
     data: &[u8],
+    scheme: &str,
 ) -> PyResult<Bound<'py, PyBytes>> {
+    let msm = parse_scheme(scheme)?;
     let values = decode_values(encoding, data, "committed values")?;
     if values.len() > (1usize << k) {
         return Err(Halo2Error::new_err(format!(
@@ -791,14 +822,33 @@ fn commit<'py>(
     let srs = srs.inner.clone();
     let point = py.allow_threads(|| {
         guarded("commit", || {
-            let params = srs.for_k(k)?;
+            let params = srs.sized_for_k(k, msm)?;
             let domain = EvaluationDomain::<Fr>::new(1, k);
             let mut poly = domain.empty_lagrange();
             poly.iter_mut().zip(values).for_each(|(p, v)| *p = v);
-            Ok(Scheme::commit_lagrange(&params, &poly))
+            Ok(ProverScheme::commit_lagrange(&params, &poly))
         })
     })?;
     Ok(PyBytes::new(py, point.to_bytes().as_ref()))
+}
+
+/// Calls, wall seconds and process CPU seconds of the prover's commitment scheme since the last reset,
+/// process-wide: {"commit_lagrange": (calls, wall, cpu), "commit": ..., "multi_open": ...,
+/// "cache_hits": (hits, 0.0, 0.0)}.
+#[pyfunction]
+#[pyo3(signature = (reset=false))]
+fn commitment_stats(py: Python<'_>, reset: bool) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    for (name, figures) in sized_kzg::stats(reset) {
+        d.set_item(name, figures)?;
+    }
+    Ok(d)
+}
+
+/// Forget every cached commitment of the "sized" scheme.
+#[pyfunction]
+fn clear_commitment_cache() {
+    sized_kzg::clear_cache();
 }
 
 /// [L_r(τ)]_1 for each row r of the 2^k domain -- the commitment of the unit column at r -- read from the
@@ -904,6 +954,8 @@ fn _halo2(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_function(wrap_pyfunction!(commit, m)?)?;
     m.add_function(wrap_pyfunction!(lagrange_points, m)?)?;
+    m.add_function(wrap_pyfunction!(commitment_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(clear_commitment_cache, m)?)?;
     m.add_function(wrap_pyfunction!(group_ops::g1_msm, m)?)?;
     m.add_function(wrap_pyfunction!(mock_prove, m)?)?;
     m.add_function(wrap_pyfunction!(scalar_modulus, m)?)?;

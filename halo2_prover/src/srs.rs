@@ -31,7 +31,10 @@ use midnight_proofs::{
 };
 use rayon::prelude::*;
 
-use crate::{BackendError, Fr, E};
+use crate::{
+    sized_kzg::{AffineBases, Msm, SizedParams},
+    BackendError, Fr, E,
+};
 
 pub const MAGIC: &[u8; 8] = b"JXSRS\x00\x00\x01";
 const G1_BYTES: usize = 96;
@@ -167,7 +170,14 @@ pub struct Srs {
     full_checks: bool,
     g2: G2Affine,
     s_g2: G2Affine,
-    by_k: Mutex<HashMap<u32, Arc<ParamsKZG<E>>>>,
+    by_k: Mutex<HashMap<u32, Domain>>,
+}
+
+/// The prover parameters of one 2^k domain and the same bases in affine form (for `SizedKzg`).
+#[derive(Clone)]
+struct Domain {
+    kzg: Arc<ParamsKZG<E>>,
+    affine: Arc<AffineBases>,
 }
 
 impl Srs {
@@ -236,6 +246,16 @@ impl Srs {
 
     /// The prover parameters of the 2^k domain (read from the file once, then cached).
     pub fn for_k(&self, k: u32) -> Result<Arc<ParamsKZG<E>>, BackendError> {
+        Ok(self.domain(k)?.kzg)
+    }
+
+    /// The `SizedKzg` parameters of the 2^k domain, computing commitments the `msm` way.
+    pub fn sized_for_k(&self, k: u32, msm: Msm) -> Result<SizedParams, BackendError> {
+        let d = self.domain(k)?;
+        Ok(SizedParams::new(d.kzg, d.affine, msm))
+    }
+
+    fn domain(&self, k: u32) -> Result<Domain, BackendError> {
         if k == 0 || k > self.k_max {
             return Err(BackendError::invalid(format!(
                 "the SRS supports circuits up to k = {}, this one needs k = {k}",
@@ -275,15 +295,17 @@ impl Srs {
                 ));
             }
         }
-        let params = Arc::new(ParamsKZG::from_parts(
+        let affine = Arc::new(AffineBases::new(k, &g, &lagrange));
+        let kzg = Arc::new(ParamsKZG::from_parts(
             k,
             g,
             Some(lagrange),
             self.g2.into(),
             self.s_g2.into(),
         ));
-        cache.insert(k, params.clone());
-        Ok(params)
+        let domain = Domain { kzg, affine };
+        cache.insert(k, domain.clone());
+        Ok(domain)
     }
 
     /// The Lagrange-basis points [L_r(s)]_1 of the given rows of the 2^k domain. From the cached
@@ -303,7 +325,7 @@ impl Srs {
             )));
         }
         if let Some(p) = self.by_k.lock().unwrap_or_else(|e| e.into_inner()).get(&k) {
-            return Ok(rows.iter().map(|&r| p.g_lagrange()[r]).collect());
+            return Ok(rows.iter().map(|&r| p.kzg.g_lagrange()[r]).collect());
         }
         let bad = |msg: String| {
             BackendError::invalid(format!("SRS {} (k = {k}): {msg}", self.path.display()))
