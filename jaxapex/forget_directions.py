@@ -160,14 +160,14 @@ def forget_directions(
     directions of :func:`contrast_directions`. ``tokens="cls"`` counts the class token's inputs only."""
     if kind not in DIRECTION_KINDS:
         raise ValueError(f"forget directions: kind must be one of {DIRECTION_KINDS}, got {kind!r}")
+    if kind == "contrast" and retain_batches is None:
+        raise ValueError("contrast forget directions need the retain set's batches")
     paths = tuple(tuple(p) for p in paths)
     forget, seen = input_grams(model, params, paths, forget_batches, max_examples=max_examples, tokens=tokens)
     if not seen:
         raise ValueError("forget directions need at least one forget example")
     if kind == "principal":
         return {path: principal_directions(forget[path], k) for path in paths}
-    if retain_batches is None:
-        raise ValueError("contrast forget directions need the retain set's batches")
     retain, seen_retain = input_grams(model, params, paths, retain_batches, max_examples=max_examples, tokens=tokens)
     if not seen_retain:
         raise ValueError("contrast forget directions need at least one retain example")

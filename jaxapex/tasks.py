@@ -559,7 +559,12 @@ def run_recipe(
     )
     params_masked = apply_mask(params_personal, masks)
     directions = provider_directions(
-        un, model=model, params_global=params_global, masks=masks, forget=data["forget_train"], retain=data["retain_train"]
+        un,
+        model=model,
+        params_global=params_global,
+        masks=masks,
+        forget=data["forget_train"],
+        retain=data["retain_train"],
     )
     log(f"client OBS: B={un.block_size}, damp={un.damp}, forget directions k={un.forget_directions}")
     params_obs, obs_info = _timed(

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
-from jaxapex.forget_directions import block_directions, principal_directions
+from jaxapex.forget_directions import block_directions, contrast_directions, principal_directions
 from jaxapex.protocol.artifacts import ArtifactError, sha256_file
 from jaxapex.protocol.requests import DIRECTIONS_BLOB, UnlearningRequest
 
@@ -29,6 +29,25 @@ def test_principal_directions_are_the_top_singular_vectors():
     assert principal_directions(X.T @ X, 0).shape == (0, 6)
     with pytest.raises(ValueError, match=r"K = 7 must be in \[0, in = 6\]"):
         principal_directions(X.T @ X, 7)
+
+
+def test_contrast_directions_find_what_only_the_forget_inputs_use():
+    rng = np.random.default_rng(1)
+    shared = np.diag([6.0, 5.0, 4.0, 0.3, 0.3, 0.3])  # large directions every input uses
+    retain = rng.standard_normal((400, 6)) @ shared
+    forget = rng.standard_normal((400, 6)) @ shared
+    forget[:, 4] += 2.0 * rng.standard_normal(400)  # a small direction only the forget inputs use
+    c_f, c_r = forget.T @ forget / 400, retain.T @ retain / 400
+    assert np.argmax(np.abs(principal_directions(c_f, 1)[0])) in (0, 1, 2)  # principal: a shared direction
+    U = contrast_directions(c_f, c_r, 1)
+    assert np.abs(U[0, 4]) > 0.99 and U[0, 4] > 0
+    U3 = contrast_directions(c_f, c_r, 3)
+    np.testing.assert_allclose(U3 @ U3.T, np.eye(3), atol=1e-12)  # an orthonormal basis of the span
+    assert contrast_directions(c_f, c_r, 0).shape == (0, 6)
+    with pytest.raises(ValueError, match=r"K = 7 must be in \[0, in = 6\]"):
+        contrast_directions(c_f, c_r, 7)
+    with pytest.raises(ValueError, match="square and alike"):
+        contrast_directions(c_f, c_r[:5, :5], 2)
 
 
 def test_block_directions_read_each_weight_at_its_input_coordinate():
@@ -235,3 +254,14 @@ def test_malformed_request_directions_through_the_cli(roles, capsys):
     run("unlearn", "--state", tmp / "state-0", "--request", broken, "--out", tmp / "state-x", expect=2)
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and DIRECTIONS_BLOB in err and "'layer0'" in err and "\n" not in err
+
+
+def test_direction_kinds_are_checked():
+    from jaxapex.tasks import UnlearningConfig
+
+    with pytest.raises(ValueError, match="directions_kind must be one of"):
+        UnlearningConfig(directions_kind="random")
+    from jaxapex.forget_directions import forget_directions
+
+    with pytest.raises(ValueError, match="need the retain set's batches"):
+        forget_directions(None, None, (), [{"x": np.zeros((1, 2))}], k=1, kind="contrast")
