@@ -1,9 +1,10 @@
 """Recovery of the client's accuracy vs restoration of the forgotten class, as the compensation varies:
 plain Group OBS along its damping line, and forget-aware OBS with k forget directions (every token's fc1
-inputs, or the class token's only) — on the real-data characters task, over several seeds.
+inputs, or the class token's only; the forget inputs' principal directions, or their directions relative to
+the retain inputs') — on the real-data characters task, over several seeds.
 
-    python -m benchmarks.forget_sweep [--quick] [--seeds 0,1,2] [--ks 0,1,2,4,8,16] [--damps ...]
-                                      [--json PATH] [--plot PATH]
+    python -m benchmarks.forget_sweep [--quick] [--seeds 0,1,2] [--ks 2,8,32] [--damps ...]
+                                      [--kinds principal,contrast] [--json PATH] [--plot PATH]
 
 Each seed runs the recipe once (models cached under runs/cache/characters, shared with benchmarks.table1);
 every point then reuses that seed's mask and models and changes only the compensation. A point reports,
@@ -37,11 +38,31 @@ def parse_floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"want comma-separated numbers, got {text!r}") from None
 
 
-def sweep_points(ks, damps, base_damp: float) -> list[dict[str, Any]]:
+def parse_kinds(text: str) -> tuple[str, ...]:
+    from jaxapex.forget_directions import DIRECTION_KINDS
+
+    kinds = tuple(t for t in text.split(",") if t)
+    unknown = sorted(set(kinds) - set(DIRECTION_KINDS))
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"--kinds wants some of {DIRECTION_KINDS}, got {text!r}")
+    return kinds
+
+
+def sweep_points(ks, damps, base_damp: float, kinds=("principal",)) -> list[dict[str, Any]]:
     """The settings: the damping line (k = 0), then k > 0 for each choice of directions (at ``base_damp``)."""
-    points = [{"line": "damping", "k": 0, "tokens": "all", "damp": d} for d in damps]
+    points = [{"line": "damping", "k": 0, "tokens": "all", "kind": "principal", "damp": d} for d in damps]
     points += [
-        {"line": f"forget-aware ({t} tokens)", "k": k, "tokens": t, "damp": base_damp} for t in TOKENS for k in ks if k
+        {
+            "line": f"forget-aware ({t} tokens{', contrast' if kind == 'contrast' else ''})",
+            "k": k,
+            "tokens": t,
+            "kind": kind,
+            "damp": base_damp,
+        }
+        for kind in kinds
+        for t in TOKENS
+        for k in ks
+        if k
     ]
     return points
 
@@ -50,7 +71,11 @@ def point_rows(run, point: dict[str, Any]) -> dict[str, Any]:
     from jaxapex.tasks import unlearn_with
 
     un = dataclasses.replace(
-        run.unlearning, forget_directions=point["k"], directions_tokens=point["tokens"], damp=point["damp"]
+        run.unlearning,
+        forget_directions=point["k"],
+        directions_tokens=point["tokens"],
+        directions_kind=point.get("kind", "principal"),
+        damp=point["damp"],
     )
     try:
         result = unlearn_with(run, un, masks=run.masks, masked_row=run.rows["masked"])
@@ -153,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=parse_seeds, default=(0, 1, 2), metavar="N,...")
     parser.add_argument("--ks", type=parse_seeds, default=DEFAULT_KS, metavar="K,...", help="forget directions")
     parser.add_argument("--damps", type=parse_floats, default=DEFAULT_DAMPS, metavar="D,...", help="damping line")
+    parser.add_argument(
+        "--kinds",
+        type=parse_kinds,
+        default=("principal", "contrast"),
+        metavar="principal,contrast",
+        help="forget directions: the forget inputs' principal directions and/or their contrast with the retain inputs",
+    )
     parser.add_argument("--plot", type=Path, default=Path("benchmarks/results/forget_sweep.png"))
     add_json_option(parser)
     args = parser.parse_args(argv)
@@ -166,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         run = run_characters_task(
             quick=args.quick, seed=seed, log=lambda m, s=seed: print(f"[sweep seed {s}] {m}", file=sys.stderr)
         )
-        points = points or sweep_points(args.ks, args.damps, run.unlearning.damp)
+        points = points or sweep_points(args.ks, args.damps, run.unlearning.damp, args.kinds)
         rows = run.rows
         runs_info.append(
             {

@@ -81,6 +81,14 @@ def test_forget_sweep_summary_means_and_target():
     points = sweep_points((4,), (1e-6, 1.0), 1e-6)
     assert [(p["k"], p["damp"]) for p in points] == [(0, 1e-6), (0, 1.0), (4, 1e-6), (4, 1e-6)]
     assert [p["tokens"] for p in points[2:]] == ["all", "cls"]
+    both = sweep_points((4,), (1e-6,), 1e-6, ("principal", "contrast"))
+    assert [(p["kind"], p["tokens"]) for p in both[1:]] == [
+        ("principal", "all"),
+        ("principal", "cls"),
+        ("contrast", "all"),
+        ("contrast", "cls"),
+    ]
+    assert len({p["line"] for p in both}) == 5  # each family its own line in the table and the plot
 
     def result(recovery, rebound):
         return {
