@@ -9,10 +9,10 @@ import pytest
 
 from benchmarks import baselines as bl
 from jaxapex import tasks
-from jaxapex.data import sources
+from jaxapex.data.characters import missing_sources
 
 needs_data = pytest.mark.skipif(
-    any(sources.source(n).path() is None for n in ("mnist", "printed-fonts", "handwriting-fonts")),
+    bool(missing_sources()),
     reason="real data not installed (jaxapex data status)",
 )
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from benchmarks import block_size as bs
 from circuit_compiler.lowering import build_chunk_circuit, chunk_shape_key
 from jaxapex import tasks
+from jaxapex.data.characters import missing_sources
 from jaxapex.layers import get_matrix
 from jaxapex.models import OPTConfig, ViTConfig
 
@@ -264,13 +265,7 @@ def test_overrides_are_parsed_and_bad_ones_named():
 # ------------------------------------------------------------------------------------ the characters task
 
 
-def _characters_data_missing() -> bool:
-    from jaxapex.data import sources
-
-    return any(sources.source(n).path() is None for n in ("mnist", "printed-fonts", "handwriting-fonts"))
-
-
-@pytest.mark.skipif(_characters_data_missing(), reason="real data not installed (jaxapex data status)")
+@pytest.mark.skipif(missing_sources(), reason="real data not installed (jaxapex data status)")
 def test_characters_is_the_default_task_and_its_blocks_may_span_rows(runs, tmp_path):
     characters = tasks.run_characters_task(config=tasks.characters_smoke_config(), seed=0, cache_dir=tmp_path / "cache")
     trained = []

@@ -7,10 +7,20 @@ import json
 import os
 from pathlib import Path
 
+from jaxapex.demo_tasks import DEFAULT_TASK, DEMO_TASKS
+
+TASK_HELP = "which task (default %(default)s): characters (real data) or digits (8x8, embedded)"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="run the end-to-end demo (train, personalize, commit, mask, unlearn, prove, verify)"
+    )
+    p.add_argument(
+        "--task",
+        choices=tuple(DEMO_TASKS),
+        default=DEFAULT_TASK,
+        help=TASK_HELP,
     )
     p.add_argument("--quick", action="store_true", help="small settings that finish in minutes on 2 cores")
     p.add_argument(
@@ -41,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_demo(
         DemoOptions(
             out_dir=args.out,
+            task=args.task,
             quick=args.quick,
             level=args.level,
             block_size=args.block_size,
