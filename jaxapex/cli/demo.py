@@ -9,7 +9,11 @@ from pathlib import Path
 
 from jaxapex.demo_tasks import DEFAULT_TASK, DEMO_TASKS
 
-TASK_HELP = "which task (default %(default)s): characters (real data) or digits (8x8, embedded)"
+TASK_HELP = (
+    "which task (default %(default)s): digits, the small 8x8 task embedded in the package, or characters, the "
+    "real-data task (needs `jaxapex data status`'s packages; --quick took ~20 min on 2 shared cores, over the "
+    "10-minute budget, which is why it is not the default)"
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
