@@ -1,4 +1,9 @@
-"""The whole story on the embedded offline data, every role through its real artifacts.
+"""The whole story on offline data, every role through its real artifacts.
+
+Two tasks (:data:`DEMO_TASKS`): ``characters``, the real-data vision task (a ViT trained on MNIST + printed
+capitals, personalized on handwriting fonts, asked to forget the digit 3; needs the data packages of
+``jaxapex data status``; trained models are cached under ``runs/cache/characters``), and ``digits``, the
+small 8×8 scikit-learn digits task embedded in the package (no data to install; the test fixture).
 
 provider trains the global model → client personalizes → client commits (model and, at level F, its
 inverse-Fisher blocks) and registers → provider computes the mask and issues a request → client unlearns
@@ -26,6 +31,7 @@ import numpy as np
 from circuit_compiler import fixedpoint
 from circuit_compiler.srs import InsecureSrsWarning, Srs
 
+from .demo_tasks import DEFAULT_TASK, DEMO_TASKS
 from .protocol import chunks as ch
 from .protocol import client, ml, provider
 from .protocol.config import LayerShape, ProofConfig
@@ -36,6 +42,7 @@ from .protocol.requests import UnlearningRequest, new_request_id
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DemoOptions:
     out_dir: Path
+    task: str = DEFAULT_TASK  # a key of DEMO_TASKS
     quick: bool = True
     level: str = "F"
     block_size: int | None = None  # default: the task recipe's block size
@@ -44,7 +51,7 @@ class DemoOptions:
     seed: int = 0
     workers: int | None = None
     progress: bool = True
-    task_config: Any = None  # a tasks.VisionTaskConfig overriding the recipe (tests use a tiny one)
+    task_config: Any = None  # the task's config (tasks.CharactersTaskConfig / VisionTaskConfig) overriding the recipe
     forget_directions: int = 0  # K: forget directions in the request (forget-aware OBS, level F)
 
 
@@ -77,8 +84,9 @@ def _mask_params(params, masks: dict[str, np.ndarray]):
 
 
 def run_demo(options: DemoOptions) -> dict[str, Any]:
-    from . import tasks
-
+    if options.task not in DEMO_TASKS:
+        raise ValueError(f"DemoOptions.task: unknown task {options.task!r}; choose from {', '.join(DEMO_TASKS)}")
+    task = DEMO_TASKS[options.task]
     if options.forget_directions and options.level != "F":
         raise ValueError(
             f"--forget-directions {options.forget_directions}: forget directions are proven at level F only"
@@ -87,8 +95,8 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
-    _log("training the global model and personalizing the client (vision task, embedded digits data)")
-    run = tasks.run_vision_task(
+    _log(f"training the global model and personalizing the client ({task.describe})")
+    run = task.run(
         quick=options.quick, seed=options.seed, block_size=options.block_size, config=options.task_config, log=_log
     )
     paths = run.target_paths
@@ -140,9 +148,9 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     # Provider: the mask (and the forget directions) from the global model and its data, as a request.
     request = UnlearningRequest(
         request_id=new_request_id(),
-        model_id="digits-vit",
+        model_id=task.model_id,
         masks={ml.path_name(p): np.asarray(run.masks[p], dtype=bool) for p in paths},
-        description="forget the digit class of the provider's forget set",
+        description=f"forget class {run.settings['forget_class']} (the provider's forget set)",
         directions=ml.provider_directions(
             run.model, run.params_global, paths, run.datasets["forget_train"], k=options.forget_directions
         ),
@@ -184,6 +192,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     float_obs = run.rows["obs"]  # the same OBS in float, before quantization: how much the proof costs in accuracy
     recovery = _recovery(table)
     result = {
+        "task": options.task,
         "verified": verified,
         "failure": failure,
         "level": options.level,

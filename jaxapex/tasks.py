@@ -780,6 +780,34 @@ def characters_config(*, quick: bool = True, seed: int = 0) -> CharactersTaskCon
     )
 
 
+def characters_smoke_config(*, seed: int = 0) -> CharactersTaskConfig:
+    """The characters recipe shrunk to run every step in seconds — for tests and smoke runs (the notebook's
+    and the demo's tiny modes), never for figures: a 2-block dim-32 ViT (fc1 W (64, 32), so the recipe's
+    B = 64 spans two rows), 300 MNIST + 8 printed renderings per capital, 2 handwriting renderings per
+    client class for training and 2 for testing, 30 global and 5 personalization steps; the recipe's mask
+    rule at 5 % of fc1 from 64 scorer gradients, OBS from 24 client gradients."""
+    base = characters_config(quick=True, seed=seed)
+    return dataclasses.replace(
+        base,
+        model=ViTConfig(image_size=28, patch_size=7, channels=1, dim=32, depth=2, heads=2, mlp_dim=64, num_classes=29),
+        data=CharactersDataConfig(
+            printed_train_per_class=8,
+            printed_test_per_class=2,
+            personal_train_per_class=2,
+            personal_test_per_class=2,
+            mnist_train=300,
+            mnist_test=60,
+        ),
+        global_train=TrainConfig(steps=30, batch_size=32, learning_rate=2e-3, seed=seed),
+        personalization=PersonalizeConfig(
+            train=TrainConfig(steps=5, batch_size=16, learning_rate=1e-3, seed=seed + 1),
+            layer_decay=0.8,
+            freeze_blocks=1,
+        ),
+        unlearning=dataclasses.replace(base.unlearning, mask_fraction=0.05, score_examples=64, fisher_examples=24),
+    )
+
+
 def run_characters_task(
     *,
     quick: bool = True,

@@ -109,26 +109,32 @@ RESEARCHER = [
         "md",
         """# jaxapex for ML researchers: the unlearning pipeline
 
-Global ViT on natural handwritten digits → a client personalizes it on a sketch-like shifted domain → the
-provider scores MLP weights on forget/retain data and publishes a sparse mask → the client removes the
-masked weights and repairs the damage with a Group-OBS update from its blockwise empirical Fisher.
-Then the same step as the client runs it under the protocol: quantized, committed, proven and verified.""",
+The real-data vision task (`jaxapex.tasks.run_characters_task`; benchmarks/TABLES.md describes it): a
+global ViT trained on MNIST digits + printed capitals (29 classes) → a client personalizes it on
+handwriting-font renderings of its 28 classes (a real printed → handwriting style shift) → the provider
+scores fc1 weights on forget (the digit 3) and retain data and publishes a sparse mask → the client removes
+the masked weights and repairs the damage with a Group-OBS update from its blockwise empirical Fisher.
+
+The data come from offline packages (`jaxapex data status` lists them and how to install them); trained
+models are cached under `runs/cache/characters`, so a second run reads them back instead of training
+(the first one trains for a few minutes). `jaxapex demo --task characters` runs the same step as the
+client does under the protocol: quantized, committed, proven and verified. Licences: MNIST CC BY-SA 3.0;
+the fonts their own free licences.""",
     ),
     (
         "code",
-        """import os, json
+        """import os, json, tempfile
 import numpy as np
 TINY = os.environ.get("JAXAPEX_NOTEBOOK_TINY") == "1"
-import dataclasses
 from jaxapex import tasks
-cfg = tasks.vision_config(quick=True, seed=0)
-if TINY:  # a smoke-test run: far fewer training steps
-    cfg = dataclasses.replace(
-        cfg, global_train=dataclasses.replace(cfg.global_train, steps=60, warmup_steps=5),
-        personalization=dataclasses.replace(cfg.personalization,
-                                            train=dataclasses.replace(cfg.personalization.train, steps=20, warmup_steps=2)))
-run = tasks.run_vision_task(quick=True, seed=0, config=cfg)
+if TINY:  # a smoke-test run: the recipe's smoke configuration, cached in a scratch directory
+    run = tasks.run_characters_task(config=tasks.characters_smoke_config(), cache_dir=tempfile.mkdtemp())
+else:  # the recipe with its quick global training (1,000 steps); models cached in runs/cache/characters
+    run = tasks.run_characters_task(quick=True, seed=0, log=print)
 summary = run.summary()
+settings = run.settings
+print(f"forget class {settings['forget_class']}; client classes {settings['personal_classes']}")
+print(f"evaluation: {settings['n_eval']['forget']} forget test images, {settings['n_eval']['personal']} personal test images")
 print(f"mask: {summary['masked_weight_fraction']:.2%} of the fc1 weights, B = {summary['block_size']}")
 for row in ("personalized", "masked", "obs"):
     r = summary["rows"][row]
@@ -144,7 +150,8 @@ metrics = ["forget_acc", "personal_acc", "test_acc"]
 fig, ax = plt.subplots(figsize=(6, 3))
 for i, row in enumerate(rows):
     ax.bar(np.arange(3) + (i - 1) * 0.27, [summary["rows"][row][m] for m in metrics], 0.27, label=row)
-ax.set_xticks(range(3), ["forget", "personal", "global test"]); ax.set_ylim(0, 1); ax.legend(fontsize=8)
+ax.set_xticks(range(3), ["forget (digit 3)", "personal (handwriting)", "global test"]); ax.set_ylim(0, 1)
+ax.legend(fontsize=8)
 plt.show()""",
     ),
     (
@@ -152,7 +159,8 @@ plt.show()""",
         """## Where the OBS update goes
 
 The update is confined to blocks that contain masked weights; inside them it moves the surviving weights
-along the client's curvature.""",
+along the client's curvature. A block is B consecutive weights of the row-major fc1 matrix W (out, in): at
+the recipe's B = 64 one block is one neuron's incoming row.""",
     ),
     (
         "code",
@@ -167,20 +175,26 @@ for p in run.target_paths:
         "md",
         """## The block-size trade-off
 
-Larger blocks capture more curvature (better recovery) but cost ~2·B proof cells per weight at level F.
-`python -m benchmarks.block_size --json runs/block_size.json` measures the curve; if it has been run, it is
-shown here.""",
+Larger blocks capture more curvature (better recovery) but cost about B + 16 proof cells per weight at
+level F. `python -m benchmarks.block_size --json PATH` measures the curve on the characters and code tasks;
+the measured study is kept in `benchmarks/results/block_size_characters.json` and shown here.""",
     ),
     (
         "code",
         """from pathlib import Path
-path = Path("runs/block_size.json")
+path = Path("benchmarks/results/block_size_characters.json")
 if path.exists():
-    data = json.loads(path.read_text())
-    for row in data["rows"]:
-        print(row)
+    study = json.loads(path.read_text())
+    names = study["settings"]["tasks"]
+    print("B     " + "".join(f"{name + ' rec':>16}" for name in names) + "   cells/weight")
+    for row in study["rows"]:
+        recoveries = "".join(
+            f"{'skipped':>16}" if row[f"{name}_skipped"] else f"{row[f'{name}_recovery']:>16.2f}" for name in names
+        )
+        print(f"{row['block_size']:<6}{recoveries}   {row['cells_per_weight']:>8.1f}")
+    print("recommended B:", study["recommended_block_size"])
 else:
-    print("run `python -m benchmarks.block_size --json runs/block_size.json` to fill this cell")""",
+    print("run `python -m benchmarks.block_size --json benchmarks/results/block_size_characters.json` to fill this cell")""",
     ),
 ]
 

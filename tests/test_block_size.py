@@ -15,11 +15,13 @@ from hypothesis import strategies as st
 from benchmarks import block_size as bs
 from circuit_compiler.lowering import build_chunk_circuit, chunk_shape_key
 from jaxapex import tasks
+from jaxapex.data.characters import missing_sources
 from jaxapex.layers import get_matrix
 from jaxapex.models import OPTConfig, ViTConfig
 
 SIZES = (16, 32)
 NOT_A_DIVISOR = 48  # the tiny models' target matrices hold 2048 weights
+FIXTURE_TASKS = ("vision", "code")  # the fast fixtures (8×8 digits, byte-level code); characters has its own test
 
 
 def _short(train, steps):
@@ -72,6 +74,8 @@ def study(runs, tmp_path_factory):
         patch.setattr(bs, "train_tasks", lambda names, **_: {name: runs[name] for name in names})
         code = bs.main(
             [
+                "--tasks",
+                ",".join(FIXTURE_TASKS),
                 "--sizes",
                 ",".join(map(str, (*SIZES, NOT_A_DIVISOR))),
                 "--json",
@@ -90,7 +94,7 @@ def test_json_has_one_row_per_size_with_both_tasks_and_the_proof_cost(study):
     assert sorted(rows) == [*SIZES, NOT_A_DIVISOR]
     for size in SIZES:
         row = rows[size]
-        for task in bs.TASK_NAMES:
+        for task in FIXTURE_TASKS:
             assert row[f"{task}_skipped"] is None
             for field in ("recovery", "loss_recovery", "forget_acc", "personal_acc"):
                 assert f"{task}_{field}" in row
@@ -134,7 +138,7 @@ def test_proof_cost_is_the_compiled_chunk_that_fills_2_to_the_16(block_size):
 def test_a_size_that_does_not_divide_a_layer_is_skipped_and_named(study, runs):
     result, _ = study
     row = next(r for r in result["rows"] if r["block_size"] == NOT_A_DIVISOR)
-    for task in bs.TASK_NAMES:
+    for task in FIXTURE_TASKS:
         reason = row[f"{task}_skipped"]
         assert reason and f"block_size {NOT_A_DIVISOR} does not divide" in reason and "2048" in reason
         assert "kernel" in reason  # names the layer
@@ -143,7 +147,7 @@ def test_a_size_that_does_not_divide_a_layer_is_skipped_and_named(study, runs):
     assert bs.divisibility_problem(runs["vision"], 16) is None
 
 
-@pytest.mark.parametrize("task", bs.TASK_NAMES)
+@pytest.mark.parametrize("task", FIXTURE_TASKS)
 def test_gradient_replay_gives_the_recipes_client_obs(runs, task):
     """Both Fisher routes: with 16 to 31 examples, B=16 is dense and B=32 low-rank."""
     run = runs[task]
@@ -174,7 +178,7 @@ def test_gradient_replay_gives_the_recipes_client_obs(runs, task):
 
 
 def test_the_study_reproduces_the_recipes_own_row(study):
-    for task in bs.TASK_NAMES:
+    for task in FIXTURE_TASKS:
         reference = study[0]["tasks"][task]["reference"]
         assert reference["abs_difference"] <= 1e-6, reference
 
@@ -242,7 +246,7 @@ def test_overrides_are_parsed_and_bad_ones_named():
             "code.scorer=activation",
             "code.target_layers=('fc1',)",
         ],
-        bs.TASK_NAMES,
+        FIXTURE_TASKS,
     )
     assert parsed == {
         "vision": {"mask_fraction": 0.3, "weights_per_neuron": None},
@@ -256,3 +260,49 @@ def test_overrides_are_parsed_and_bad_ones_named():
         bs.parse_overrides(["audio.mask_fraction=0.1"], bs.TASK_NAMES)
     with pytest.raises(ValueError, match="TASK.FIELD=VALUE"):
         bs.parse_overrides(["mask_fraction=0.1"], bs.TASK_NAMES)
+
+
+# ------------------------------------------------------------------------------------ the characters task
+
+
+@pytest.mark.skipif(missing_sources(), reason="real data not installed (jaxapex data status)")
+def test_characters_is_the_default_task_and_its_blocks_may_span_rows(runs, tmp_path):
+    characters = tasks.run_characters_task(config=tasks.characters_smoke_config(), seed=0, cache_dir=tmp_path / "cache")
+    trained = []
+
+    def fake_train(names, **_):
+        trained.extend(names)
+        return {"characters": characters, "code": runs["code"]}
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bs, "train_tasks", fake_train)
+        assert bs.main(["--sizes", f"16,64,{NOT_A_DIVISOR}", "--json", str(tmp_path / "study.json")]) == 0
+    assert trained == list(bs.DEFAULT_TASKS) == ["characters", "code"]
+    result = json.loads((tmp_path / "study.json").read_text())
+    rows = {row["block_size"]: row for row in result["rows"]}
+    assert rows[64]["characters_skipped"] is None and 0 <= rows[64]["characters_forget_acc"] <= 1
+    assert "does not divide" in rows[NOT_A_DIVISOR]["characters_skipped"]
+    assert result["tasks"]["characters"]["reference"]["block_size"] == characters.unlearning.block_size
+
+    # B = 64 is two fc1 rows of 32: the study's update is the library's, and a row without a masked weight
+    # moves when the other row of its block has one
+    gradients = bs.fisher_gradients(characters)
+    got, _ = bs.obs_at_block_size(characters, 64, gradients=gradients)
+    expected, _ = tasks.client_unlearn(
+        dataclasses.replace(characters.unlearning, block_size=64),
+        params_personal=characters.params_personal,
+        masks=characters.masks,
+        client_example_loss=characters.client_example_loss,
+        personal_train=characters.datasets["personal_train"],
+        seed=0,
+    )
+    for path, mask in characters.masks.items():
+        W_got, W_expected = np.asarray(get_matrix(got, path)), np.asarray(get_matrix(expected, path))
+        np.testing.assert_allclose(W_got, W_expected, rtol=1e-4, atol=1e-6)
+        assert mask.shape[1] == 32
+        rows_masked = mask.any(axis=1)
+        partner_masked = rows_masked.reshape(-1, 2)[:, ::-1].reshape(-1)  # the other row of each 64-block
+        free_rows = ~rows_masked & partner_masked
+        assert free_rows.any(), "the tiny mask leaves no unmasked row beside a masked one"
+        moved = np.abs(W_got - np.asarray(get_matrix(characters.params_personal, path)))[free_rows]
+        assert (moved.max(axis=1) > 0).all()

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 
 from jaxapex import tasks
-from jaxapex.data import sources
-from jaxapex.data.characters import CLASS_NAMES, CharactersDataConfig, class_label
+from jaxapex.data.characters import CLASS_NAMES, CharactersDataConfig, class_label, missing_sources
 from jaxapex.layers import get_matrix, to_blocks
 from jaxapex.models import ViTConfig
 from jaxapex.train import PersonalizeConfig, TrainConfig
 
 needs_data = pytest.mark.skipif(
-    any(sources.source(n).path() is None for n in ("mnist", "printed-fonts", "handwriting-fonts")),
+    bool(missing_sources()),
     reason="real data not installed (jaxapex data status)",
 )
 
@@ -106,3 +105,17 @@ def test_forget_sweep_summary_means_and_target():
     assert summary[0]["forget_rebound_points"] == pytest.approx(35.0) and not summary[0]["meets_target"]
     assert summary[2]["recovery"] == pytest.approx(0.75) and summary[2]["meets_target"]
     assert summary[3]["infeasible"] == "k > B - |S|"
+
+
+def test_missing_sources_names_the_absent_ones(monkeypatch):
+    from jaxapex.data import characters, sources
+
+    real = sources.source
+
+    class Absent:
+        def path(self):
+            return None
+
+    monkeypatch.setattr(sources, "source", lambda name: Absent() if name == "mnist" else real(name))
+    missing = characters.missing_sources()
+    assert "mnist" in missing and set(missing) <= set(characters.SOURCES)

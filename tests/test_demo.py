@@ -12,6 +12,7 @@ pytest.importorskip("circuit_compiler.backend")
 
 from jaxapex import tasks
 from jaxapex.cli import main
+from jaxapex.data.characters import missing_sources
 from jaxapex.demo import DemoOptions, format_result, run_demo
 
 
@@ -51,3 +52,44 @@ def test_demo_cli_help_lists_roles(capsys):
     out = capsys.readouterr().out
     for command in ("demo", "commit", "register", "mask", "unlearn", "prove", "verify", "srs", "circuit"):
         assert command in out
+
+
+def test_demo_task_option_is_parsed_with_its_default():
+    from jaxapex.cli import build_parser
+    from jaxapex.demo_tasks import DEFAULT_TASK, DEMO_TASKS
+
+    parser = build_parser()
+    assert parser.parse_args(["demo"]).task == DEFAULT_TASK
+    assert parser.parse_args(["demo", "--task", "characters"]).task == "characters"
+    assert set(DEMO_TASKS) == {"characters", "digits"}
+    with pytest.raises(SystemExit) as err:
+        parser.parse_args(["demo", "--task", "imagenet"])
+    assert err.value.code == 2
+    with pytest.raises(ValueError, match="DemoOptions.task: unknown task 'imagenet'"):
+        run_demo(DemoOptions(out_dir=".", task="imagenet"))
+
+
+@pytest.mark.skipif(missing_sources(), reason="real data not installed (jaxapex data status)")
+def test_demo_cli_routes_task_characters_to_the_characters_recipe(tmp_path, monkeypatch, capsys):
+    """``jaxapex demo --task characters`` runs the characters recipe (here its smoke configuration, swapped in
+    behind the command line) and proves and verifies it."""
+    from jaxapex.demo_tasks import DEMO_TASKS
+
+    calls = []
+
+    def smoke_characters(**kwargs):
+        calls.append(kwargs)
+        kwargs["config"] = tasks.characters_smoke_config(seed=kwargs["seed"])
+        return tasks.run_characters_task(**kwargs, cache_dir=tmp_path / "cache")
+
+    monkeypatch.setitem(DEMO_TASKS, "characters", dataclasses.replace(DEMO_TASKS["characters"], run=smoke_characters))
+    out = tmp_path / "demo"
+    code = main(
+        ["demo", "--task", "characters", "--quick", "--out", str(out), "--no-progress", "--json", str(out / "d.json")]
+    )
+    assert code == 0
+    assert len(calls) == 1 and calls[0]["quick"] is True
+    result = json.loads((out / "d.json").read_text())
+    assert result["task"] == "characters" and result["verified"] is True
+    assert result["weights"] == 2 * 64 * 32  # the smoke model's two fc1 layers
+    assert "VERIFIED" in capsys.readouterr().out

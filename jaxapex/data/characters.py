@@ -29,6 +29,14 @@ LETTERS = "ACDEFHJKLMNPRTUVWXY"
 CLASS_NAMES = tuple("0123456789") + tuple(LETTERS)
 NUM_CLASSES = len(CLASS_NAMES)
 DEFAULT_CACHE = Path("runs/cache/characters")
+SOURCES = ("mnist", "printed-fonts", "handwriting-fonts")  # the data sources this task reads
+
+
+def missing_sources() -> tuple[str, ...]:
+    """The sources of :data:`SOURCES` not installed here (``jaxapex data status`` says how to install them)."""
+    from jaxapex.data import sources
+
+    return tuple(name for name in SOURCES if sources.source(name).path() is None)
 
 
 @dataclasses.dataclass(frozen=True)
