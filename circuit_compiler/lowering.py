@@ -9,13 +9,13 @@ Levels (DESIGN.md section 4):
 
 * ``"R"`` (removal): committed θ, θ'; instance ``mask`` and ``touched``; removal, update,
   no_delta_on_mask, locality, and the range check of Δ.
-* ``"F"`` (Fisher-bound): additionally committed G lanes ``g_0..g_{L-1}``, ``z = G ỹ`` for the whole
+* ``"F"`` (Fisher-bound): additionally committed G lanes ``g_0..`` (:attr:`ChunkShape.g_columns`), ``z = G ỹ`` for the whole
   block, and the residual/rescale relations that select by the mask.
 
 Layouts:
 
 * ``"compact"`` (the default; at level F it needs ``lanes == B``): one row per weight. G's upper
-  triangle sits in B committed lanes, one per diagonal (:mod:`.chips.diagonal`), so ``z`` is one
+  triangle sits in ⌊B/2⌋ + 1 committed lanes, one per cyclic distance (:mod:`.chips.diagonal`), so ``z`` is one
   expression of the row and its neighbours: no accumulator columns, no copy constraints, no permutation
   argument. Δ / ỹ and the remainder share one row of range-checked limbs (:mod:`.chips.weight_rows`), and
   committed values are offset-encoded to stay small and non-negative.
@@ -84,8 +84,9 @@ AUTO_LIMB_BITS = (8, 16)
 class ChunkShape:
     """Everything a chunk circuit's structure (and so its keys) depends on.
 
-    ``lanes`` (L) only exists at level F (normalized to ``None`` at level R): the number of committed G
-    columns. ``layout`` ``None`` picks the compact layout when it applies (level R, or level F with
+    ``lanes`` (L) only exists at level F (normalized to ``None`` at level R): the MAC's width, G entries
+    multiplied per row (L = B: the compact layout, one row per weight; :attr:`g_columns` says how many
+    committed G columns that takes). ``layout`` ``None`` picks the compact layout when it applies (level R, or level F with
     L = B) and the classic one otherwise; it is resolved here, so equal shapes compare equal.
     ``k=None`` means the smallest k that fits. ``forget`` (compact level F only): the forget-aware rows of
     :mod:`.chips.forget`; ``None`` or 0 directions is the plain circuit (normalized to ``None``), and its
@@ -121,7 +122,7 @@ class ChunkShape:
         layout = self.layout or ("compact" if self.lanes == self.block_size else "classic")
         if layout == "compact" and self.lanes != self.block_size:
             raise ValueError(
-                f"the compact layout stores G as its B diagonals: it needs lanes L = B = "
+                f"the compact layout computes a weight's whole row of G on its own row: it needs lanes L = B = "
                 f"{self.block_size}, got L = {self.lanes}"
             )
         object.__setattr__(self, "layout", layout)
@@ -162,7 +163,10 @@ class ChunkShape:
 
     @property
     def g_salt_row(self) -> int:
-        """First row of the salt cells of the G lanes: just after the MAC rows."""
+        """First row of the salt cells of the G lanes: just after the MAC rows -- in the compact layout
+        after the B - 1 margin rows too, which the lanes' forward rotations (up to B - 1) read."""
+        if self.layout == "compact" and self.level == "F":
+            return self.first_row + self.mac_rows + self.block_size - 1
         return self.first_row + self.mac_rows
 
     @property
@@ -243,11 +247,20 @@ class ChunkShape:
         """Compact layout: committed G entries are ``G + 2^f_g`` (in ``[0, 2^(f_g+1)]``)."""
         return 1 << self.spec.f_g if self.layout == "compact" else 0
 
+    @property
+    def g_columns(self) -> int:
+        """Committed G columns: ⌊B/2⌋ + 1 cyclic lanes in the compact layout (:mod:`.chips.diagonal`),
+        the L MAC lanes in the classic one, none at level R."""
+        if self.level == "R":
+            return 0
+        return diagonal_chip.lane_count(self.block_size) if self.layout == "compact" else self.lanes
+
+    def g_names(self) -> tuple[str, ...]:
+        """Names of the committed G columns, ``g_0 … g_{n-1}``."""
+        return tuple(f"g_{l}" for l in range(self.g_columns))
+
     def committed_names(self) -> tuple[str, ...]:
-        names = ("theta", "theta_new")
-        if self.level == "F":
-            names += tuple(f"g_{l}" for l in range(self.lanes))
-        return names
+        return ("theta", "theta_new") + self.g_names()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -406,12 +419,12 @@ def _circuit_name(shape: ChunkShape) -> str:
 
 
 def _build_compact(shape: ChunkShape) -> tuple[CircuitBuilder, dict[str, Any]]:
-    """One row per weight: G's diagonals, ỹ and the shared limbs on the same rows (docs/circuit.md)."""
+    """One row per weight: G's cyclic lanes, ỹ and the shared limbs on the same rows (docs/circuit.md)."""
     spec, B = shape.spec, shape.block_size
     b = CircuitBuilder(_circuit_name(shape))
     theta = b.committed("theta")
     theta_new = b.committed("theta_new")
-    g_lanes = tuple(b.committed(f"g_{l}") for l in range(B)) if shape.level == "F" else ()
+    g_lanes = tuple(b.committed(name) for name in shape.g_names())
     mask = b.instance("mask")
     touched = b.instance("touched") if shape.level == "R" else None
     q_fin = b.selector("q_fin")
@@ -469,7 +482,7 @@ def _build_classic(shape: ChunkShape) -> tuple[CircuitBuilder, dict[str, Any]]:
 
     theta = b.committed("theta")
     theta_new = b.committed("theta_new")
-    g_lanes = tuple(b.committed(f"g_{l}") for l in range(shape.lanes)) if shape.level == "F" else ()
+    g_lanes = tuple(b.committed(name) for name in shape.g_names())
     mask = b.instance("mask")
     touched = b.instance("touched") if shape.level == "R" else None
     q_fin = b.selector("q_fin")
@@ -559,7 +572,7 @@ def committed_columns(
     theta, theta_new: (nb, B) int64; G: (nb, B, B) int64 (level F). This is exactly what
     :func:`lower_chunk` puts in the assignment, so a commitment made from it at personalization time
     matches the proof's committed instance. In the compact layout the values are offset-encoded
-    (``θ + 2^(w_w-1)``, G's upper diagonals ``+ 2^f_g``; :attr:`ChunkShape.theta_offset`, ``g_offset``).
+    (``θ + 2^(w_w-1)``, G's cyclic lanes ``+ 2^f_g``; :attr:`ChunkShape.theta_offset`, ``g_offset``).
     """
     cs = build_chunk_circuit(shape).cs
     field = shape.field

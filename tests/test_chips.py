@@ -299,7 +299,7 @@ def diagonal_circuit(G, y, *, offset=1 << 12):
     """The diagonal MAC alone: ``z`` (instance) must equal the product expression on every weight row."""
     nb, B = y.shape
     b = CircuitBuilder("diag")
-    g = tuple(b.committed(f"g_{l}") for l in range(B))
+    g = tuple(b.committed(f"g_{l}") for l in range(diagonal.lane_count(B)))
     z = b.instance("z")
     q = b.selector("q")
     config = diagonal.configure(b, block_size=B, g=g, g_offset=offset)
@@ -342,7 +342,7 @@ def symmetric(rng, nb, B, bits=12):
     return np.triu(G) + np.swapaxes(np.triu(G, 1), 1, 2)
 
 
-@pytest.mark.parametrize("B", [1, 2, 5, 8])
+@pytest.mark.parametrize("B", [1, 2, 3, 5, 8])
 def test_diagonal_mac_computes_G_times_y_exactly_beyond_int64(B):
     rng = np.random.default_rng(B)
     nb = 3
@@ -355,31 +355,45 @@ def test_diagonal_mac_computes_G_times_y_exactly_beyond_int64(B):
     # no copy constraints, no accumulator columns: one advice column (ỹ) whatever B
     assert len(cs.copies) == 0 and [c.name for c in cs.columns_of(ColumnKind.ADVICE)] == ["y"]
     assert cs.max_advice_queries() == 2 * B - 1
-    # lanes: G + 2^f_g on the upper diagonals, 0 past the block's end
-    lanes = diagonal.diagonal_lanes(G, offset=1 << 12)
-    assert lanes.shape == (B, nb * B) and lanes.min() >= 0 and lanes.max() <= 1 << 13
-    for rho in range(B):
+    # lanes: G + 2^f_g at cyclic distance ρ = 0 … ⌊B/2⌋; distance B/2 on the block's first half only
+    lanes = diagonal.cyclic_lanes(G, offset=1 << 12)
+    assert lanes.shape == (B // 2 + 1, nb * B) and lanes.min() >= 0 and lanes.max() <= 1 << 13
+    for rho in range(B // 2 + 1):
         for i in range(B):
-            expected_cell = G[1, i, i + rho] + (1 << 12) if i + rho < B else 0
+            unused = 2 * rho == B and i >= rho
+            expected_cell = 0 if unused else G[1, i, (i + rho) % B] + (1 << 12)
             assert lanes[rho, B + i] == expected_cell
+    # every entry of the upper triangle is stored exactly once
+    stored = sorted(
+        tuple(sorted((i, (i + rho) % B)))
+        for rho in range(B // 2 + 1)
+        for i in range(B)
+        if not (2 * rho == B and i >= rho)
+    )
+    assert stored == [(i, j) for i in range(B) for j in range(i, B)]
 
 
-def test_diagonal_mac_reads_each_entry_only_inside_its_block():
+@pytest.mark.parametrize("B", [4, 5])
+def test_diagonal_mac_reads_each_entry_only_inside_its_block(B):
     rng = np.random.default_rng(11)
-    nb, B = 3, 4
+    nb = 3
     G = symmetric(rng, nb, B, bits=8)
     y = rng.integers(1, 1000, size=(nb, B))  # nonzero: every entry of G meets a ỹ
     cs, config, a, first = diagonal_circuit(G, y)
     row = lambda b, i: first + b * B + i
-    # an unused cell (i + ρ >= B) meets only zero coefficients: whatever it holds, nothing changes
-    for b, i, rho in ((0, 3, 1), (1, 2, 3), (2, 3, 3)):
-        junk = a.copy()
-        junk.committed[f"g_{rho}"][row(b, i)] = 123456789
-        assert failures(cs, junk) == []
-    # a used entry G[i, i+ρ] enters z_i (this row) and z_{i+ρ} (by symmetry), nowhere else
-    t = a.copy()
-    t.committed["g_2"][row(1, 1)] += 1
-    assert set(failures(cs, t)) == {("gate", "z_tie", row(1, 1)), ("gate", "z_tie", row(1, 3))}
+    # the unused half of lane B/2 (B even) meets only zero coefficients: whatever it holds, nothing changes
+    for b in range(nb):
+        for i in range(B // 2, B) if B % 2 == 0 else ():
+            junk = a.copy()
+            junk.committed[f"g_{B // 2}"][row(b, i)] = 123456789
+            assert failures(cs, junk) == []
+    # a stored entry G[i, (i+ρ) mod B] enters z_i (this row) and z_{(i+ρ) mod B} (by symmetry), nowhere
+    # else -- also when the distance wraps around the block's end
+    for rho in range(1, B // 2 + 1):
+        for i in range(B // 2 if 2 * rho == B else B):
+            t = a.copy()
+            t.committed[f"g_{rho}"][row(1, i)] += 1
+            assert set(failures(cs, t)) == {("gate", "z_tie", row(1, i)), ("gate", "z_tie", row(1, (i + rho) % B))}
     t = a.copy()
     t.committed["g_0"][row(2, 0)] += 1  # the diagonal enters its own row only
     assert failures(cs, t) == [("gate", "z_tie", row(2, 0))]
@@ -394,13 +408,13 @@ def test_diagonal_mac_reads_each_entry_only_inside_its_block():
         assert failures(cs, t) == [("gate", "y_outside", r)]
 
 
-def test_diagonal_mac_needs_one_lane_per_diagonal_and_room_before_the_blocks():
+def test_diagonal_mac_needs_one_lane_per_cyclic_distance_and_room_before_the_blocks():
     b = CircuitBuilder("diag")
     g = tuple(b.committed(f"g_{l}") for l in range(3))
-    with pytest.raises(ValueError, match="3 G lanes for block size B=4"):
-        diagonal.configure(b, block_size=4, g=g, g_offset=1)
-    config = diagonal.configure(b, block_size=3, g=g, g_offset=1)
-    with pytest.raises(ValueError, match="blocks start at row 1, but B - 1 = 2 rows must precede them"):
+    with pytest.raises(ValueError, match=r"3 G lanes for block size B=6 \(⌊B/2⌋ \+ 1 = 4"):
+        diagonal.configure(b, block_size=6, g=g, g_offset=1)
+    config = diagonal.configure(b, block_size=4, g=g, g_offset=1)
+    with pytest.raises(ValueError, match="blocks start at row 1, but B - 1 = 3 rows must precede them"):
         config.layout(b, blocks=2, offset=1)
 
 

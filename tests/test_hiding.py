@@ -65,8 +65,8 @@ def test_one_salt_cell_does_not_hide_a_lane_opened_three_times():
     shape = shape_of("F", 16, 16, None)
     cs = build_chunk_circuit(shape).cs
     p = shape.field.modulus
-    rotations = committed_rotations(cs.gates, cs.lookups)["g_5"]
-    assert rotations == {0, -5}
+    rotations = committed_rotations(cs.gates, cs.lookups)["g_8"]
+    assert rotations == {0, -8}  # lane B/2: its two rotations and the opening point set
     matrix = revealed_functionals(
         k=cs.k, modulus=p, salt_rows=[shape.g_salt_row], tau=3**50, x=5**40, rotations=rotations, x3=11**30
     )
@@ -77,8 +77,10 @@ def test_rotations_follow_the_compact_layout():
     shape = shape_of("F", 4, 4, None)
     cs = build_chunk_circuit(shape).cs
     rotations = committed_rotations(cs.gates, cs.lookups)
-    assert rotations == {"theta": {0}, "theta_new": {0}, "g_0": {0}, "g_1": {0, -1}, "g_2": {0, -2}, "g_3": {0, -3}}
-    assert shape.salt_counts == {"theta": 3, "theta_new": 3, "g_0": 3, "g_1": 4, "g_2": 4, "g_3": 4}
+    # cyclic lanes: g_1 is read forward (0), backward (-1) and backward across the block's start (B - 1);
+    # g_2 = g_{B/2} as an upper diagonal (0, -2)
+    assert rotations == {"theta": {0}, "theta_new": {0}, "g_0": {0}, "g_1": {0, -1, 3}, "g_2": {0, -2}}
+    assert shape.salt_counts == {"theta": 3, "theta_new": 3, "g_0": 3, "g_1": 5, "g_2": 4}
 
 
 def test_rank_mod_p_against_known_matrices():

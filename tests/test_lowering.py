@@ -184,11 +184,14 @@ def test_compact_layout_statistics_follow_the_docs():
     shape = chunk_shape_key(blocks=40, block_size=8, level="F", spec=spec, lanes=8)
     assert shape.layout == "compact" and shape.first_row == 7 and shape.weights == shape.mac_rows == 320
     cs = build_chunk_circuit(shape).cs
-    assert shape.used_rows == 7 + 320 + 7 and cs.rows == max(shape.used_rows, 1 << shape.limb_bits)
+    # margins of B - 1 rows on both sides; G's salts after the second margin (the lanes' forward rotations
+    # read it), 5 cells for g_1 … g_3
+    assert shape.used_rows == 7 + 320 + 7 + 5 and cs.rows == max(shape.used_rows, 1 << shape.limb_bits)
     # the table never sets k: t = natural k - 1, within [8, 16]
     assert shape.natural_k == 9 and shape.limb_bits == 8 and cs.k == 9
     names = [c.name for c in cs.columns]
-    assert names[:10] == ["theta", "theta_new"] + [f"g_{l}" for l in range(8)]
+    # G in ⌊B/2⌋ + 1 = 5 cyclic lanes
+    assert names[:7] == ["theta", "theta_new"] + [f"g_{l}" for l in range(5)] and "g_5" not in names
     # one advice column for ỹ, then the shared limbs: high (28 bits = 8 + 8 + 8 | 4, a boundary at
     # b_Δ = w_delta = 24), low (13 = 8 + 5)
     assert [c.name for c in cs.columns_of(ColumnKind.ADVICE)] == (
@@ -211,9 +214,11 @@ def test_compact_layout_statistics_follow_the_docs():
     assert np.flatnonzero(cs.fixed["q_outside"]).tolist() == list(range(7)) + list(range(327, 334))
     layout = cs.metadata["layout"]
     assert layout["name"] == "compact" and layout["finalization_rows"] == [7, 327] and layout["limb_bits"] == 8
-    # salts: openings per proof + 1 (θ, θ' and g_0 are queried at rotation 0 only, g_ρ at 0 and -ρ)
-    cells = {"theta": 3, "theta_new": 3, "g_0": 3} | {f"g_{r}": 4 for r in range(1, 8)}
-    assert layout["salt_rows"] == {name: list(range(327, 327 + n)) for name, n in cells.items()}
+    # salts: openings per proof + 1 (θ, θ' and g_0 are queried at rotation 0 only, g_ρ at 0, -ρ and B - ρ
+    # for ρ < B/2, g_{B/2} at 0 and -B/2)
+    cells = {"theta": 3, "theta_new": 3, "g_0": 3} | {f"g_{r}": 5 for r in range(1, 4)} | {"g_4": 4}
+    starts = {"theta": 327, "theta_new": 327} | {f"g_{r}": 334 for r in range(5)}
+    assert layout["salt_rows"] == {name: list(range(starts[name], starts[name] + n)) for name, n in cells.items()}
     assert layout["offsets"] == {"theta": 1 << 15, "g": 1 << 10}
     r_shape = chunk_shape_key(blocks=40, block_size=8, level="R", spec=spec)
     assert r_shape.layout == "compact" and r_shape.first_row == 0 and r_shape.lanes is None
@@ -457,13 +462,13 @@ def test_compact_committed_values_are_small_non_negative_offsets(lowered_compact
     assert np.array_equal(theta_e - (1 << (SPEC.w_w - 1)), chunk.theta_q.ravel()) and theta_e.min() >= 0
     theta_new_e = np.array([int(v) for v in a.committed["theta_new"][first:end]])
     assert np.all(theta_new_e[chunk.mask.ravel()] == 1 << (SPEC.w_w - 1))  # removed weights are exactly 0
-    for rho in range(4):
+    for rho in range(3):  # cyclic distances 0 … B/2
         lane = np.array([int(v) for v in a.committed[f"g_{rho}"][first:end]]).reshape(3, 4)
         for i in range(4):
-            if i + rho < 4:
-                assert np.array_equal(lane[:, i], chunk.G_q[:, i, i + rho] + (1 << SPEC.f_g))
+            if rho < 2 or i < 2:
+                assert np.array_equal(lane[:, i], chunk.G_q[:, i, (i + rho) % 4] + (1 << SPEC.f_g))
             else:
-                assert not lane[:, i].any()
+                assert not lane[:, i].any()  # lane B/2 holds its pairs on the block's first half
         assert 0 <= lane.min() and lane.max() <= 1 << (SPEC.f_g + 1)
         everything_else = np.delete(np.arange(cs.rows), np.r_[first:end, shape.salt_rows(f"g_{rho}")])
         assert not any(int(a.committed[f"g_{rho}"][r]) for r in everything_else)
@@ -496,8 +501,8 @@ def test_compact_tampering_is_caught_by_name(lowered_compact):
     assert chunk.y_q[2, j] != 0
     found = failures(cs, bumped("committed", "g_1", first + 8 + j))  # G[0, 1] of block 2: enters z_0 and z_1
     assert {row for _, _, row in found} == {first + 8 + 1} and {name for _, name, _ in found} == {"rescale"}
-    # a G cell past the block's end is never multiplied by anything: inert
-    assert failures(cs, bumped("committed", "g_3", first + 8 + 2)) == []
+    # the second half of lane B/2 is never multiplied by anything: inert
+    assert failures(cs, bumped("committed", "g_2", first + 8 + 2)) == []
 
 
 def test_compact_circuit_passes_the_soundness_audit(lowered_compact):
@@ -569,7 +574,7 @@ def test_out_of_range_inputs_are_refused_with_names():
     with pytest.raises(ValueError, match="level F needs lanes L dividing B=4, got 3"):
         lower_chunk(**inputs, spec=SPEC, level="F", lanes=3, salts=salts)
     with pytest.raises(
-        ValueError, match="compact layout stores G as its B diagonals: it needs lanes L = B = 4, got L = 2"
+        ValueError, match="compact layout computes a weight.s whole row of G on its own row: it needs lanes L = B = 4, got L = 2"
     ):
         lower_chunk(**inputs, spec=SPEC, level="F", lanes=2, salts=salts, layout="compact")
     with pytest.raises(ValueError, match="chunk layout must be one of"):

@@ -10,7 +10,7 @@ apart: the lowering places selectors and copies from the shape alone, so keys ne
 
 Compact layout (one row per weight, no copy constraints):
 
-* :mod:`.diagonal`    -- ``z = G ỹ`` from G's upper triangle stored as its B diagonals (committed lanes).
+* :mod:`.diagonal`    -- ``z = G ỹ`` from G's upper triangle stored cyclically, ⌊B/2⌋ + 1 committed lanes.
 * :mod:`.weight_rows` -- removal, update, ỹ on the mask, solve residual and rescale over one row of limbs.
 
 Classic layout (lane/accumulator MAC region copied into a finalization region):

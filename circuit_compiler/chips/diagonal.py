@@ -1,24 +1,34 @@
-"""``z = G ỹ`` on one row per weight, from G's upper triangle stored as its B diagonals.
+"""``z = G ỹ`` on one row per weight, from G's upper triangle stored cyclically in ⌊B/2⌋ + 1 lanes.
 
-The compact layout's MAC. Row ``r = b·B + i`` holds weight i of block b. Committed lane ρ (ρ < B) holds
-the ρ-th upper diagonal of the block's symmetric G, and ỹ sits in one advice column ``y``::
+The compact layout's MAC. Row ``r = b·B + i`` holds weight i of block b, and ỹ sits in one advice column
+``y``. Committed lane ρ (ρ = 0 … H, H = ⌊B/2⌋) holds the block's symmetric G at cyclic distance ρ: row
+i of the block holds ``G[i, (i+ρ) mod B]``. Every unordered pair {i, j} has one cyclic distance
+``min((j-i) mod B, (i-j) mod B) ≤ H`` and is stored once, at the row it is ρ ahead of -- except the
+pairs at distance exactly B/2 (B even), which both rows would hold; lane B/2 keeps them on the block's
+first half only (rows i < B/2; the other half is 0 and never read)::
 
-                    | g_0        g_1          ...  g_ρ              | y    | first |
-    row b·B + i     | G[i, i]    G[i, i+1]    ...  G[i, i+ρ] (+o)   | ỹ_i  | i = 0 |
+                    | g_0        g_1                  ...  g_ρ                     | y    | first |
+    row b·B + i     | G[i, i]    G[i, (i+1) mod B]    ...  G[i, (i+ρ) mod B] (+o)  | ỹ_i  | i = 0 |
 
-    z_r = Σ_j G[i, j] ỹ_j
-        = Σ_{ρ ≥ 0} c_ρ · (g_ρ - o) · y[+ρ]             (j = i + ρ ≥ i: this row's diagonals)
-        + Σ_{ρ ≥ 1} c'_ρ · (g_ρ[-ρ] - o) · y[-ρ]         (j = i - ρ < i: G[j, i] = G[i, j], row j's lane ρ)
+    z_r = Σ_j G[i, j] ỹ_j = Σ_{ρ=0..B-1} G[i, (i+ρ) mod B] ỹ_{(i+ρ) mod B}
 
-    c_ρ  = 1 - Σ_{d=1..ρ} first[+d]    = [i + ρ < B]  (no block start among the next ρ rows)
-    c'_ρ = 1 - Σ_{d=0..ρ-1} first[-d]  = [i ≥ ρ]      (no block start among this row and the ρ-1 before)
+        ρ = 0:             (g_0 - o) · y
+        1 ≤ ρ ≤ H:         (g_ρ - o) · (c_ρ · y[+ρ] + a_ρ · y[ρ-B])             this row's lane ρ
+        ρ = B - σ > H:     c'_σ · (g_σ[-σ] - o) · y[-σ] + a'_σ · (g_σ[B-σ] - o) · y[B-σ]
+                           (j = (i - σ) mod B holds G[j, (j+σ) mod B] = G[i, j] in its lane σ)
+
+    a_ρ  = Σ_{d=1..ρ} first[+d]    = [i + ρ ≥ B]  (a block start among the next ρ rows),  c_ρ = 1 - a_ρ
+    a'_σ = Σ_{d=0..σ-1} first[-d]  = [i < σ]      (a block start among this row and the σ-1 before), c'_σ = 1 - a'_σ
+
+For B even, lane H is read forward only where ``c_H = 1`` (``a_H`` term dropped: row i < H) and
+backward only where ``c'_H = 1`` (row i ≥ H reads row i - H): the upper-diagonal reading, so each
+pair is read from its one stored cell and the circuit's G is symmetric by construction.
 
 ``first`` is a fixed column, 1 on every block's first row and on the row after the last block, so the
-selectors c, c' depend on the shape alone. They zero every product that would reach across a block
-boundary -- including the rotations of block 0 that wrap around to the end of the domain, where the
-cells are blinding values -- so only the block's own B² entries ever meet ỹ (no accumulators, no copy
-constraints, hence no permutation argument). Cells with ``i + ρ ≥ B`` are never read with a nonzero
-coefficient; they are 0 by convention.
+coefficients a, c depend on the shape alone and are 0/1 on every weight row (no two block starts lie
+within B - 1 rows). A product is read with coefficient 1 only when both its cells lie in the row's own
+block: only the block's own B² entries ever meet ỹ (no accumulators, no copy constraints, hence no
+permutation argument). Half the lanes of the upper-diagonal storage (B lanes) for the same products.
 
 Encoding: lanes store ``G + o`` with ``o = 2^f_g`` on the used cells, so every committed value is a
 small non-negative integer (``[0, 2^(f_g+1)]``): a multi-scalar multiplication over small scalars is
@@ -44,7 +54,7 @@ from ..ir import Column, Expression
 @dataclasses.dataclass(frozen=True)
 class DiagonalMacConfig:
     block_size: int  # B
-    g: tuple[Column, ...]  # committed lanes: lane ρ = the ρ-th upper diagonal (+ o)
+    g: tuple[Column, ...]  # committed lanes: lane ρ = G at cyclic distance ρ (+ o), ρ = 0 … ⌊B/2⌋
     y: Column  # ỹ, one value per weight row
     first: Column  # fixed: 1 on each block's first row and on the row after the last block
     q_outside: Column | None  # ỹ = 0 on the B - 1 margin rows on each side of the blocks (None when B = 1)
@@ -55,18 +65,27 @@ class DiagonalMacConfig:
         return self.block_size - 1
 
     def product(self) -> Expression:
-        """``z = (G ỹ)_i`` of the current row (degree 3: c × lane × ỹ). The prefix sums of ``first`` grow by
-        one term per diagonal and are shared between consecutive c_ρ (and c'_ρ)."""
-        o = self.g_offset
+        """``z = (G ỹ)_i`` of the current row (degree 3: coefficient × lane × ỹ). The prefix sums of
+        ``first`` grow by one term per distance and are shared between consecutive a_ρ (and a'_σ)."""
+        B, o = self.block_size, self.g_offset
+        half = B // 2
         z: Expression = (self.g[0].cur() - o) * self.y.cur()
-        ahead: Expression | None = None  # Σ_{d=1..ρ} first[+d], one term longer each step
-        behind: Expression | None = None  # Σ_{d=0..ρ-1} first[-d]
-        for rho in range(1, self.block_size):
-            lane = self.g[rho]
+        ahead: Expression | None = None  # a_ρ = Σ_{d=1..ρ} first[+d], one term longer each step
+        behind: Expression | None = None  # a'_σ = Σ_{d=0..σ-1} first[-d]
+        # distances ρ > B/2 are read backward, from lane σ = B - ρ: one loop over the lanes covers both
+        for rho in range(1, half + 1):
             ahead = self.first.query(rho) if ahead is None else ahead + self.first.query(rho)
             behind = self.first.query(1 - rho) if behind is None else behind + self.first.query(1 - rho)
-            z = z + (1 - ahead) * ((lane.cur() - o) * self.y.query(rho))
+            lane = self.g[rho]
+            if 2 * rho == B:  # distance B/2, stored on the first half only: the upper-diagonal reading
+                z = z + (1 - ahead) * ((lane.cur() - o) * self.y.query(rho))
+                z = z + (1 - behind) * ((lane.query(-rho) - o) * self.y.query(-rho))
+                continue
+            # forward: j = (i + ρ) mod B, in this row's lane ρ
+            z = z + (lane.cur() - o) * ((1 - ahead) * self.y.query(rho) + ahead * self.y.query(rho - B))
+            # backward: j = (i - ρ) mod B holds G[j, i] in its lane ρ
             z = z + (1 - behind) * ((lane.query(-rho) - o) * self.y.query(-rho))
+            z = z + behind * ((lane.query(B - rho) - o) * self.y.query(B - rho))
         return z
 
     def layout(self, builder: CircuitBuilder, *, blocks: int, offset: int) -> None:
@@ -84,29 +103,38 @@ class DiagonalMacConfig:
 
     def lanes(self, G: np.ndarray) -> dict[str, np.ndarray]:
         """The committed lanes of G (nb, B, B) int64, by column name: (nb·B,) each, ``G + o`` on used cells."""
-        return dict(zip((c.name for c in self.g), diagonal_lanes(G, offset=self.g_offset)))
+        return dict(zip((c.name for c in self.g), cyclic_lanes(G, offset=self.g_offset)))
 
 
-def diagonal_lanes(G: np.ndarray, *, offset: int) -> np.ndarray:
-    """``(B, nb·B)`` int64: lane ρ row ``b·B + i`` = ``G[b, i, i+ρ] + offset`` for ``i + ρ < B``, else 0.
+def lane_count(block_size: int) -> int:
+    """Committed G lanes of the compact layout: ⌊B/2⌋ + 1 (cyclic distances 0 … ⌊B/2⌋)."""
+    return block_size // 2 + 1
 
-    Reads only the upper triangle of each block (the circuit mirrors it), so G must be symmetric for
-    the circuit's product to equal ``G ỹ`` -- the lowering checks that.
+
+def cyclic_lanes(G: np.ndarray, *, offset: int) -> np.ndarray:
+    """``(⌊B/2⌋ + 1, nb·B)`` int64: lane ρ row ``b·B + i`` = ``G[b, i, (i+ρ) mod B] + offset``, except
+    lane B/2 (B even), which holds its pairs on rows i < B/2 only (0 elsewhere).
+
+    Reads each unordered pair once, from the row it is ρ ahead of (the upper triangle for ρ = B/2), so G
+    must be symmetric for the circuit's product to equal ``G ỹ`` -- the lowering checks that.
     """
     G = np.asarray(G, dtype=np.int64)
     nb, B, _ = G.shape
     i = np.arange(B)
-    out = np.zeros((B, nb, B), dtype=np.int64)
-    for rho in range(B):
-        used = i[: B - rho]
-        out[rho][:, used] = G[:, used, used + rho] + offset
-    return out.reshape(B, nb * B)
+    out = np.zeros((lane_count(B), nb, B), dtype=np.int64)
+    for rho in range(lane_count(B)):
+        rows = i[: B - rho] if 2 * rho == B else i
+        out[rho][:, rows] = G[:, rows, (rows + rho) % B] + offset
+    return out.reshape(lane_count(B), nb * B)
 
 
 def configure(builder: CircuitBuilder, *, block_size: int, g: tuple[Column, ...], g_offset: int) -> DiagonalMacConfig:
     """Allocate ``y``, the fixed ``first`` and (for B > 1) ``q_outside``; register gate ``y_outside``."""
-    if len(g) != block_size:
-        raise ValueError(f"diagonal MAC: {len(g)} G lanes for block size B={block_size} (one lane per diagonal)")
+    if len(g) != lane_count(block_size):
+        raise ValueError(
+            f"diagonal MAC: {len(g)} G lanes for block size B={block_size} (⌊B/2⌋ + 1 = {lane_count(block_size)}: "
+            "one per cyclic distance)"
+        )
     y = builder.advice("y")
     first = builder.fixed("first")
     q_outside = None

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from circuit_compiler import backend
+from circuit_compiler import backend, wellformed
 from circuit_compiler.fixedpoint import ForgetSpec, delta_bits_for
 from circuit_compiler.lowering import (
     ChunkShape,
@@ -87,6 +87,11 @@ def circuit_k(config: ProofConfig) -> int:
 
 def chunk_circuit(config: ProofConfig, directions: int = 0):
     return _circuit(chunk_shape(config, directions))
+
+
+def registered_names(config: ProofConfig) -> tuple[str, ...]:
+    """The committed columns a client registers per chunk: θ and, at level F, the G lanes."""
+    return wellformed.registered_names(chunk_shape(config))
 
 
 def split_chunks(blocked: np.ndarray, config: ProofConfig) -> list[np.ndarray]:

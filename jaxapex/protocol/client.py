@@ -150,7 +150,7 @@ def _is_decimal(x: Any) -> bool:
 
 
 def _salt_entry(art: Artifact, layer: str, chunk: int, entry: Any, config: ProofConfig) -> dict[str, int]:
-    names = {"theta"} | ({f"g_{l}" for l in range(config.lanes)} if config.level == "F" else set())
+    names = set(ch.registered_names(config))
     if not isinstance(entry, dict) or set(entry) != names or not all(_is_decimal(v) for v in entry.values()):
         raise ArtifactError(
             f"{art.path}/manifest.json: field 'salts' of layer {layer!r} chunk {chunk} should map "
@@ -241,9 +241,7 @@ def commit(
         theta_chunks = ch.split_chunks(theta_q[layer.name], config)
         G_chunks = ch.split_chunks(G_q[layer.name], config) if config.level == "F" else [None] * len(theta_chunks)
         for theta_c, G_c in zip(theta_chunks, G_chunks):
-            s = {"theta": draw_salt_seed(modulus, rng)}
-            if config.level == "F":
-                s.update({f"g_{l}": draw_salt_seed(modulus, rng) for l in range(config.lanes)})
+            s = {name: draw_salt_seed(modulus, rng) for name in ch.registered_names(config)}
             per_chunk_salts.append(s)
             per_chunk_commitments.append(ch.chunk_commitments(srs, config, salts=s, theta=theta_c, G=G_c))
         salts[layer.name] = per_chunk_salts

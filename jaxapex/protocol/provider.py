@@ -82,7 +82,7 @@ def register(registry: Registry, registration_path: str | Path, *, srs: backend.
             f"provider's SRS {srs.path or ''} is {srs.sha256[:12]}..."
         )
     commitments = art.field("commitments", dict)
-    expected_names = {"theta"} | ({f"g_{l}" for l in range(config.lanes)} if config.level == "F" else set())
+    expected_names = set(ch.registered_names(config))
     unknown = sorted(set(commitments) - {layer.name for layer in config.layers})
     if unknown:
         raise ArtifactError(

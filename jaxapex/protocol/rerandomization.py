@@ -26,7 +26,7 @@ from .config import ProofConfig
 
 def reused_columns(config: ProofConfig) -> tuple[str, ...]:
     """Registered columns a chunk proof opens: the old model θ and, at level F, the G lanes."""
-    return tuple(name for name in ch.chunk_shape(config).committed_names() if name != "theta_new")
+    return ch.registered_names(config)
 
 
 def fresh_salts(config: ProofConfig, registered: Mapping[str, int]) -> dict[str, int]:
