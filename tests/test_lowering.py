@@ -574,7 +574,8 @@ def test_out_of_range_inputs_are_refused_with_names():
     with pytest.raises(ValueError, match="level F needs lanes L dividing B=4, got 3"):
         lower_chunk(**inputs, spec=SPEC, level="F", lanes=3, salts=salts)
     with pytest.raises(
-        ValueError, match="compact layout computes a weight.s whole row of G on its own row: it needs lanes L = B = 4, got L = 2"
+        ValueError,
+        match="compact layout computes a weight.s whole row of G on its own row: it needs lanes L = B = 4, got L = 2",
     ):
         lower_chunk(**inputs, spec=SPEC, level="F", lanes=2, salts=salts, layout="compact")
     with pytest.raises(ValueError, match="chunk layout must be one of"):
