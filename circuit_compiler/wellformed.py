@@ -3,7 +3,7 @@
 The chunk circuit's no-wrap bounds (:func:`~circuit_compiler.fixedpoint.check_bounds`) assume that the
 committed weights fit ``w_w`` signed bits and the committed G entries satisfy ``|G| ≤ 2^f_g``; the chunk
 circuit itself never re-checks them. A client proves them once, at registration, per chunk, in this
-circuit over the *same* committed columns (``theta`` and, at level F, ``g_0..g_{L-1}``) on the same 2^k
+circuit over the *same* committed columns (``theta`` and, at level F, the G lanes ``g_0 …``) on the same 2^k
 domain and rows as the chunk circuit, so it binds exactly the commitments the client registers::
 
             | theta | g_l | theta_range limbs | g_l_lo limbs | g_l_hi limbs | q_theta | q_g |
