@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from .ir import Assignment, ColumnKind, ConstraintSystem
-from .serialize import encode_values, structure_to_json
+from .serialize import NonCanonicalValue, encode_values, structure_to_json
 from .srs import InsecureSrsWarning, Srs, _halo2, file_sha256, srs_info  # noqa: F401 (re-exported)
 
 BackendError = _halo2.Halo2Error
@@ -97,7 +97,8 @@ def _check_modulus(modulus: int) -> None:
 
 
 def _column_bytes(values: Any, modulus: int, what: str) -> tuple[str, bytes]:
-    """(encoding, bytes) of one column: int64 as is, object arrays of ints as int64 or u256."""
+    """(encoding, bytes) of one column (:func:`~circuit_compiler.serialize.encode_values`): integer arrays as
+    int64, object arrays of canonical field elements as int64, int64 + a few 256-bit values, or u256."""
     values = np.asarray(values)
     if values.ndim != 1:
         raise BackendError(f"{what}: expected a 1-D column, got shape {values.shape}")
@@ -105,15 +106,10 @@ def _column_bytes(values: Any, modulus: int, what: str) -> tuple[str, bytes]:
         raise BackendError(f"{what}: values must be integers, got dtype {values.dtype}")
     if values.dtype.kind == "u" and values.size and int(values.max()) > np.iinfo(np.int64).max:
         values = values.astype(object)
-    if values.dtype == object:
-        bad = next(
-            (i for i, v in enumerate(values) if not (isinstance(v, (int, np.integer)) and 0 <= v < modulus)), None
-        )
-        if bad is not None:
-            raise BackendError(
-                f"{what}: value at row {bad} is not a canonical field element in [0, p): {values[bad]!r}"
-            )
-    return encode_values(values, modulus)
+    try:
+        return encode_values(values, modulus, reduce=False)
+    except NonCanonicalValue as e:
+        raise BackendError(f"{what}: {e}") from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -173,42 +173,116 @@ pub fn field_from_i64(v: i64) -> Fr {
     }
 }
 
-/// Decode one column of values: `"i64"` (LE signed, `v < 0` meaning `p + v`) or `"u256"` (32-byte LE
-/// canonical integers in `[0, p)`).
+/// Layout version of the `"i64+u256"` encoding (the first u64 of its bytes).
+pub const SPARSE_VERSION: u64 = 1;
+const SPARSE_HEADER: usize = 24;
+
+/// Decode one column of values (layouts documented in `circuit_compiler/serialize.py`):
+/// `"i64"` (LE signed, `v < 0` meaning `p + v`), `"u256"` (32-byte LE canonical integers in `[0, p)`) or
+/// `"i64+u256"` (header `u64 version = 1, u64 n, u64 m`; n i64 as in `"i64"`, 0 where a large value goes;
+/// m strictly increasing u64 rows < n; m 32-byte LE canonical values for those rows).
 pub fn decode_values(encoding: &str, data: &[u8], what: &str) -> Result<Vec<Fr>, BackendError> {
     match encoding {
-        "i64" => {
-            if !data.len().is_multiple_of(8) {
-                return Err(BackendError::invalid(format!(
-                    "{what}: i64 data of {} bytes is not a multiple of 8",
-                    data.len()
-                )));
-            }
-            Ok(data
-                .par_chunks_exact(8)
-                .map(|b| field_from_i64(i64::from_le_bytes(b.try_into().unwrap())))
-                .collect())
-        }
-        "u256" => {
-            if !data.len().is_multiple_of(32) {
-                return Err(BackendError::invalid(format!(
-                    "{what}: u256 data of {} bytes is not a multiple of 32",
-                    data.len()
-                )));
-            }
-            data.par_chunks_exact(32)
-                .enumerate()
-                .map(|(row, b)| {
-                    Option::<Fr>::from(Fr::from_repr(b.try_into().unwrap())).ok_or_else(|| {
-                        BackendError::invalid(format!("{what}: value at row {row} is not < p"))
-                    })
-                })
-                .collect()
-        }
+        "i64" => decode_i64(data, what),
+        "u256" => decode_u256(data, what, |i| i),
+        "i64+u256" => decode_sparse(data, what),
         other => Err(BackendError::invalid(format!(
             "{what}: unknown value encoding {other:?}"
         ))),
     }
+}
+
+fn decode_i64(data: &[u8], what: &str) -> Result<Vec<Fr>, BackendError> {
+    if !data.len().is_multiple_of(8) {
+        return Err(BackendError::invalid(format!(
+            "{what}: i64 data of {} bytes is not a multiple of 8",
+            data.len()
+        )));
+    }
+    Ok(data
+        .par_chunks_exact(8)
+        .map(|b| field_from_i64(i64::from_le_bytes(b.try_into().unwrap())))
+        .collect())
+}
+
+/// 32-byte LE canonical values; `row_of(i)` names the row of the i-th one in errors.
+fn decode_u256(
+    data: &[u8],
+    what: &str,
+    row_of: impl Fn(usize) -> usize + Sync,
+) -> Result<Vec<Fr>, BackendError> {
+    if !data.len().is_multiple_of(32) {
+        return Err(BackendError::invalid(format!(
+            "{what}: u256 data of {} bytes is not a multiple of 32",
+            data.len()
+        )));
+    }
+    data.par_chunks_exact(32)
+        .enumerate()
+        .map(|(i, b)| {
+            Option::<Fr>::from(Fr::from_repr(b.try_into().unwrap())).ok_or_else(|| {
+                BackendError::invalid(format!(
+                    "{what}: u256 value at row {} is not < p",
+                    row_of(i)
+                ))
+            })
+        })
+        .collect()
+}
+
+fn read_u64(data: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(data[at..at + 8].try_into().unwrap())
+}
+
+fn decode_sparse(data: &[u8], what: &str) -> Result<Vec<Fr>, BackendError> {
+    let invalid = |msg: String| BackendError::invalid(format!("{what}: i64+u256 {msg}"));
+    if data.len() < SPARSE_HEADER {
+        return Err(invalid(format!(
+            "data of {} bytes is shorter than its {SPARSE_HEADER}-byte header",
+            data.len()
+        )));
+    }
+    let (version, n, m) = (read_u64(data, 0), read_u64(data, 8), read_u64(data, 16));
+    if version != SPARSE_VERSION {
+        return Err(invalid(format!(
+            "layout version {version}, expected {SPARSE_VERSION}"
+        )));
+    }
+    // u128: a hostile header must not overflow the length check
+    let expected = SPARSE_HEADER as u128 + 8 * n as u128 + 40 * m as u128;
+    if data.len() as u128 != expected {
+        return Err(invalid(format!(
+            "data of {} bytes: {n} rows and {m} large values need {expected}",
+            data.len()
+        )));
+    }
+    let (n, m) = (n as usize, m as usize);
+    let rows_at = SPARSE_HEADER + 8 * n;
+    let rows: Vec<usize> = (0..m)
+        .map(|i| read_u64(data, rows_at + 8 * i) as usize)
+        .collect();
+    if let Some(&row) = rows.iter().find(|&&r| r >= n) {
+        return Err(invalid(format!(
+            "large value at row {row}, beyond its {n} rows"
+        )));
+    }
+    if rows.windows(2).any(|w| w[1] <= w[0]) {
+        return Err(invalid(
+            "the rows of its large values are not strictly increasing".to_string(),
+        ));
+    }
+    let small = &data[SPARSE_HEADER..rows_at];
+    if let Some(&row) = rows.iter().find(|&&r| small[8 * r..8 * r + 8] != [0u8; 8]) {
+        return Err(invalid(format!(
+            "row {row} holds a large value but its i64 slot is not 0"
+        )));
+    }
+    let mut values = decode_i64(small, what)?;
+    let large = decode_u256(&data[rows_at + 8 * m..], what, |i| rows[i])?;
+    for (row, value) in rows.iter().zip(large) {
+        values[*row] = value;
+    }
+    Ok(values)
 }
 
 impl Structure {
