@@ -19,7 +19,8 @@ rejected. Four checks:
   yet (advice, or a committed column the prover picks freely, like the new model θ'), up to a depth. If
   everything passes in the end, the witness is not unique there: typically a missing range check lets a
   value wrap around p (``Δ + 1, rem - 2^s, θ' + 1`` in a floor division with an unchecked remainder).
-* **selector audit** -- a gate or lookup whose selector is never on; on rows beyond ``rows`` (against the
+* **selector audit** -- a gate or lookup whose selector is never on; an always-on lookup (no selector, info:
+  the IR admits it only on plain advice columns at rotation 0, and it checks every usable row of them); on rows beyond ``rows`` (against the
   IR's contract; a constant-one selector over every usable row is how a gate written without a selector
   looks) or in the blinding rows (where Halo2 does not enforce anything); on every row of a circuit whose
   other selectors mark regions (info); not boolean; and a constraint that is identically zero as a
@@ -243,8 +244,11 @@ class AuditReport:
 # -------------------------------------------------------------------------------- under-constrained cells
 
 
-def touched_cells(prover: MockProver) -> dict[Column, np.ndarray]:
-    """Per advice column, a bool array over its assigned span: is the cell read by an enabled constraint?"""
+def touched_cells(prover: MockProver, *, always_on: bool = True) -> dict[Column, np.ndarray]:
+    """Per advice column, a bool array over its assigned span: is the cell read by an enabled constraint?
+
+    ``always_on=False`` leaves out the always-on lookups, which read their column on every usable row and
+    so say nothing about where a region's cells are (what :func:`assigned_cells` infers from the reads)."""
     cs, n = prover.cs, prover.n
     touched = {c: np.zeros(prover.assigned_span(c), dtype=bool) for c in cs.columns_of(ColumnKind.ADVICE)}
 
@@ -253,11 +257,10 @@ def touched_cells(prover: MockProver) -> dict[Column, np.ndarray]:
             flags = touched[column]
             flags[rows[rows < len(flags)]] = True
 
-    constrained: list[tuple[Column, Sequence[Expression]]] = [
-        (g.selector, [p for _, p in g.polys]) for g in cs.gates
-    ] + [(lk.selector, lk.inputs) for lk in cs.lookups]
-    for selector, exprs in constrained:
-        rows = prover.enabled_rows(selector)
+    constrained: list[tuple[np.ndarray, Sequence[Expression]]] = [
+        (prover.enabled_rows(g.selector), [p for _, p in g.polys]) for g in cs.gates
+    ] + [(prover.lookup_rows(lk), lk.inputs) for lk in cs.lookups if always_on or not lk.always_on]
+    for rows, exprs in constrained:
         for q in frozenset().union(*(e.queries() for e in exprs)):
             mark(q.column, (rows + q.rotation) % n)
     copies = np.asarray(cs.copies, dtype=np.int64).reshape(-1, 4)
@@ -306,7 +309,8 @@ def unconstrained_cells(
     """Assigned advice cells that no enabled gate, enabled lookup or copy touches (sorted)."""
     prover = MockProver(cs, assignment, modulus)
     touched = touched_cells(prover)
-    return _unconstrained(prover, assigned_cells(prover, touched, assigned), touched)
+    region = touched_cells(prover, always_on=False)
+    return _unconstrained(prover, assigned_cells(prover, region, assigned), touched)
 
 
 def _unconstrained(
@@ -586,8 +590,20 @@ def selector_audit(prover: MockProver, *, seed: int = 0) -> list[SelectorFinding
     findings: list[SelectorFinding] = []
     n_selectors_partial = sum(1 for c in cs.columns_of(ColumnKind.SELECTOR) if not _on_everywhere(prover, c))
     switched = [(f"gate {g.name!r}", g.name, g.selector) for g in cs.gates] + [
-        (f"lookup {lk.name!r}", lk.name, lk.selector) for lk in cs.lookups
+        (f"lookup {lk.name!r}", lk.name, lk.selector) for lk in cs.lookups if not lk.always_on
     ]
+    for lk in cs.lookups:
+        if lk.always_on:  # the IR admits plain advice columns only (ir.Lookup); the lookup checks every row
+            columns = ", ".join(sorted({q.column.name for e in lk.inputs for q in e.queries()}))
+            findings.append(
+                SelectorFinding(
+                    "no_selector",
+                    lk.name,
+                    "info",
+                    f"lookup {lk.name!r} has no selector: {columns} must hold a table value on every usable row "
+                    f"({usable}); the lookup argument leaves out the blinding rows",
+                )
+            )
     for what, name, selector in switched:
         rows_on = np.flatnonzero(prover.nonzero_cells(selector))
         if len(rows_on) == 0:
@@ -725,7 +741,7 @@ def audit(
     prover = MockProver(cs, assignment, modulus)
     honest = prover.failures(max_failures_per_check=20)
     touched = touched_cells(prover)
-    assigned_mask = assigned_cells(prover, touched, assigned)
+    assigned_mask = assigned_cells(prover, touched_cells(prover, always_on=False), assigned)
     unconstrained = _unconstrained(prover, assigned_mask, touched)
     rng = random.Random(seed)
     candidates = {c: np.flatnonzero(assigned_mask[c] & touched[c]) for c in cs.columns_of(ColumnKind.ADVICE)}

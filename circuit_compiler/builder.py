@@ -104,10 +104,15 @@ class CircuitBuilder:
         self._gates.append(gate)
         return gate
 
-    def lookup(self, name: str, selector: Column, inputs: Sequence[Expression], table: Sequence[Column]) -> Lookup:
+    def lookup(
+        self, name: str, selector: Column | None, inputs: Sequence[Expression], table: Sequence[Column]
+    ) -> Lookup:
+        """Register ``selector * inputs ∈ table``; ``selector=None``: always on (see :class:`~.ir.Lookup`)."""
         if any(lk.name == name for lk in self._lookups):
             raise ValueError(f"circuit {self.name!r}: lookup {name!r} is already defined")
         lookup = Lookup(name, selector, tuple(inputs), tuple(table))
+        if selector is not None:
+            self._check_known(selector, f"lookup {name!r}")
         for e in lookup.inputs:
             for q in e.queries():
                 self._check_known(q.column, f"lookup {name!r}")

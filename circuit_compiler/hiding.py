@@ -30,19 +30,20 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .ir import ColumnKind, ConstraintSystem, Expression, Gate, Lookup
+from .ir import ColumnKind, ConstraintSystem, Expression, Gate, Lookup, usable_rows
 
 #: Evaluations midnight-proofs' multi-open adds per opening point set a polynomial belongs to.
 POINT_SET_EVALUATIONS = 1
 
 
-def _expressions(gates: Iterable[Gate], lookups: Iterable[Lookup]) -> Iterable[tuple[str, Expression]]:
+def _expressions(gates: Iterable[Gate], lookups: Iterable[Lookup]) -> Iterable[tuple[str | None, Expression]]:
+    """(selector name, expression) of every gate constraint and lookup input; None: an always-on lookup."""
     for g in gates:
         for _, poly in g.polys:
             yield g.selector.name, poly
     for lk in lookups:
         for e in lk.inputs:
-            yield lk.selector.name, e
+            yield None if lk.always_on else lk.selector.name, e
 
 
 def committed_rotations(
@@ -89,7 +90,10 @@ def rows_read(cs: ConstraintSystem, column: str) -> set[int]:
         rotations = {q.rotation for q in expr.queries() if q.column.name == column}
         if not rotations:
             continue
-        enabled = np.flatnonzero(np.asarray(cs.fixed[selector]) != 0)
+        if selector is None:  # always on: every usable row (its inputs are advice columns, never salted)
+            enabled = np.arange(usable_rows(cs.k, cs.max_advice_queries()))
+        else:
+            enabled = np.flatnonzero(np.asarray(cs.fixed[selector]) != 0)
         for rho in rotations:
             out.update(((enabled + rho) % n).tolist())
     if len(cs.copies):

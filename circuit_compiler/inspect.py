@@ -72,7 +72,7 @@ def statistics(cs: ConstraintSystem, modulus: int) -> dict[str, Any]:
             "fill": round(cs.rows / (1 << cs.k), 4),
             "selector_rows": {s.name: int(len(prover.enabled_rows(s))) for s in cs.columns_of(ColumnKind.SELECTOR)},
             "gate_degrees": {g.name: g.degree() for g in cs.gates},
-            "lookup_degrees": {lk.name: lk.degree() for lk in cs.lookups},
+            "lookup_degrees": {lk.name: lk.argument_degree() for lk in cs.lookups},  # the argument's
             "copies_by_columns": copies_by_columns(cs),
             "max_rotation": max([abs(q.rotation) for e in cs.all_expressions() for q in e.queries()] + [0]),
         }
@@ -108,11 +108,15 @@ def format_constraints(cs: ConstraintSystem) -> str:
         lines.append(f"  gate {g.name}  [selector {g.selector.name}, degree {g.degree()}]")
         for poly_name, poly in g.polys:
             lines.append(f"    {poly_name}: {g.selector.name} * ({poly.pretty()}) = 0")
-    lines.append("lookups (the tuple must be a row of the table on every row)")
+    lines.append("lookups (the tuple must be a row of the table on every usable row)")
     for lk in cs.lookups:
-        inputs = ", ".join(f"{lk.selector.name} * ({e.pretty()})" for e in lk.inputs)
+        if lk.always_on:
+            inputs = ", ".join(e.pretty() for e in lk.inputs)
+        else:
+            inputs = ", ".join(f"{lk.selector.name} * ({e.pretty()})" for e in lk.inputs)
         table = ", ".join(c.name for c in lk.table)
-        lines.append(f"  lookup {lk.name}: ({inputs}) in ({table})  [degree {lk.degree()}]")
+        on = ", always on (no selector)" if lk.always_on else ""
+        lines.append(f"  lookup {lk.name}: ({inputs}) in ({table})  [argument degree {lk.argument_degree()}{on}]")
     lines.append("copies (cell equalities)")
     for pair, n in copies_by_columns(cs).items():
         lines.append(f"  {pair}: {n}")

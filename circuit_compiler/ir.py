@@ -9,7 +9,8 @@ mock prover and the Rust Halo2 backend, which know nothing about it). It is deli
 * ``Gate``        -- named polynomial constraints, each *structurally* behind one selector column: the
                      constraint enforced on row r is ``selector[r] * poly(r) == 0``.
 * ``Lookup``      -- named lookup: ``selector * input_i`` must appear as a row of the table columns
-                     (so every table contains the all-zero row).
+                     (so every table contains the all-zero row); or, with no selector ("always on"), a
+                     plain advice column must hold a table value on every usable row.
 * ``Copy``        -- equality between two cells.
 * ``ConstraintSystem`` -- the above plus the number of rows; ``Assignment`` -- the values of every column.
 
@@ -265,15 +266,29 @@ class Gate:
 
 @dataclasses.dataclass(frozen=True)
 class Lookup:
-    """``(selector * inputs[i])_i`` must be a row of ``table`` on every row. Tables contain the zero row."""
+    """``(selector * inputs[i])_i`` must be a row of ``table`` on every row. Tables contain the zero row.
+
+    ``selector=None`` makes the lookup *always on*: ``(inputs[i])_i`` must be a row of the table on every
+    usable row of the domain (the lookup argument itself leaves out the blinding rows). That saves the
+    selector factor -- one degree of the lookup argument -- and is allowed only where it cannot read a
+    cell another region owns: every input must be a plain advice column at rotation 0, which an honest
+    witness leaves 0 (a table value) wherever it does not use it.
+    """
 
     name: str
-    selector: Column
+    selector: Column | None
     inputs: tuple[Expression, ...]
     table: tuple[Column, ...]
 
     def __post_init__(self) -> None:
-        if self.selector.kind is not ColumnKind.SELECTOR:
+        if self.selector is None:
+            for e in self.inputs:
+                if not (isinstance(e, Query) and e.column.kind is ColumnKind.ADVICE and e.rotation == 0):
+                    raise ValueError(
+                        f"lookup {self.name!r}: without a selector every input must be an advice column at "
+                        f"rotation 0, got {e.pretty()}"
+                    )
+        elif self.selector.kind is not ColumnKind.SELECTOR:
             raise ValueError(f"lookup {self.name!r}: selector must be a selector column, got {self.selector!r}")
         if len(self.inputs) != len(self.table) or not self.inputs:
             raise ValueError(f"lookup {self.name!r}: {len(self.inputs)} inputs for {len(self.table)} table columns")
@@ -281,8 +296,19 @@ class Lookup:
             if c.kind is not ColumnKind.TABLE:
                 raise ValueError(f"lookup {self.name!r}: {c!r} is not a table column")
 
+    @property
+    def always_on(self) -> bool:
+        return self.selector is None
+
     def degree(self) -> int:
-        return 1 + max(e.degree() for e in self.inputs)
+        """Degree of the looked-up expressions, the selector factor included."""
+        return (0 if self.always_on else 1) + max(e.degree() for e in self.inputs)
+
+    def argument_degree(self) -> int:
+        """Degree of the Halo2 lookup argument's constraint (midnight-proofs ``lookup::required_degree``):
+        ``max(4, 2 + input degree + table degree)``, tables being plain columns (degree 1). A selector factor
+        in the input costs one: an always-on lookup of a column is 4, ``q · limb`` is 5."""
+        return max(4, 2 + self.degree() + 1)
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -365,7 +391,11 @@ class ConstraintSystem:
             yield from lk.inputs
 
     def max_degree(self) -> int:
-        return max([g.degree() for g in self.gates] + [lk.degree() for lk in self.lookups] + [1])
+        """The degree the proof system needs: the highest of the gates (selector included) and the lookup
+        arguments (:meth:`Lookup.argument_degree`). Halo2 splits the quotient into ``max_degree - 1``
+        pieces of n coefficients, each one more full-size commitment per proof; midnight-proofs' own
+        figure (``backend.statistics(cs)["degree"]``) also counts its permutation argument (degree 3)."""
+        return max([g.degree() for g in self.gates] + [lk.argument_degree() for lk in self.lookups] + [1])
 
     def statistics(self) -> dict[str, Any]:
         return {

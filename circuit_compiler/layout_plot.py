@@ -74,10 +74,9 @@ def read_cells(prover: MockProver) -> dict[Column, np.ndarray]:
     """Per column, bool over the domain: read by an enabled gate or lookup, or named by a copy."""
     cs, n = prover.cs, prover.n
     read = {c: np.zeros(n, dtype=bool) for c in cs.columns}
-    for selector, exprs in [(g.selector, [p for _, p in g.polys]) for g in cs.gates] + [
-        (lk.selector, list(lk.inputs)) for lk in cs.lookups
+    for rows, exprs in [(prover.enabled_rows(g.selector), [p for _, p in g.polys]) for g in cs.gates] + [
+        (prover.lookup_rows(lk), list(lk.inputs)) for lk in cs.lookups
     ]:
-        rows = prover.enabled_rows(selector)
         for q in frozenset().union(*(e.queries() for e in exprs)):
             read[q.column][(rows + q.rotation) % n] = True
     copies = np.asarray(cs.copies, dtype=np.int64).reshape(-1, 4)

@@ -9,6 +9,7 @@ What is checked (all rows at once, with numpy):
   the real prover fills those rows with random values;
 * **lookups** -- on every usable row the tuple ``selector * inputs`` is a row of the table columns (tables
   are read over ``[0, usable_rows)``, zero-padded, so a table shorter than that contains the zero row);
+  an always-on lookup (no selector) checks ``inputs`` itself on every usable row;
 * **copies** -- both cells hold the same value; the columns are equality columns and the rows lie in
   ``[0, rows)``;
 * **values** -- every witness column of the circuit is assigned, nothing else is, no column is longer than
@@ -453,6 +454,17 @@ class MockProver:
             self._enabled[selector] = np.flatnonzero(on).astype(np.int64)
         return self._enabled[selector]
 
+    def lookup_rows(self, lookup: Lookup) -> np.ndarray:
+        """Rows of [0, usable_rows) where ``lookup`` applies: its selector's, or all of them (always on)."""
+        if lookup.always_on:
+            return np.arange(self.usable, dtype=np.int64)
+        return self.enabled_rows(lookup.selector)
+
+    def _lookup_on(self, lookup: Lookup, rows: np.ndarray) -> np.ndarray:
+        if lookup.always_on:
+            return rows < self.usable
+        return self._selector_on(lookup.selector, rows)
+
     def _selector_on(self, selector: Column, rows: np.ndarray) -> np.ndarray:
         small, is_big = self._store[selector].gather(rows)
         on = small != 0
@@ -591,7 +603,10 @@ class MockProver:
         return self._tables[index]
 
     def lookup_inputs(self, lookup: Lookup, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per input: (signed int64 values, big flags, canonical values where big) of ``selector * input``."""
+        """Per input: (signed int64 values, big flags, canonical values where big) of ``selector * input``
+        (of ``input`` for an always-on lookup)."""
+        if lookup.always_on:
+            return [self._signed_values(expr, rows) for expr in lookup.inputs]
         selector = Query(lookup.selector, 0)
         sel_small, sel_big = self._gathered([selector], rows)
         # Selectors are almost always 1 where on: skip the multiplication then.
@@ -635,7 +650,7 @@ class MockProver:
         """Check ``lookup`` on its enabled rows (or on ``rows``, restricted to enabled ones)."""
         table = self._table(index, lookup)
         out: list[Failure] = []
-        enabled = self.enabled_rows(lookup.selector)
+        enabled = self.lookup_rows(lookup)
         if rows is None:
             if len(enabled) < self.usable and not table.has_zero:
                 first_off = int(np.flatnonzero(~np.isin(np.arange(self.usable), enabled))[0])
@@ -651,7 +666,7 @@ class MockProver:
                 )
             rows = enabled
         else:
-            rows = rows[self._selector_on(lookup.selector, rows)]
+            rows = rows[self._lookup_on(lookup, rows)]
         if len(rows) == 0:
             return out
         inputs = self.lookup_inputs(lookup, rows)

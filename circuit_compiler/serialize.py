@@ -7,12 +7,13 @@ Format ``jaxapex-circuit/1`` -- what the Rust backend reads (documented in ``doc
     {"format": "jaxapex-circuit/1", "modulus": "<decimal p>", "name": str, "k": int, "rows": int,
      "columns": [{"kind": "advice|fixed|selector|instance|committed|table", "index": i, "name": str}, ...],
      "gates":   [{"name": str, "selector": <column position>, "polys": [{"name": str, "expr": E}, ...]}, ...],
-     "lookups": [{"name": str, "selector": <column position>, "inputs": [E, ...], "table": [<column position>, ...]}],
+     "lookups": [{"name": str, "selector": <column position> | null, "inputs": [E, ...], "table": [<column position>, ...]}],
      "metadata": {...}}
 
 ``E`` is the expression tree of :meth:`Expression.to_json`; a ``query`` node names its column by
 ``(kind, index)``; constants are signed decimal strings (reduce mod p). "Column position" is the index in
-``columns``. Instance and committed columns are numbered separately but Halo2 needs committed instance
+``columns``; a lookup's ``"selector": null`` means always on (its inputs are plain advice columns that
+must hold a table value on every usable row). Instance and committed columns are numbered separately but Halo2 needs committed instance
 columns first: the backend orders instance columns as all COMMITTED (by index) then all INSTANCE (by index).
 
 ``arrays`` (name -> column values, each ``(encoding, bytes)``):
@@ -71,7 +72,7 @@ def structure_to_json(cs: ConstraintSystem, modulus: int) -> dict[str, Any]:
         "lookups": [
             {
                 "name": lk.name,
-                "selector": position[lk.selector],
+                "selector": None if lk.always_on else position[lk.selector],
                 "inputs": [e.to_json() for e in lk.inputs],
                 "table": [position[c] for c in lk.table],
             }
@@ -97,7 +98,7 @@ def structure_from_json(data: dict[str, Any], fixed: dict[str, np.ndarray], copi
     lookups = tuple(
         Lookup(
             lk["name"],
-            columns[lk["selector"]],
+            None if lk["selector"] is None else columns[lk["selector"]],
             tuple(expression_from_json(e, by_key) for e in lk["inputs"]),
             tuple(columns[i] for i in lk["table"]),
         )

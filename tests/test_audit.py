@@ -18,7 +18,7 @@ from circuit_compiler.audit import (
 )
 from circuit_compiler.demo import obs_circuit, rescale_circuit
 from circuit_compiler.field import BLS12_381_FR
-from circuit_compiler.ir import Assignment, Column, ColumnKind, ConstraintSystem, Gate
+from circuit_compiler.ir import Assignment, Column, ColumnKind, ConstraintSystem, Gate, Lookup
 from circuit_compiler.mock_prover import MockProver, check
 
 P = BLS12_381_FR.modulus
@@ -66,6 +66,35 @@ def test_lowered_obs_circuit_level_r_is_clean():
     report = audit(cs, assignment, p, mutations=64, compensated=48)
     assert report.ok, report.summary()
     assert prover_chosen_columns(cs) == ()  # at level R θ' is an input, not something the relation fixes
+
+
+def test_compact_obs_circuit_with_selector_free_limb_lookups_is_clean():
+    """The compact layout looks its limbs up always on (no selector): the audit reports each such lookup
+    (info), still finds every mutation of the weight rows, and does not count the zero limbs off the weight
+    rows as assigned cells (an always-on lookup reads every row, which says nothing about a region)."""
+    cs, assignment, p = obs_circuit(level="F", lanes=16)
+    assert cs.max_degree() == 4
+    report = audit(cs, assignment, p, mutations=64, compensated=32)
+    assert report.ok, report.summary()
+    summary = report.to_json()
+    assert summary["unconstrained_cells"] == 0 and summary["mutations_caught"] == 64
+    assert summary["compensated_caught"] == 32
+    always_on = sorted(lk.name for lk in cs.lookups if lk.always_on)
+    assert always_on and len(always_on) == len(cs.lookups)
+    assert sorted((f.kind, f.name, f.severity) for f in report.selector_findings) == [
+        ("no_selector", name, "info") for name in always_on
+    ]
+    weight_rows = range(*cs.metadata["layout"]["finalization_rows"])
+    assert {m.cell.row for m in report.mutations if "_limb_" in m.cell.column} <= set(weight_rows)
+
+
+def test_a_lookup_without_a_selector_may_only_read_plain_advice_columns():
+    a, t = Column(ColumnKind.ADVICE, 0, "a"), Column(ColumnKind.TABLE, 0, "t")
+    theta = Column(ColumnKind.COMMITTED, 0, "theta")
+    Lookup("plain", None, (a.cur(),), (t,))  # accepted
+    for bad in (a.next(), a.cur() * 2, a.cur() + 1, theta.cur()):
+        with pytest.raises(ValueError, match="without a selector every input must be an advice column at rotation 0"):
+            Lookup("bad", None, (bad,), (t,))
 
 
 def test_sound_rescale_chip_is_clean():

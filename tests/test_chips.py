@@ -154,6 +154,32 @@ def test_limbs_without_a_value_cell_hold_exactly_the_unsigned_range(bits, limb_b
         config.assign(np.array([-1]))
 
 
+def test_always_on_limbs_keep_every_check_at_degree_4():
+    """``always_on``: lookups without a selector and a 2-bit rest cut into two 1-bit limbs (a 2-bit gate
+    q·a(a-1)(a-2)(a-3) would have degree 5); the limbs still hold exactly [0, 2^bits)."""
+    b = CircuitBuilder("limbs")
+    v, q = b.instance("v"), b.selector("q")
+    config = range_check.configure_limbs(b, name="x", bits=10, limb_bits=4, selector=q, always_on=True)
+    b.gate("tie", q, [("tie", v.cur() - config.value)])
+    b.enable(q, np.arange(3))
+    cs = b.build()
+    assert config.widths == (4, 4, 1, 1) and range_check.split_limb_widths(10, 4, None) == (4, 4, 2)
+    assert [lk.name for lk in cs.lookups if lk.always_on] == ["x_limb_0", "x_limb_1"] and len(cs.lookups) == 2
+    assert [g.name for g in cs.gates] == ["x_limb_2_bits", "x_limb_3_bits", "tie"] and cs.max_degree() == 4
+    values = np.array([0, 1023, 700], dtype=np.int64)
+    a = Assignment(
+        advice={k: column(cs.rows, x) for k, x in config.assign(values).items()},
+        instance={"v": column(cs.rows, values)},
+        committed={},
+    )
+    assert failures(cs, a) == []
+    forged = a.copy()  # 1024 = a 2 in the top bit: its 1-bit gate refuses it
+    forged.instance["v"][1] = 1024
+    forged.advice["x_limb_0"][1] = forged.advice["x_limb_1"][1] = forged.advice["x_limb_2"][1] = 0
+    forged.advice["x_limb_3"][1] = 2
+    assert failures(cs, forged) == [("gate", "x_limb_3_bits", 1)]
+
+
 # ---------------------------------------------------------------------------------------------- rescale
 
 
@@ -486,8 +512,11 @@ def test_weight_rows_accept_the_honest_rows_and_name_each_tampering():
     )
     assert failures(cs, a) == []
     assert theta_new.tolist() == [0, -7 + (-1000 // 256), 3 + (999 // 256), 0, 9 + (-37 // 256)]
-    assert [g.name for g in cs.gates] == ["removal", "update", "y_on_mask", "residual", "rescale"]
+    assert [g.name for g in cs.gates] == ["removal", "update", "y_on_mask", "residual_rescale"]
     assert not cs.copies.size
+    # one gate of degree 4 for both relations on z (z here is an instance, degree 1: the gate is q · m · L)
+    assert dict((g.name, g.degree()) for g in cs.gates)["residual_rescale"] == 3
+    assert all(lk.always_on for lk in cs.lookups) and cs.max_degree() == 4
 
     def tamper(kind, name, row, delta):
         t = a.copy()
@@ -498,10 +527,14 @@ def test_weight_rows_accept_the_honest_rows_and_name_each_tampering():
     assert tamper("committed", "theta_new", 1, 1) == [("gate", "update", 1)]
     assert tamper("advice", "y", 2, 1) == [("gate", "y_on_mask", 2)]  # ỹ off the mask must be 0
     assert tamper("advice", "y", 3, 1) == [("gate", "y_on_mask", 3)]  # ... and the high limbs on it
-    # a residual one past τ needs low = 2^s: no limbs hold it
+    # the merged gate names the row on either side of the mask: a residual one past τ on a masked row
+    # (it would need low = 2^s: no limbs hold it), a quotient one off on an unmasked row
     t = a.copy()
     t.instance["z"][3] += 1
-    assert failures(cs, t) == [("gate", "residual", 3)]
+    assert failures(cs, t) == [("gate", "residual_rescale", 3)]
+    unmasked = a.copy()
+    unmasked.instance["z"][1] += 256  # z + 2^s: the floor division now wants Δ - 1
+    assert failures(cs, unmasked) == [("gate", "residual_rescale", 1)]
     t.advice["low_limb_1"][3] += 1  # 16 · 16 = 256 = 2^s: the top limb leaves its table
     t.advice["low_limb_0"][3] -= 15
     assert failures(cs, t) == [("lookup", "low_limb_1", 3)]
@@ -513,6 +546,33 @@ def test_weight_rows_accept_the_honest_rows_and_name_each_tampering():
     assert failures(cs, t) == [("lookup", "low_limb_1", 1)]
 
 
+def test_weight_row_limbs_are_looked_up_on_every_usable_row():
+    """The limb lookups carry no selector: off the weight rows a limb must still be a table value (the
+    honest witness leaves 0 there). A behaviour change: with ``q · limb`` any value passed on those rows."""
+    b, config = weight_rows_circuit(level="F")
+    b.enable(config.selector, np.arange(3))
+    cs = b.build()
+    rows = cs.rows
+    zeros = {c.name: column(rows, []) for c in cs.columns_of(ColumnKind.ADVICE)}
+    a = Assignment(
+        advice=zeros,
+        instance={"mask": column(rows, []), "z": column(rows, [])},
+        committed={"theta": column(rows, [1 << 9] * 3), "theta_new": column(rows, [1 << 9] * 3)},
+    )
+    # an all-zero chunk: Δ = 0 needs high = h_Δ on the weight rows
+    for name, v in config.high.assign(np.full(3, config.delta_offset)).items():
+        a.advice[name][:3] = v
+    assert failures(cs, a) == []
+    off_row = 7  # no selector is on here
+    inside = a.copy()
+    inside.advice["high_limb_0"][off_row] = 15  # a table value: accepted, nothing else reads the cell
+    assert failures(cs, inside) == []
+    for name in ("high_limb_0", "low_limb_1"):
+        outside = a.copy()
+        outside.advice[name][off_row] = 16  # one past the 4-bit table
+        assert failures(cs, outside) == [("lookup", name, off_row)]
+
+
 def test_weight_rows_bound_the_repair_off_the_mask_by_whole_limbs():
     """b_Δ = 6 inside a 12-bit shared field: Δ ∈ [-32, 32) off the mask (gate delta_bound), while ỹ on the
     mask keeps all 12 bits; one past either end of the bound is the first rejected value."""
@@ -520,7 +580,7 @@ def test_weight_rows_bound_the_repair_off_the_mask_by_whole_limbs():
     b, config = weight_rows_circuit(level="F", shift=shift, high_bits=12, delta_bits=6)
     b.enable(config.selector, np.arange(3))
     cs = b.build()
-    assert config.high.widths == (4, 2, 4, 2)  # a limb boundary at bit b_Δ = 6
+    assert config.high.widths == (4, 1, 1, 4, 1, 1)  # a boundary at bit b_Δ = 6; 2-bit rests as 1 + 1 bits
     assert "delta_bound" in [g.name for g in cs.gates]
     rows = cs.rows
 

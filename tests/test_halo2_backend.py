@@ -2,7 +2,7 @@
 
 Circuits: a small hand-built IR circuit (a multiply-accumulate gate with a rotation, a range lookup, copies
 into advice and a public instance, a committed column) and real OBS chunk circuits from the lowering at
-level R and level F. Checked: honest proofs verify; Rust's MockProver and the Python mock prover agree on
+level R and level F (classic and compact layouts). Checked: honest proofs verify; Rust's MockProver and the Python mock prover agree on
 honest and mutated witnesses (down to which gate or lookup fails on which row); tampered proofs,
 instances and commitments are rejected; bad inputs raise clear errors instead of crashing.
 """
@@ -97,6 +97,8 @@ CIRCUITS = {
     "mac": lambda seed=0: mac_circuit(seed=seed),
     "obs_R": lambda seed=0: obs_chunk(level="R", seed=seed),
     "obs_F": lambda seed=0: obs_chunk(level="F", seed=seed),
+    # the compact layout (L = B): degree 4, limb lookups without a selector
+    "obs_F_compact": lambda seed=0: obs_chunk(level="F", lanes=8, seed=seed),
 }
 
 
@@ -349,6 +351,26 @@ def test_mock_provers_agree_on_targeted_mutations():
     m.advice["acc"][11] = m.advice["acc"][10] + 300
     m.advice["out"][0] = m.instance["total"][0] = m.advice["acc"][11]
     assert rust_failures(cs, m) == python_failures(cs, m) == {("lookup", "acc_range", 11)}
+
+
+def test_a_limb_outside_its_table_off_the_weight_rows_fails_both_mock_provers_and_the_proof(srs):
+    """Compact layout: the limb lookups have no selector, so a limb on a row no selector switches on must
+    still be a table value (degree 4: midnight's own degree says so too)."""
+    cs, assignment = obs_chunk(level="F", lanes=8)
+    assert cs.max_degree() == 4 and be.statistics(cs)["degree"] == 4
+    q_fin = np.asarray(cs.fixed["q_fin"])
+    row = int(np.flatnonzero(q_fin[: cs.rows] == 0)[-1])  # after the weight rows, inside the circuit's rows
+    bad = assignment.copy()
+    bad.advice["high_limb_0"][row] = 1 << SPEC.limb_bits  # one past the table [0, 2^t)
+    assert rust_failures(cs, bad) == python_failures(cs, bad) == {("lookup", "high_limb_0", row)}
+    fine = assignment.copy()
+    fine.advice["high_limb_0"][row] = (1 << SPEC.limb_bits) - 1  # a table value: nothing else reads the cell
+    assert rust_failures(cs, fine) == python_failures(cs, fine) == set()
+    keys = be.keygen(srs, cs)
+    commitments = {name: be.commit(srs, cs.k, values) for name, values in assignment.committed.items()}
+    assert be.verify(srs, keys.vk, cs, be.prove(srs, keys, cs, fine), assignment.instance, commitments)
+    with pytest.raises(be.BackendError):  # midnight cannot build the permuted lookup columns
+        be.prove(srs, keys, cs, bad)
 
 
 def test_mock_provers_agree_on_changed_fixed_columns():

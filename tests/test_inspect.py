@@ -119,7 +119,7 @@ def test_constraints_are_printed_with_selectors_and_degrees(obs_f):
     text = format_constraints(cs)
     assert "gate mac_step  [selector q_step, degree 3]" in text
     assert "mac_step_0: q_step * (acc_0 - acc_0[-1] - (g_0) * (y_mac)) = 0" in text
-    assert "lookup y_limb_3: (q_fin * (y_limb_3)) in (range_12)  [degree 2]" in text
+    assert "lookup y_limb_3: (q_fin * (y_limb_3)) in (range_12)  [argument degree 5]" in text
     assert "y_mac = y: 64" in text
 
 

@@ -17,6 +17,7 @@ from circuit_compiler.field import BN254_FR, DEFAULT_FIELD
 from circuit_compiler.fixedpoint import (
     FieldOverflowError,
     FixedPointSpec,
+    ForgetSpec,
     QuantizationError,
     delta_error_bound,
     dequantize,
@@ -204,11 +205,11 @@ def test_compact_layout_statistics_follow_the_docs():
         "update",
         "delta_bound",
         "y_on_mask",
-        "residual",
-        "rescale",
+        "residual_rescale",
     ]
     assert len(cs.lookups) == 6 and len(cs.copies) == 0  # no copies: no permutation argument
-    assert cs.max_degree() == 5 and cs.max_advice_queries() == 2 * 8 - 1
+    assert all(lk.always_on for lk in cs.lookups)  # limbs in their tables on every usable row
+    assert cs.max_degree() == 4 and cs.max_advice_queries() == 2 * 8 - 1
     assert cs.fixed["first"].nonzero()[0].tolist() == [7 + 8 * b for b in range(41)]
     assert np.flatnonzero(cs.fixed["q_fin"]).tolist() == list(range(7, 327))
     assert np.flatnonzero(cs.fixed["q_outside"]).tolist() == list(range(7)) + list(range(327, 334))
@@ -269,7 +270,8 @@ def test_classic_layout_statistics_follow_the_docs():
         "y_repeat",
     ]
     assert len(cs.copies) == 2 * shape.weights
-    assert cs.max_degree() == 3
+    assert max(g.degree() for g in cs.gates) == 3
+    assert cs.max_degree() == 5  # its lookups keep the selector factor: q · limb, an argument of degree 5
     assert cs.metadata["shape"]["lanes"] == 2 and cs.metadata["layout"]["salt_rows"]["g_0"] == list(
         range(shape.mac_rows, shape.mac_rows + 3)
     )
@@ -487,7 +489,7 @@ def test_compact_tampering_is_caught_by_name(lowered_compact):
 
     assert failures(cs, bumped("committed", "theta_new", masked)) == [("gate", "removal", masked)]
     assert failures(cs, bumped("committed", "theta_new", free)) == [("gate", "update", free)]
-    assert failures(cs, bumped("committed", "theta", masked)) == [("gate", "residual", masked)]
+    assert failures(cs, bumped("committed", "theta", masked)) == [("gate", "residual_rescale", masked)]
     # ỹ off the mask would let Δ be anything
     assert ("gate", "y_on_mask", free) in failures(cs, bumped("advice", "y", free))
     # Δ - 1, rem + 2^s, θ' - 1: division and update hold, the remainder's limbs cannot (s = 16: limbs 8 + 8)
@@ -500,7 +502,7 @@ def test_compact_tampering_is_caught_by_name(lowered_compact):
     j = int(np.flatnonzero(chunk.mask[2])[0])  # masked position 0 of block 2: ỹ_0 ≠ 0 there
     assert chunk.y_q[2, j] != 0
     found = failures(cs, bumped("committed", "g_1", first + 8 + j))  # G[0, 1] of block 2: enters z_0 and z_1
-    assert {row for _, _, row in found} == {first + 8 + 1} and {name for _, name, _ in found} == {"rescale"}
+    assert {row for _, _, row in found} == {first + 8 + 1} and {name for _, name, _ in found} == {"residual_rescale"}
     # the second half of lane B/2 is never multiplied by anything: inert
     assert failures(cs, bumped("committed", "g_2", first + 8 + 2)) == []
 
@@ -657,3 +659,25 @@ def test_quantized_entry_point_agrees_with_the_float_one():
         quantized_obs_witness(w.theta_q, w.G_q * 2, w.mask, spec=SPEC)
     with pytest.raises(ValueError, match="must be \\(n_blocks, B\\), \\(n_blocks, B, B\\)"):
         quantized_obs_witness(w.theta_q, w.G_q[:, :4], w.mask, spec=SPEC)
+
+
+@pytest.mark.parametrize("k", [14, 16])
+@pytest.mark.parametrize("variant", ["R", "F", "F+forget"])
+def test_compact_chunks_have_degree_4_so_the_quotient_has_3_pieces(k, variant):
+    """Residual and rescale share one gate (q_fin × the degree-3 MAC product) and the limb lookups carry no
+    selector (argument degree max(4, 2 + 1 + 1)): degree 4 at the automatic limb size t = k - 1 -- in the
+    IR and in midnight-proofs' own constraint system."""
+    from circuit_compiler import backend
+
+    level = variant[0]
+    spec = FixedPointSpec()
+    lanes = 16 if level == "F" else None
+    forget = ForgetSpec(directions=2) if variant == "F+forget" else None
+    nb = blocks_to_fill(k, block_size=16, level=level, spec=spec, lanes=lanes)
+    shape = chunk_shape_key(blocks=nb, block_size=16, level=level, spec=spec, lanes=lanes, forget=forget)
+    cs = build_chunk_circuit(shape).cs
+    assert shape.limb_bits == k - 1 and cs.k == k
+    assert all(lk.always_on for lk in cs.lookups) and cs.max_degree() == 4
+    if level == "F":
+        assert max(g.degree() for g in cs.gates) == 4 and "residual_rescale" in [g.name for g in cs.gates]
+    assert backend.statistics(cs)["degree"] == 4

@@ -14,7 +14,9 @@ block b) for each of the r forget directions a < r::
     within_tol:  L^err_a - first[+1] · (acc_a + tol) = 0        at a block's last row: U_b Δ ∈ [-tol, tol)
     forget_outside (selector q_outside): mu_a = 0, acc_a = 0   on the diagonal MAC's margin rows
 
-all but the last behind the weight-row selector ``q_fin``. ``acc_a[-1]`` on a block's first row and
+all but the last behind the weight-row selector ``q_fin``; the μ and err limbs are looked up always on
+(every usable row, no selector: 0 off the weight rows, as the weight rows' limbs; :mod:`.weight_rows`). All
+these gates have degree ≤ 3, so the forget rows keep the circuit at degree 4. ``acc_a[-1]`` on a block's first row and
 ``mu_a[+1]`` on its last row are read with a zero coefficient; the margin gate pins the two such cells
 that lie outside the blocks (as ``y_outside`` does for ỹ), so no cell a constraint reads is left free. ``first`` is the diagonal MAC's fixed column (1 on each
 block's first row and on the row after the last block), so the last row of a block is ``first[+1] = 1``
@@ -23,8 +25,8 @@ to the unmasked coordinates (``U_b ⊙ (1 - m)``, built by the verifier from the
 ``v = ỹ`` and ``θ' - θ = -θ`` does not enter the accumulator; keys depend on r and the widths only, never
 on U or the mask. ``r = 0`` adds nothing: the plain level-F circuit.
 
-The MAC then computes ``z = G v`` exactly as before (:mod:`.diagonal`), and the weight rows' ``residual``
-and ``rescale`` gates give ``(G v)_S = θ_S·2^s + e`` and ``Δ = floor(-G v / 2^s)`` off the mask. Soundness
+The MAC then computes ``z = G v`` exactly as before (:mod:`.diagonal`), and the weight rows'
+``residual_rescale`` gate gives ``(G v)_S = θ_S·2^s + e`` and ``Δ = floor(-G v / 2^s)`` off the mask. Soundness
 needs ``|v| ≤ 2^(w_y-1) + r·2^f_u·2^(w_μ-1)`` in the bound analysis (``ChunkShape.checked_spec``) and
 ``|acc| ≤ B·2^f_u·(2^w_w + 2^w_delta)`` far below p/2, which the lowering checks.
 """
@@ -108,10 +110,10 @@ def configure(
         mu_a = builder.advice(f"mu_{a}")
         acc_a = builder.advice(f"acc_{a}")
         mu_l = range_check.configure_limbs(
-            builder, name=f"mu_{a}", bits=spec.w_mu, limb_bits=limb_bits, selector=selector
+            builder, name=f"mu_{a}", bits=spec.w_mu, limb_bits=limb_bits, selector=selector, always_on=True
         )
         err_l = range_check.configure_limbs(
-            builder, name=f"err_{a}", bits=spec.tol_bits + 1, limb_bits=limb_bits, selector=selector
+            builder, name=f"err_{a}", bits=spec.tol_bits + 1, limb_bits=limb_bits, selector=selector, always_on=True
         )
         builder.gate(f"mu_constant_{a}", selector, [(f"mu_constant_{a}", (1 - last) * (mu_a.query(1) - mu_a.cur()))])
         builder.gate(f"mu_range_{a}", selector, [(f"mu_range_{a}", mu_a.cur() + spec.mu_offset - mu_l.value)])

@@ -18,7 +18,16 @@ value cell (``w ≤ t``) no limb column or gate is needed: the lookup takes ``q 
 
 :func:`configure_limbs` is the same decomposition *without* a value cell: the limbs are the only cells,
 and :attr:`LimbsConfig.value` (``Σ_k a_k 2^(tk)``) is an expression other gates use in its place. The
-compact OBS layout keeps the rescale remainder and the quotient (or ỹ) in one row of limbs this way.
+compact OBS layout keeps the rescale remainder and the quotient (or ỹ) in one row of limbs this way, and
+looks them up *always on* (``always_on=True``: ``a_k ∈ table`` on every usable row, no selector factor)::
+
+    lookup <name>_limb_k:     a_k  ∈  table                          (every usable row; 0 where unused)
+
+A selector-free lookup constrains more rows than the selector did, never fewer: on the selector's rows it
+is the same check, and elsewhere it only asks the limb to be a table value, which the honest 0 is. It
+lowers the lookup argument's degree from 5 to 4 (midnight-proofs: ``max(4, 2 + input + table degree)``).
+The short-limb gates keep the selector; a 2-bit rest is cut into two 1-bit limbs there, so that no check
+exceeds degree 4.
 """
 
 from __future__ import annotations
@@ -73,18 +82,20 @@ def _constrain_limbs(
     widths: tuple[int, ...],
     limb_bits: int,
     selector: Column,
+    always_on: bool = False,
 ) -> tuple[Column, ...]:
-    """Register each limb's check (lookup, or polynomial gate for a short top limb); returns their tables."""
+    """Register each limb's check (lookup, or polynomial gate for a short top limb); returns their tables.
+    ``always_on``: the lookups have no selector (every usable row of the limb column is in the table)."""
     tables = []
     for limb, width in zip(limbs, widths):
-        if width < limb_bits and width <= POLYNOMIAL_LIMB_BITS:
+        if _is_polynomial(width, limb_bits):
             poly: Expression = limb.cur()
             for c in range(1, 1 << width):
                 poly = poly * (limb.cur() - c)
             builder.gate(f"{limb.name}_bits", selector, [(f"{limb.name}_bits", poly)])
             continue
         table = builder.range_table(width)
-        builder.lookup(limb.name, selector, [limb.cur()], [table])
+        builder.lookup(limb.name, None if always_on else selector, [limb.cur()], [table])
         tables.append(table)
     return tuple(tables)
 
@@ -183,14 +194,28 @@ def configure(
 # ------------------------------------------------------------------------------------- limbs, no value cell
 
 
-def split_limb_widths(bits: int, limb_bits: int, split: int | None) -> tuple[int, ...]:
+def split_limb_widths(bits: int, limb_bits: int, split: int | None, *, degree_4: bool = False) -> tuple[int, ...]:
     """Limb widths of a ``bits``-wide value with a limb boundary at bit ``split`` (``None``: none forced):
-    the low ``split`` bits and the high ``bits - split`` bits are each cut as by :func:`limb_widths`."""
+    the low ``split`` bits and the high ``bits - split`` bits are each cut as by :func:`limb_widths`.
+
+    ``degree_4``: a 2-bit short limb becomes two 1-bit limbs, whose gates ``q · a (a - 1)`` have degree 3
+    where the 2-bit one, ``q · a (a-1)(a-2)(a-3)``, has degree 5 (one advice column more, of 0/1 values)."""
     if split is None or split == bits:
-        return limb_widths(bits, limb_bits)
-    if not 1 <= split < bits:
+        widths = limb_widths(bits, limb_bits)
+    elif not 1 <= split < bits:
         raise ValueError(f"limb split at bit {split} must be in [1, {bits})")
-    return limb_widths(split, limb_bits) + limb_widths(bits - split, limb_bits)
+    else:
+        widths = limb_widths(split, limb_bits) + limb_widths(bits - split, limb_bits)
+    if not degree_4:
+        return widths
+    return tuple(
+        w for width in widths for w in ((1, 1) if _is_polynomial(width, limb_bits) and width == 2 else (width,))
+    )
+
+
+def _is_polynomial(width: int, limb_bits: int) -> bool:
+    """A limb checked by a polynomial gate rather than a lookup: a short top limb of ≤ 2 bits."""
+    return width < limb_bits and width <= POLYNOMIAL_LIMB_BITS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,7 +223,8 @@ class LimbsConfig:
     """An unsigned ``bits``-wide value held only as limbs; :attr:`value` is its expression.
 
     ``split``: a limb boundary forced at that bit, so that :meth:`above` (the value's bits from ``split``
-    up) is a sum of whole limbs."""
+    up) is a sum of whole limbs. ``always_on``: the lookups have no selector and every limb check has
+    degree ≤ 4 (a 2-bit rest is two 1-bit limbs, :func:`split_limb_widths`)."""
 
     name: str
     bits: int
@@ -206,10 +232,11 @@ class LimbsConfig:
     limbs: tuple[Column, ...]
     selector: Column
     split: int | None = None
+    always_on: bool = False
 
     @property
     def widths(self) -> tuple[int, ...]:
-        return split_limb_widths(self.bits, self.limb_bits, self.split)
+        return split_limb_widths(self.bits, self.limb_bits, self.split, degree_4=self.always_on)
 
     @property
     def value(self) -> Expression:
@@ -235,16 +262,30 @@ class LimbsConfig:
 
 
 def configure_limbs(
-    builder: CircuitBuilder, *, name: str, bits: int, limb_bits: int, selector: Column, split: int | None = None
+    builder: CircuitBuilder,
+    *,
+    name: str,
+    bits: int,
+    limb_bits: int,
+    selector: Column,
+    split: int | None = None,
+    always_on: bool = False,
 ) -> LimbsConfig:
     """Allocate ``<name>_limb_k`` (one per limb) and register each limb's check; no decomposition gate.
-    ``split``: force a limb boundary at that bit (:func:`split_limb_widths`)."""
-    widths = split_limb_widths(bits, limb_bits, split)
+    ``split``: force a limb boundary at that bit (:func:`split_limb_widths`). ``always_on``: look the limbs
+    up on every usable row, without the selector factor (one degree less for the lookup argument), and keep
+    every short-limb gate at degree ≤ 4; the witness must leave the limbs 0 (or any table value) on the
+    rows it does not use."""
+    widths = split_limb_widths(bits, limb_bits, split, degree_4=always_on)
     limbs = tuple(builder.advice(f"{name}_limb_{k}") for k in range(len(widths)))
-    _constrain_limbs(builder, name=name, limbs=limbs, widths=widths, limb_bits=limb_bits, selector=selector)
-    return LimbsConfig(name=name, bits=bits, limb_bits=limb_bits, limbs=limbs, selector=selector, split=split)
+    _constrain_limbs(
+        builder, name=name, limbs=limbs, widths=widths, limb_bits=limb_bits, selector=selector, always_on=always_on
+    )
+    return LimbsConfig(
+        name=name, bits=bits, limb_bits=limb_bits, limbs=limbs, selector=selector, split=split, always_on=always_on
+    )
 
 
 def lookups_needed(bits: int, limb_bits: int) -> int:
     """Lookup arguments a ``bits``-wide limb decomposition costs (short top limbs of ≤ 2 bits are gates)."""
-    return sum(1 for w in limb_widths(bits, limb_bits) if not (w < limb_bits and w <= POLYNOMIAL_LIMB_BITS))
+    return sum(1 for w in limb_widths(bits, limb_bits) if not _is_polynomial(w, limb_bits))

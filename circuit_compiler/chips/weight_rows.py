@@ -28,15 +28,24 @@ bound on the repair (b_Δ), while ỹ on the mask keeps all w bits::
     update:      (1 - m) · (θ'_e - θ_e - (H - h_Δ)) = 0               θ' = θ + Δ off the mask
     delta_bound: (1 - m) · T = 0                                      |Δ| ≤ 2^(b-1) off the mask
     y_on_mask:   y - m · (H - h_y) = 0                                ỹ = H - h_y on the mask, 0 elsewhere
-    residual:    m · (z - (θ_e - a)·2^s + τ - L) = 0                  (Gỹ)_q = θ_q 2^s + e_q, e_q ∈ [-τ, τ)
-    rescale:     (1 - m) · (z + (H - h_Δ)·2^s + L) = 0                Δ_i = floor(-(Gỹ)_i / 2^s)
+    residual_rescale:
+        z - m · ((θ_e - a)·2^s - τ + L) + (1 - m) · ((H - h_Δ)·2^s + L) = 0
+                                 m = 1: (Gỹ)_q = θ_q 2^s + e_q, e_q = L - τ ∈ [-τ, τ)   (solve residual)
+                                 m = 0: Δ_i = floor(-(Gỹ)_i / 2^s), remainder L            (rescale)
+    limbs (always on):  every limb of L and H ∈ its table, on every usable row
 
 with ``z`` the product expression of :mod:`.diagonal` and ``T = ⌊H / 2^b⌋`` the recomposition of the top
-limbs. When ``w_delta ≥ w_y`` (and always at level R, where the field is Δ alone) ``w = b``, there are no
+limbs. All gates are behind ``q_fin``. The two relations on z share one gate: the mask is the verifier's
+0/1 instance, so ``z = m·A + (1 - m)·B`` says ``z = A`` on masked rows and ``z = B`` elsewhere, exactly
+what the pair ``m·(z - A) = 0``, ``(1 - m)·(z - B) = 0`` said, at degree 4 (q_fin × the degree-3 z) instead
+of 5. The limb lookups carry no selector (:func:`~.range_check.configure_limbs` ``always_on``): off the
+weight rows an honest witness leaves the limbs 0, a table value; that keeps the lookup argument at degree 4
+too, so the quotient has 3 pieces instead of 4. When ``w_delta ≥ w_y`` (and always at level R, where the field is Δ alone) ``w = b``, there are no
 top limbs and no ``delta_bound`` gate: the field's own width is the bound. At level R the row carries
 ``no_delta_on_mask: m · (H - h_Δ) = 0`` and ``locality: (1 - t) · (H - h_Δ) = 0``.
 
-Every limb is constrained on every weight row (by a lookup or a short-limb gate), so on masked rows the
+Every limb is constrained on every weight row (by a lookup or a short-limb gate of degree ≤ 3: a 2-bit
+rest is cut into two 1-bit limbs, :func:`~.range_check.split_limb_widths`), so on masked rows the
 high field is ỹ and on unmasked ones Δ, and nothing is left free. Soundness needs the bounds of
 :func:`~circuit_compiler.fixedpoint.check_bounds` with Δ on ``w_delta`` bits and ỹ on ``w``.
 """
@@ -92,6 +101,15 @@ class WeightRowsConfig:
     def y_value(self) -> Expression:
         """``H - h_y``: ỹ on masked rows."""
         return self.high.value - self.y_offset
+
+    def residual_rescale(self, product: Expression) -> Expression:
+        """``z - m·((θ_e - a)·2^s - τ + L) + (1 - m)·(Δ·2^s + L)``: the solve residual on masked rows, the
+        floor division off them (module docstring). Degree 3, as z is."""
+        assert self.low is not None, "level F only"
+        m, scale = self.mask.cur(), 1 << self.shift
+        on_mask = self.theta_expr() * scale - self.tau + self.low.value
+        off_mask = self.delta() * scale + self.low.value
+        return product - m * on_mask + (1 - m) * off_mask
 
     def assign(
         self, *, mask: np.ndarray, delta: np.ndarray, y: np.ndarray | None = None, rem: np.ndarray | None = None
@@ -149,10 +167,18 @@ def configure(
         )
     m = mask.cur()
     high = range_check.configure_limbs(
-        builder, name="high", bits=high_bits, limb_bits=limb_bits, selector=selector, split=delta_bits
+        builder,
+        name="high",
+        bits=high_bits,
+        limb_bits=limb_bits,
+        selector=selector,
+        split=delta_bits,
+        always_on=True,
     )
     low = (
-        range_check.configure_limbs(builder, name="low", bits=shift, limb_bits=limb_bits, selector=selector)
+        range_check.configure_limbs(
+            builder, name="low", bits=shift, limb_bits=limb_bits, selector=selector, always_on=True
+        )
         if level_f
         else None
     )
@@ -179,9 +205,7 @@ def configure(
         y_on = m * config.y_value()
         y_gate = y.cur() - y_on if y_extra is None else y.cur() - y_on - y_extra
         builder.gate("y_on_mask", selector, [("y_on_mask", y_gate)])
-        residual = product - config.theta_expr() * (1 << shift) + config.tau - low.value
-        builder.gate("residual", selector, [("residual", m * residual)])
-        builder.gate("rescale", selector, [("rescale", (1 - m) * (product + delta * (1 << shift) + low.value))])
+        builder.gate("residual_rescale", selector, [("residual_rescale", config.residual_rescale(product))])
     else:
         assert touched is not None
         builder.gate("no_delta_on_mask", selector, [("no_delta_on_mask", m * delta)])

@@ -149,15 +149,23 @@ impl Circuit<Fr> for GenericCircuit {
         }
 
         for lookup in &s.lookups {
+            // Always-on lookups (no selector) look their plain advice column up on every usable row:
+            // one degree less for the lookup argument (midnight: max(4, 2 + input + table degree)).
             meta.lookup_any(&lookup.name, |cells| {
-                let selector = cells.query_any(columns[lookup.selector], Rotation::cur());
+                let selector = lookup
+                    .selector
+                    .map(|position| cells.query_any(columns[position], Rotation::cur()));
                 lookup
                     .inputs
                     .iter()
                     .zip(&lookup.table)
                     .map(|(input, &table)| {
+                        let input = lower(input, cells, &columns);
                         (
-                            selector.clone() * lower(input, cells, &columns),
+                            match &selector {
+                                Some(selector) => selector.clone() * input,
+                                None => input,
+                            },
                             cells.query_any(columns[table], Rotation::cur()),
                         )
                     })

@@ -75,7 +75,9 @@ pub struct GateSpec {
 #[derive(Clone, Debug)]
 pub struct LookupSpec {
     pub name: String,
-    pub selector: usize,
+    /// `None`: always on -- every input is an advice column at rotation 0 that must hold a table value
+    /// on every usable row (the lookup argument itself skips the blinding rows).
+    pub selector: Option<usize>,
     pub inputs: Vec<Expr>,
     pub table: Vec<usize>,
 }
@@ -126,7 +128,7 @@ struct RawGate {
 #[derive(Deserialize)]
 struct RawLookup {
     name: String,
-    selector: usize,
+    selector: Option<usize>,
     inputs: Vec<Value>,
     table: Vec<usize>,
 }
@@ -378,7 +380,9 @@ impl Structure {
         let mut lookups = Vec::with_capacity(raw.lookups.len());
         for lk in raw.lookups {
             let what = format!("lookup {:?}", lk.name);
-            check_kind(lk.selector, &[Kind::Selector], &format!("{what} selector"))?;
+            if let Some(selector) = lk.selector {
+                check_kind(selector, &[Kind::Selector], &format!("{what} selector"))?;
+            }
             if lk.inputs.is_empty() || lk.inputs.len() != lk.table.len() {
                 return Err(BackendError::invalid(format!(
                     "{what}: {} inputs for {} table columns",
@@ -395,6 +399,18 @@ impl Structure {
                 .enumerate()
                 .map(|(i, e)| parse_expr(e, &by_key, &format!("{what} input {i}")))
                 .collect::<Result<Vec<_>, _>>()?;
+            if lk.selector.is_none() {
+                for (i, input) in inputs.iter().enumerate() {
+                    let plain = matches!(input, Expr::Query { column, rotation: 0 }
+                        if columns[*column].kind == Kind::Advice);
+                    if !plain {
+                        return Err(BackendError::invalid(format!(
+                            "{what} input {i}: a lookup without a selector may only look up an advice \
+                             column at rotation 0"
+                        )));
+                    }
+                }
+            }
             lookups.push(LookupSpec {
                 name: lk.name,
                 selector: lk.selector,
