@@ -50,6 +50,7 @@ import argparse
 import ast
 import contextlib
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -412,15 +413,41 @@ def study_rows(
             row[f"{name}_skipped"] = entry.get("skipped")
             for field in TASK_FIELDS:
                 row[f"{name}_{field}"] = entry.get(field)
-        cost = costs[block_size]
-        row.update({field: cost[field] for field in COST_FIELDS})
-        row["vitb_fc1_chunks"] = row.pop("workload_chunks")
-        row["vitb_fc1_cells"] = row.pop("workload_cells")
-        row["level_r_cells_per_weight"] = reference_costs[block_size]["cells_per_weight"]
-        row["f_over_r"] = cost["cells_per_weight"] / reference_costs[block_size]["cells_per_weight"]
-        row["cost_vs_smallest"] = cost["cells_per_weight"] / smallest
+        row.update(cost_fields(costs[block_size], reference_costs[block_size], smallest))
         rows.append(row)
     return rows
+
+
+def cost_fields(cost: Mapping[str, Any], reference_cost: Mapping[str, Any], smallest: float) -> dict[str, Any]:
+    """A study row's proof-cost fields from :func:`proof_cost` at the study's level and at level R."""
+    fields = {field: cost[field] for field in COST_FIELDS}
+    fields["vitb_fc1_chunks"] = fields.pop("workload_chunks")
+    fields["vitb_fc1_cells"] = fields.pop("workload_cells")
+    fields["level_r_cells_per_weight"] = reference_cost["cells_per_weight"]
+    fields["f_over_r"] = cost["cells_per_weight"] / reference_cost["cells_per_weight"]
+    fields["cost_vs_smallest"] = cost["cells_per_weight"] / smallest
+    return fields
+
+
+def recost_study(result: Mapping[str, Any], *, log: Callable[[str], None] = lambda _msg: None) -> dict[str, Any]:
+    """A saved study with every proof-cost field recomputed from the current chunk circuit, and its
+    recommendation redone. The tasks' recovery does not depend on the circuit and is kept as measured."""
+    settings = result["settings"]
+    sizes = [int(b) for b in settings["sizes"]]
+    costs, reference_costs = proof_costs(
+        sizes, level=settings["level"], k=settings["proof_k"], max_k=settings["proof_max_k"], log=log
+    )
+    smallest = costs[min(sizes)]["cells_per_weight"]
+    rows = [
+        dict(row) | cost_fields(costs[row["block_size"]], reference_costs[row["block_size"]], smallest)
+        for row in result["rows"]
+    ]
+    tolerance = settings.get("tolerance", RECOVERY_TOLERANCE)
+    return dict(result) | {
+        "rows": rows,
+        "recommended_block_size": recommend_block_size(rows, settings["tasks"], tolerance=tolerance),
+        "settings": dict(settings) | {"costs_recomputed": True},
+    }
 
 
 def recommend_block_size(
@@ -628,7 +655,9 @@ def format_table(result: Mapping[str, Any]) -> str:
             if "abs_difference" in ref
             else ""
         )
-        lines.append(f"  the recipe's own OBS at B={ref['block_size']}: recovery {ref['recipe_recovery']:.3f}{check}")
+        recovery = ref["recipe_recovery"]  # NaN (null once saved) when the mask cost nothing to recover
+        recovery = "n/a" if recovery is None or math.isnan(recovery) else f"{recovery:.3f}"
+        lines.append(f"  the recipe's own OBS at B={ref['block_size']}: recovery {recovery}{check}")
         if lost < 3:
             lines.append(
                 f"  warning: on {name} the mask costs fewer than 3 test predictions; accuracy recovery "
@@ -811,7 +840,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_json_option(parser)
     parser.add_argument("--plot", metavar="PATH.png", help="write the recovery / cost plot")
+    parser.add_argument(
+        "--recost",
+        metavar="RESULTS.json",
+        help="no training: recompute a saved study's proof costs from the current circuit (recovery kept), "
+        "print it and write --json / --plot",
+    )
     args = parser.parse_args(argv)
+    if args.recost:
+        return recost_main(args)
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     task_names = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -840,6 +877,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Block-size study ({'quick' if args.quick else 'full'} training, seed {args.seed}, "
         f"{result['settings']['wall_s']:.0f} s)"
     )
+    print(format_table(result))
+    if args.json:
+        write_json(args.json, _jsonable(result))
+    if args.plot:
+        plot_study(result, args.plot)
+    return 0
+
+
+def recost_main(args: argparse.Namespace) -> int:
+    path = Path(args.recost)
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"block_size --recost: cannot read {path}: {err}") from err
+    settings = saved.get("settings") if isinstance(saved, dict) else None
+    needed = ("sizes", "tasks", "level", "proof_k", "proof_max_k")
+    missing = [f"settings.{f}" for f in needed if not isinstance(settings, dict) or f not in settings]
+    if not isinstance(saved, dict) or not isinstance(saved.get("rows"), list):
+        missing.append("rows")
+    elif any(not isinstance(row, dict) or "block_size" not in row for row in saved["rows"]):
+        missing.append("rows[].block_size")
+    if missing:
+        raise SystemExit(f"block_size --recost: {path} is not a block-size study: missing field {missing[0]}")
+    result = recost_study(saved, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(f"Block-size study {path} with proof costs recomputed from the current circuit")
     print(format_table(result))
     if args.json:
         write_json(args.json, _jsonable(result))

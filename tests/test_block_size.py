@@ -115,6 +115,28 @@ def test_cells_per_weight_grow_with_the_block_size(study):
     assert 1 < small["f_over_r"] < large["f_over_r"]
 
 
+def test_recost_recomputes_the_costs_from_the_circuit_and_keeps_the_recovery(study, tmp_path, capsys):
+    result, _ = study
+    stale = json.loads(json.dumps(result))
+    for row in stale["rows"]:  # costs of some other circuit
+        row["cells_per_weight"], row["columns"], row["f_over_r"] = 1e9, -1, -1.0
+    stale["recommended_block_size"] = -1
+    saved = tmp_path / "stale.json"
+    saved.write_text(json.dumps(stale))
+    out = tmp_path / "recosted.json"
+    assert bs.main(["--recost", str(saved), "--json", str(out)]) == 0
+    recosted = json.loads(out.read_text())
+    assert recosted["settings"]["costs_recomputed"] is True
+    for before, after in zip(result["rows"], recosted["rows"]):
+        # every field as the study computed it: costs from the same circuit, recovery as measured
+        assert after == before
+    assert recosted["recommended_block_size"] == result["recommended_block_size"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"rows": [], "settings": {"sizes": [16]}}))
+    with pytest.raises(SystemExit, match=r"bad.json is not a block-size study: missing field settings.tasks"):
+        bs.main(["--recost", str(bad)])
+
+
 @pytest.mark.parametrize("block_size", SIZES)
 def test_proof_cost_is_the_compiled_chunk_that_fills_2_to_the_16(block_size):
     cost = bs.proof_cost(block_size)
