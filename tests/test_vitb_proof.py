@@ -75,6 +75,9 @@ def test_sampled_chunks_are_proven_verified_and_extrapolated(tmp_path, level, bl
         result["one_time_s"] + chunks * result["prove_s_per_chunk"], rel=1e-2
     )
     assert result["peak_rss_mb"] == pytest.approx(max(c["rss_mb"] for c in result["per_chunk"]), abs=0.1)  # rounded
+    # the sampled proofs also pass as one batch (the provider's path), extrapolated per proof
+    assert result["verify_batch_s"] > 0
+    assert result["verify_batch_s_total"] == pytest.approx(chunks * result["verify_batch_s"] / 2, rel=1e-3)
     assert "whole workload" in capsys.readouterr().out
 
 
