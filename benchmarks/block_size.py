@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import dataclasses
 import json
 import math
@@ -115,24 +114,6 @@ def proof_cost(
     (lanes L = B) is used. ``workload`` = (layers, out, in): the chunks that cover it (``None`` when B does
     not divide out·in). Raises ValueError when no k <= max_k holds one block.
     """
-    with _recursion_limit(8 * block_size + 1000):
-        return _proof_cost(block_size, level=level, k=k, max_k=max_k, spec=spec, workload=workload)
-
-
-@contextlib.contextmanager
-def _recursion_limit(limit: int):
-    """Python's recursion limit raised to at least ``limit`` inside the block. The level-F MAC expression
-    (:mod:`circuit_compiler.chips.diagonal`) is a chain of 2(B − 1) sums that the IR walks recursively:
-    at B >= 512 that passes the default limit of 1,000 frames."""
-    previous = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(previous, limit))
-    try:
-        yield
-    finally:
-        sys.setrecursionlimit(previous)
-
-
-def _proof_cost(block_size, *, level, k, max_k, spec, workload) -> dict[str, Any]:
     spec = spec or spec_for_block_size(block_size)
     lanes = block_size if level == "F" else None
     reasons = []

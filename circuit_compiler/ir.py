@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -222,6 +222,17 @@ def as_expression(x: Expression | int) -> Expression:
     if isinstance(x, (int, np.integer)):
         return Constant(int(x))
     raise TypeError(f"cannot use {x!r} of type {type(x).__name__} in a circuit expression")
+
+
+def balanced_sum(terms: Sequence[Expression]) -> Expression:
+    """``Σ terms`` as a balanced tree of sums: depth ⌈log2 n⌉ instead of the n of a running sum, since
+    every walk over an expression (:meth:`Expression.fold`) recurses once per level."""
+    if not terms:
+        raise ValueError("balanced_sum of no terms")
+    level = list(terms)
+    while len(level) > 1:
+        level = [level[i] + level[i + 1] if i + 1 < len(level) else level[i] for i in range(0, len(level), 2)]
+    return level[0]
 
 
 def expression_from_json(data: Any, columns: Mapping[tuple[str, int], Column]) -> Expression:

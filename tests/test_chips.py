@@ -1,5 +1,7 @@
 """Each chip in a small circuit of its own: honest values pass, tampered cells fail with the named check."""
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -432,6 +434,25 @@ def test_diagonal_mac_reads_each_entry_only_inside_its_block(B):
         t = a.copy()
         t.advice["y"][r] = 5
         assert failures(cs, t) == [("gate", "y_outside", r)]
+
+
+def test_diagonal_mac_expression_stays_shallow_for_large_blocks():
+    """The IR walks expressions recursively: the product's depth must grow with the prefix sums (B/2),
+    not with its 2B products, so a B = 1024 circuit builds within Python's default recursion limit."""
+    B = 1024
+    b = CircuitBuilder("diag")
+    g = tuple(b.committed(f"g_{l}") for l in range(diagonal.lane_count(B)))
+    product = diagonal.configure(b, block_size=B, g=g, g_offset=1).product()
+    depth = product.fold(
+        constant=lambda _: 1,
+        query=lambda _: 1,
+        negated=lambda a: a + 1,
+        sum=lambda a, c: max(a, c) + 1,
+        product=lambda a, c: max(a, c) + 1,
+        scaled=lambda a, _: a + 1,
+    )
+    assert depth <= B // 2 + 2 * 11 + 8 < sys.getrecursionlimit()
+    assert product.degree() == 3
 
 
 def test_diagonal_mac_needs_one_lane_per_cyclic_distance_and_room_before_the_blocks():

@@ -48,7 +48,7 @@ import dataclasses
 import numpy as np
 
 from ..builder import CircuitBuilder
-from ..ir import Column, Expression
+from ..ir import Column, Expression, balanced_sum
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +66,12 @@ class DiagonalMacConfig:
 
     def product(self) -> Expression:
         """``z = (G ỹ)_i`` of the current row (degree 3: coefficient × lane × ỹ). The prefix sums of
-        ``first`` grow by one term per distance and are shared between consecutive a_ρ (and a'_σ)."""
+        ``first`` grow by one term per distance and are shared between consecutive a_ρ (and a'_σ); the
+        products are summed as a balanced tree (:func:`~circuit_compiler.ir.balanced_sum`), so the
+        expression's depth grows with B/2 (the prefix sums), not with the 2B products."""
         B, o = self.block_size, self.g_offset
         half = B // 2
-        z: Expression = (self.g[0].cur() - o) * self.y.cur()
+        terms: list[Expression] = [(self.g[0].cur() - o) * self.y.cur()]
         ahead: Expression | None = None  # a_ρ = Σ_{d=1..ρ} first[+d], one term longer each step
         behind: Expression | None = None  # a'_σ = Σ_{d=0..σ-1} first[-d]
         # distances ρ > B/2 are read backward, from lane σ = B - ρ: one loop over the lanes covers both
@@ -78,15 +80,15 @@ class DiagonalMacConfig:
             behind = self.first.query(1 - rho) if behind is None else behind + self.first.query(1 - rho)
             lane = self.g[rho]
             if 2 * rho == B:  # distance B/2, stored on the first half only: the upper-diagonal reading
-                z = z + (1 - ahead) * ((lane.cur() - o) * self.y.query(rho))
-                z = z + (1 - behind) * ((lane.query(-rho) - o) * self.y.query(-rho))
+                terms.append((1 - ahead) * ((lane.cur() - o) * self.y.query(rho)))
+                terms.append((1 - behind) * ((lane.query(-rho) - o) * self.y.query(-rho)))
                 continue
             # forward: j = (i + ρ) mod B, in this row's lane ρ
-            z = z + (lane.cur() - o) * ((1 - ahead) * self.y.query(rho) + ahead * self.y.query(rho - B))
+            terms.append((lane.cur() - o) * ((1 - ahead) * self.y.query(rho) + ahead * self.y.query(rho - B)))
             # backward: j = (i - ρ) mod B holds G[j, i] in its lane ρ
-            z = z + (1 - behind) * ((lane.query(-rho) - o) * self.y.query(-rho))
-            z = z + behind * ((lane.query(B - rho) - o) * self.y.query(B - rho))
-        return z
+            terms.append((1 - behind) * ((lane.query(-rho) - o) * self.y.query(-rho)))
+            terms.append(behind * ((lane.query(B - rho) - o) * self.y.query(B - rho)))
+        return balanced_sum(terms)
 
     def layout(self, builder: CircuitBuilder, *, blocks: int, offset: int) -> None:
         """Mark the block starts (and the row after the last block) and switch ``y_outside`` on over the
