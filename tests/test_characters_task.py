@@ -10,8 +10,6 @@ import pytest
 from jaxapex import tasks
 from jaxapex.data.characters import CLASS_NAMES, CharactersDataConfig, class_label, missing_sources
 from jaxapex.layers import get_matrix, to_blocks
-from jaxapex.models import ViTConfig
-from jaxapex.train import PersonalizeConfig, TrainConfig
 
 needs_data = pytest.mark.skipif(
     bool(missing_sources()),
@@ -28,10 +26,10 @@ def test_class_names():
 
 
 def tiny_config() -> tasks.CharactersTaskConfig:
-    base = tasks.characters_config(quick=True, seed=0)
+    """The smoke configuration with a little more data and forget-aware OBS (2 directions, B = 32)."""
+    smoke = tasks.characters_smoke_config(seed=0)
     return dataclasses.replace(
-        base,
-        model=ViTConfig(image_size=28, patch_size=7, channels=1, dim=32, depth=2, heads=2, mlp_dim=64, num_classes=29),
+        smoke,
         data=CharactersDataConfig(
             printed_train_per_class=12,
             printed_test_per_class=3,
@@ -40,13 +38,7 @@ def tiny_config() -> tasks.CharactersTaskConfig:
             mnist_train=400,
             mnist_test=100,
         ),
-        global_train=TrainConfig(steps=30, batch_size=32, learning_rate=2e-3, seed=0),
-        personalization=PersonalizeConfig(
-            train=TrainConfig(steps=5, batch_size=16, learning_rate=1e-3, seed=1), layer_decay=0.8, freeze_blocks=1
-        ),
-        unlearning=dataclasses.replace(
-            base.unlearning, block_size=32, score_examples=64, fisher_examples=16, forget_directions=2
-        ),
+        unlearning=dataclasses.replace(smoke.unlearning, block_size=32, fisher_examples=16, forget_directions=2),
     )
 
 
