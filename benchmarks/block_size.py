@@ -854,10 +854,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         cpu_s=round(time.process_time() - cpu_start, 1),  # all threads of this process
         backend=jax.default_backend(),
     )
-    print(
+    title = (
         f"Block-size study ({'quick' if args.quick else 'full'} training, seed {args.seed}, "
         f"{result['settings']['wall_s']:.0f} s)"
     )
+    return report_study(result, title, args)
+
+
+def report_study(result: Mapping[str, Any], title: str, args: argparse.Namespace) -> int:
+    """Print the study's table under ``title`` and write ``--json`` / ``--plot`` when asked."""
+    print(title)
     print(format_table(result))
     if args.json:
         write_json(args.json, _jsonable(result))
@@ -882,13 +888,7 @@ def recost_main(args: argparse.Namespace) -> int:
     if missing:
         raise SystemExit(f"block_size --recost: {path} is not a block-size study: missing field {missing[0]}")
     result = recost_study(saved, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(f"Block-size study {path} with proof costs recomputed from the current circuit")
-    print(format_table(result))
-    if args.json:
-        write_json(args.json, _jsonable(result))
-    if args.plot:
-        plot_study(result, args.plot)
-    return 0
+    return report_study(result, f"Block-size study {path} with proof costs recomputed from the current circuit", args)
 
 
 if __name__ == "__main__":
