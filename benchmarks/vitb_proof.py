@@ -37,7 +37,7 @@ on a shared machine); keygen happens once per worker and is reported apart. The 
 
     python -m benchmarks.vitb_proof [--model vitb|smollm2] [--sample N|all] [--level R|F] [--block-size B] [--lanes L]
         [--blocks-per-chunk nb | --k K] [--mask second-order|random] [--workers W] [--[no-]pin]
-        [--spec name=value,...] [--commitment-scheme sized|plain] --json PATH
+        [--spec name=value,...] [--commitment-scheme sized|plain] [--reused registered|committed] --json PATH
 
 The SRS is a development SRS generated once under ``~/.cache/jaxapex`` (never committed).
 """
@@ -206,6 +206,7 @@ class ProverConfig:
     spec: dict
     srs_path: str
     srs_sha256: str
+    reused: str = "registered"  # "registered": the client's commitments of θ and G; "committed": recomputed
 
 
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -264,9 +265,9 @@ def _shape(config: ProverConfig):
     )
 
 
-def lower_job(config: ProverConfig, workload: Workload, layer: int, chunk: int, mask: np.ndarray):
-    """(cs, assignment, masked weights, valid blocks) of one chunk: witness generation and lowering."""
-    from circuit_compiler.lowering import chunk_layer, draw_salts, lower_chunk
+def chunk_part(config: ProverConfig, workload: Workload, layer: int, chunk: int, mask: np.ndarray):
+    """(the chunk's witness part, masked weights, valid blocks): witness generation."""
+    from circuit_compiler.lowering import chunk_layer
     from circuit_compiler.witness import obs_witness, removal_witness
 
     shape = _shape(config)
@@ -278,28 +279,92 @@ def lower_job(config: ProverConfig, workload: Workload, layer: int, chunk: int, 
             data["theta"], np.zeros_like(data["theta"]), data["mask"], spec=shape.spec, block_size=config.block_size
         )
     part = chunk_layer(witness, blocks_per_chunk=config.blocks_per_chunk)[0]
-    salts = draw_salts(shape, rng=np.random.default_rng([workload.seed, layer, 4, chunk]))
+    masked, valid = int(data["mask"].sum()), int(data["valid_blocks"])
+    del data, witness
+    return part, masked, valid
+
+
+def proof_salts(config: ProverConfig, workload: Workload, layer: int, chunk: int) -> dict[str, int]:
+    """The salts a chunk is proven with (seeded)."""
+    from circuit_compiler.lowering import draw_salts
+
+    return draw_salts(_shape(config), rng=np.random.default_rng([workload.seed, layer, 4, chunk]))
+
+
+def lower_job(config: ProverConfig, workload: Workload, layer: int, chunk: int, mask: np.ndarray):
+    """(cs, assignment, masked weights, valid blocks) of one chunk: witness generation and lowering."""
+    from circuit_compiler.lowering import lower_chunk
+
+    shape = _shape(config)
+    part, masked, valid = chunk_part(config, workload, layer, chunk, mask)
     cs, assignment = lower_chunk(
         *part.lowering_inputs(),
         spec=shape.spec,
         level=config.level,
         lanes=shape.lanes,
-        salts=salts,
+        salts=proof_salts(config, workload, layer, chunk),
         layout=shape.layout,
     )
-    masked, valid = int(data["mask"].sum()), int(data["valid_blocks"])
-    del data, witness, part  # only the circuit and its assignment go on to the prover
+    del part  # only the circuit and its assignment go on to the prover
     gc.collect()
     return cs, assignment, masked, valid
 
 
-def prove_chunk(job: tuple[ProverConfig, Workload, int, int, np.ndarray]) -> dict[str, Any]:
-    """In a prover process: witness, lowering, (keygen once), proof, commitments of one chunk."""
+def registration(config: ProverConfig, workload: Workload, layer: int, chunk: int, mask: np.ndarray, srs):
+    """(registered salts, registered commitments) of the chunk's reused columns (θ, G lanes): what the
+    client computed once when it registered, under salts of its own (not the proof's)."""
+    from circuit_compiler import backend
+    from circuit_compiler.lowering import build_chunk_circuit, committed_columns, draw_salts
+    from circuit_compiler.wellformed import registered_names
+
+    shape = _shape(config)
+    part, _, _ = chunk_part(config, workload, layer, chunk, mask)
+    salts = draw_salts(shape, rng=np.random.default_rng([workload.seed, layer, 5, chunk]))
+    columns = committed_columns(shape, salts=salts, theta=part.theta_q, G=part.G_q)
+    names = registered_names(shape)
+    k = build_chunk_circuit(shape).cs.k
+    commitments = {name: backend.commit(srs, k, columns[name]) for name in names}
+    backend.clear_commitment_cache()  # the proof must not find them: its columns carry other salts anyway
+    return salts, commitments
+
+
+def rerandomized_commitments(
+    config: ProverConfig, srs, registered_salts: dict[str, int], salts: dict[str, int], registered: dict[str, bytes]
+) -> dict[str, bytes]:
+    """C' = C + Σ r_j·P_j per reused column: the client's per-proof work in place of committing the column."""
+    from circuit_compiler import rerandomize as rr
+    from circuit_compiler.hiding import expand_salts
+    from circuit_compiler.lowering import build_chunk_circuit
+
+    shape = _shape(config)
+    p, k = shape.field.modulus, build_chunk_circuit(shape).cs.k
+    out = {}
+    for name, point in registered.items():
+        count = shape.salt_counts[name]
+        shifts = rr.salt_shifts(
+            expand_salts(registered_salts[name], name, count, p), expand_salts(salts[name], name, count, p), p
+        )
+        out[name] = rr.rerandomized(srs, k, rows=list(shape.salt_rows(name)), shifts=shifts, registered=point)
+    return out
+
+
+def register_chunk(job: tuple) -> tuple[dict[str, int], dict[str, bytes]]:
+    """In a prover process, before the timed proofs: the registration of one chunk."""
+    config, workload, layer, chunk, mask, _ = job
+    return registration(config, workload, layer, chunk, mask, _worker_srs(config))
+
+
+def prove_chunk(job: tuple) -> dict[str, Any]:
+    """In a prover process: witness, lowering, (keygen once), proof, commitments of one chunk.
+
+    ``registered``: None (``config.reused == "committed"``: the prover commits every column), or the
+    chunk's registration (:func:`register_chunk`, untimed: it happens once, before any request), whose
+    commitments are re-randomized to the proof's salts inside the timed proof."""
     from circuit_compiler import backend
 
-    config, workload, layer, chunk, mask = job
-    started = time.time()
+    config, workload, layer, chunk, mask, registered = job
     srs = _worker_srs(config)
+    started = time.time()
     t0 = time.perf_counter()
     cs, assignment, masked, valid = lower_job(config, workload, layer, chunk, mask)
     t1 = time.perf_counter()
@@ -308,11 +373,14 @@ def prove_chunk(job: tuple[ProverConfig, Workload, int, int, np.ndarray]) -> dic
     first_keygen = keys.circuit_digest not in _KEYGEN_DONE
     _KEYGEN_DONE.add(keys.circuit_digest)
     cpu = _cpu_seconds()
-    proof = backend.prove(srs, keys, cs, assignment)
+    known = {}
+    if registered is not None:
+        known = rerandomized_commitments(
+            config, srs, registered[0], proof_salts(config, workload, layer, chunk), registered[1]
+        )
+    proof, commitments = backend.prove_with_commitments(srs, keys, cs, assignment, known_commitments=known)
     t3 = time.perf_counter()
     prove_cpu_s = _cpu_seconds() - cpu
-    commitments = {name: backend.commit(srs, cs.k, values).hex() for name, values in assignment.committed.items()}
-    t4 = time.perf_counter()
     return {
         "layer": layer,
         "chunk": chunk,
@@ -324,15 +392,14 @@ def prove_chunk(job: tuple[ProverConfig, Workload, int, int, np.ndarray]) -> dic
         "keygen_s": t2 - t1 if first_keygen else 0.0,
         "prove_s": t3 - t2,
         "prove_cpu_s": prove_cpu_s,
-        "commit_s": t4 - t3,
         "proof": proof,
         "proof_bytes": len(proof),
         "vk": keys.vk,
-        "commitments": commitments,
+        "commitments": {name: c.hex() for name, c in commitments.items()},
         "rss_mb": peak_rss_mb(),
         "pid": os.getpid(),
         "started": started,
-        "finished": time.time() - (t4 - t3),  # commitments are the client's, not proving
+        "finished": time.time(),
     }
 
 
@@ -413,6 +480,7 @@ def plan(args: argparse.Namespace) -> Plan:
         spec=spec.to_dict(),
         srs_path="",
         srs_sha256="",
+        reused=getattr(args, "reused", "registered"),
     )
     shape = _shape(probe)
     cs = build_chunk_circuit(shape).cs
@@ -430,7 +498,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     workload, masks, todo, sample = p.workload, p.masks, p.todo, p.sample
     config, shape, cs, srs = p.config, p.shape, p.cs, p.srs
     spec, lanes, nb = shape.spec, config.lanes, config.blocks_per_chunk
-    jobs = [(config, workload, layer, chunk, masks[layer]) for layer, chunk in sample]
+    jobs = [(config, workload, layer, chunk, masks[layer], None) for layer, chunk in sample]
 
     load_before = os.getloadavg()
     ctx = multiprocessing.get_context("spawn")
@@ -439,9 +507,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     initargs = (args.threads, args.pin, counter, args.commitment_scheme)
     with _blas_threads_of_new_processes(1 if args.pin else None):
         pool = ctx.Pool(args.workers, initializer=_init_worker, initargs=initargs)
+    registration_wall = 0.0
     with pool:
+        if config.reused == "registered":  # the clients' registrations: before the requests, not timed
+            t = time.perf_counter()
+            registered = pool.map(register_chunk, jobs, chunksize=1)
+            registration_wall = time.perf_counter() - t
+            jobs = [job[:-1] + (r,) for job, r in zip(jobs, registered)]
         results = pool.map(prove_chunk, jobs, chunksize=1)
-    batch_wall = time.perf_counter() - start
+    batch_wall = time.perf_counter() - start - registration_wall
     load_after = os.getloadavg()
 
     per_chunk = []
@@ -506,6 +580,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "workers": args.workers,
         "threads": args.threads,
         "commitment_scheme": args.commitment_scheme or backend.default_commitment_scheme(),
+        "reused": config.reused,
         "pinned": args.pin,
         "chunks_per_layer": workload.chunks_per_layer,
         "chunks_total": total,
@@ -655,6 +730,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=("sized", "plain"),
         default=None,
         help="how provers compute commitments (default: $JAXAPEX_COMMITMENT_SCHEME, else sized; benchmarks/NOTES.md)",
+    )
+    parser.add_argument(
+        "--reused",
+        choices=("registered", "committed"),
+        default="registered",
+        help="the reused columns (θ, G): 'registered' -- the prover takes the client's registered commitments, "
+        "re-randomized, as the protocol does (default); 'committed' -- it commits them in every proof",
     )
     add_json_option(parser)
     args = parser.parse_args(argv)

@@ -263,25 +263,18 @@ def clear_key_cache() -> None:
 # ---------------------------------------------------------------------------------------- prove/verify
 
 
-def prove(
+def _prove(
     srs: Srs,
     keys: Keys,
     cs: ConstraintSystem,
     assignment: Assignment,
-    modulus: int = BLS12_381_SCALAR_MODULUS,
+    modulus: int,
+    rng_seed: int | None,
+    commitment_scheme: str | None,
+    known_commitments: Mapping[str, bytes] | None,
     *,
-    rng_seed: int | None = None,
-    commitment_scheme: str | None = None,
-) -> bytes:
-    """A proof that ``assignment`` satisfies ``cs``, binding its committed columns to their commitments.
-
-    The prover does not re-check the witness: an unsatisfying assignment yields a proof that fails
-    verification (run :func:`mock_prove` or the Python mock prover to find out why); only a lookup input
-    missing from its table makes proving itself fail. ``rng_seed`` fixes the blinding randomness, for tests
-    only (a known seed removes zero knowledge); proofs of circuits with lookups still vary, since
-    midnight-proofs fills the permuted lookup tables in hash-map order. ``commitment_scheme``: ``"sized"``
-    or ``"plain"`` (default :func:`default_commitment_scheme`); the proof verifies the same either way.
-    """
+    report: bool,
+) -> Any:
     scheme = _commitment_scheme(commitment_scheme)
     compiled = _compile(cs, modulus)
     if keys.circuit_digest != compiled.circuit_digest:
@@ -297,8 +290,68 @@ def prove(
             raise BackendError(f"regenerated verifying key of {cs.name!r} differs from the one given")
         keys = fresh
     advice, instance, committed = _assignment_bytes(cs, assignment, modulus)
+    known = _known_commitments(cs, known_commitments)
     seed = None if rng_seed is None else int(rng_seed) % (1 << 64)
-    return _halo2.prove(srs.handle, keys.handle, advice, instance, committed, seed, scheme)
+    return _halo2.prove(srs.handle, keys.handle, advice, instance, committed, seed, scheme, known, report)
+
+
+def prove(
+    srs: Srs,
+    keys: Keys,
+    cs: ConstraintSystem,
+    assignment: Assignment,
+    modulus: int = BLS12_381_SCALAR_MODULUS,
+    *,
+    rng_seed: int | None = None,
+    commitment_scheme: str | None = None,
+    known_commitments: Mapping[str, bytes] | None = None,
+) -> bytes:
+    """A proof that ``assignment`` satisfies ``cs``, binding its committed columns to their commitments.
+
+    The prover does not re-check the witness: an unsatisfying assignment yields a proof that fails
+    verification (run :func:`mock_prove` or the Python mock prover to find out why); only a lookup input
+    missing from its table makes proving itself fail. ``rng_seed`` fixes the blinding randomness, for tests
+    only (a known seed removes zero knowledge); proofs of circuits with lookups still vary, since
+    midnight-proofs fills the permuted lookup tables in hash-map order. ``commitment_scheme``: ``"sized"``
+    or ``"plain"`` (default :func:`default_commitment_scheme`); the proof verifies the same either way.
+    ``known_commitments``: committed column name -> its commitment (48 bytes), which the caller already
+    holds (a client's registered commitments, re-randomized): under ``"sized"`` the prover hashes those
+    columns instead of committing them. They are not checked: a wrong one yields a proof that fails
+    verification. ``"plain"`` ignores them (the reference recomputes everything).
+    """
+    return _prove(srs, keys, cs, assignment, modulus, rng_seed, commitment_scheme, known_commitments, report=False)
+
+
+def prove_with_commitments(
+    srs: Srs,
+    keys: Keys,
+    cs: ConstraintSystem,
+    assignment: Assignment,
+    modulus: int = BLS12_381_SCALAR_MODULUS,
+    *,
+    rng_seed: int | None = None,
+    commitment_scheme: str | None = None,
+    known_commitments: Mapping[str, bytes] | None = None,
+) -> tuple[bytes, dict[str, bytes]]:
+    """:func:`prove`, and the commitment of every committed column the proof binds (what the verifier
+    needs): the known ones as given, the others computed once for both (``"sized"``), where calling
+    :func:`commit` afterwards in another process would repeat each MSM."""
+    proof, commitments = _prove(
+        srs, keys, cs, assignment, modulus, rng_seed, commitment_scheme, known_commitments, report=True
+    )
+    return bytes(proof), {name: bytes(point) for name, point in commitments.items()}
+
+
+def _known_commitments(cs: ConstraintSystem, known: Mapping[str, bytes] | None) -> dict[str, bytes]:
+    committed = {c.name for c in cs.columns if c.kind == ColumnKind.COMMITTED}
+    out = {}
+    for name, point in (known or {}).items():
+        if name not in committed:
+            raise BackendError(f"known commitment for {name!r}: {cs.name!r} has no committed column of that name")
+        if not isinstance(point, (bytes, bytearray)) or len(point) != 48:
+            raise BackendError(f"known commitment for {name!r}: expected 48 bytes (compressed G1), got {point!r:.40}")
+        out[name] = bytes(point)
+    return out
 
 
 _vk_cache: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()

@@ -20,7 +20,7 @@ import dataclasses
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from .ir import Assignment, ConstraintSystem
@@ -32,12 +32,14 @@ Executor = Literal["process", "ray", "serial"]
 @dataclasses.dataclass(frozen=True)
 class ProveJob:
     """One proof to make: ``assignment`` for the circuit ``cs``. ``name`` identifies it in results and
-    errors; ``rng_seed`` is for reproducible tests only (see :func:`circuit_compiler.backend.prove`)."""
+    errors; ``rng_seed`` is for reproducible tests only; ``known_commitments``: committed columns whose
+    commitments the caller already holds (see :func:`circuit_compiler.backend.prove`)."""
 
     name: str
     cs: ConstraintSystem
     assignment: Assignment
     rng_seed: int | None = None
+    known_commitments: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +51,7 @@ class ProveResult:
     keygen_s: float  # ~0 when the worker already had the keys
     prove_s: float
     worker: str  # "pid:<pid>" of the process that proved it
+    commitments: dict[str, bytes]  # every committed column's commitment, as the proof binds it
 
 
 class ProvingError(RuntimeError):
@@ -66,7 +69,14 @@ class _Worker:
     circuits: list[ConstraintSystem]
     modulus: int
 
-    def prove(self, circuit_index: int, assignment: Assignment, rng_seed: int | None, name: str) -> ProveResult:
+    def prove(
+        self,
+        circuit_index: int,
+        assignment: Assignment,
+        rng_seed: int | None,
+        name: str,
+        known_commitments: Mapping[str, bytes],
+    ) -> ProveResult:
         from . import backend
 
         cs = self.circuits[circuit_index]
@@ -74,7 +84,11 @@ class _Worker:
             t0 = time.perf_counter()
             keys = backend.keygen(self.srs, cs, self.modulus)
             t1 = time.perf_counter()
-            proof = backend.prove(self.srs, keys, cs, assignment, self.modulus, rng_seed=rng_seed)
+            # The commitments come back with the proof: computing them again in the caller's process would
+            # repeat every MSM the proof already did.
+            proof, commitments = backend.prove_with_commitments(
+                self.srs, keys, cs, assignment, self.modulus, rng_seed=rng_seed, known_commitments=known_commitments
+            )
             t2 = time.perf_counter()
         except Exception as err:
             raise ProvingError(f"proving job {name!r} (circuit {cs.name!r}) failed: {err}") from None
@@ -86,6 +100,7 @@ class _Worker:
             keygen_s=t1 - t0,
             prove_s=t2 - t1,
             worker=f"pid:{os.getpid()}",
+            commitments=commitments,
         )
 
 
@@ -161,7 +176,7 @@ def prove_many(
         return []
     modulus = backend.BLS12_381_SCALAR_MODULUS if modulus is None else int(modulus)
     circuits, indices = _dedupe_circuits(jobs, modulus)
-    calls = [(i, job.assignment, job.rng_seed, job.name) for job, i in zip(jobs, indices)]
+    calls = [(i, job.assignment, job.rng_seed, job.name, dict(job.known_commitments)) for job, i in zip(jobs, indices)]
     if executor == "serial":
         worker = _Worker(srs=srs, circuits=circuits, modulus=modulus)
         results = []
@@ -196,9 +211,14 @@ def _open_worker(srs_path: str, srs_sha256: str, circuits: list[ConstraintSystem
 
 
 def _prove_call(
-    worker: _Worker, circuit_index: int, assignment: Assignment, rng_seed: int | None, name: str
+    worker: _Worker,
+    circuit_index: int,
+    assignment: Assignment,
+    rng_seed: int | None,
+    name: str,
+    known_commitments: Mapping[str, bytes],
 ) -> ProveResult:
-    return worker.prove(circuit_index, assignment, rng_seed, name)
+    return worker.prove(circuit_index, assignment, rng_seed, name, known_commitments)
 
 
 def file_backed_srs_path(srs: Srs, executor: str) -> str:

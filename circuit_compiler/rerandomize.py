@@ -71,6 +71,14 @@ def salt_shifts(old_cells: Sequence[int], new_cells: Sequence[int], modulus: int
     return [(int(b) - int(a)) % modulus for a, b in zip(old_cells, new_cells)]
 
 
+def rerandomized(srs: Any, k: int, *, rows: Sequence[int], shifts: Sequence[int], registered: bytes) -> bytes:
+    """C' = C + Σ_j r_j·P_j from the registered C alone: the commitment of the column with its salt cells
+    moved by ``shifts`` (a few point operations, where committing the column again is a domain-sized MSM)."""
+    if len(rows) != len(shifts):
+        raise ValueError(f"{len(rows)} salt rows, {len(shifts)} shifts")
+    return _msm([registered, *salt_basis(srs, k, rows)], [1, *(int(r) % curve_order for r in shifts)])
+
+
 def _challenge(ctx: bytes, name: str, rows: Sequence[int], registered: bytes, presented: bytes, nonce: bytes) -> int:
     h = hashlib.sha512()
     for part in (ctx, name.encode(), ",".join(map(str, rows)).encode(), registered, presented, nonce):

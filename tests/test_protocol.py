@@ -16,7 +16,7 @@ backend = pytest.importorskip("circuit_compiler.backend")
 
 from circuit_compiler.srs import Srs  # noqa: E402
 from jaxapex.protocol import client, provider  # noqa: E402
-from jaxapex.protocol.artifacts import ArtifactError, read_artifact  # noqa: E402
+from jaxapex.protocol.artifacts import ArtifactError, read_artifact, sha256_file  # noqa: E402
 from jaxapex.protocol.config import LayerShape, ProofConfig  # noqa: E402
 from jaxapex.protocol.registry import Registry  # noqa: E402
 from jaxapex.protocol.requests import UnlearningRequest  # noqa: E402
@@ -169,10 +169,16 @@ def test_client_that_moves_other_weights_is_rejected(world):
 
 def test_client_with_another_G_is_rejected(world):
     w = world
-    other = dataclasses.replace(w.state0, G_q={LAYER: np.where(np.eye(B, dtype=bool), 4096, 0)[None].repeat(8, 0)})
+    G_other = {LAYER: np.where(np.eye(B, dtype=bool), 4096, 0)[None].repeat(8, 0)}
+    # Committing its own G: those commitments are no re-randomization of the registered ones.
+    other = dataclasses.replace(w.state0, G_q=G_other, commitments={})
     state = client.unlearn(other, w.request, rng=np.random.default_rng(2))
-    # its G commitments are no re-randomization of the registered ones
     _rejected(w, _bundle(w, state, "b"), "rerandomization")
+    # Presenting the registered commitments (re-randomized) over its own G: the chunk proof fails.
+    other = dataclasses.replace(w.state0, G_q=G_other)
+    assert other.commitments, "the state keeps its registered commitments"
+    state = client.unlearn(other, w.request, rng=np.random.default_rng(2))
+    _rejected(w, _bundle(w, state, "c"), "proof")
 
 
 def test_swapped_chunks_are_rejected(world):
@@ -293,6 +299,13 @@ def test_srs_mismatch_is_refused(world, tmp_path):
     assert w.registry_bytes() == before
 
 
+def _rehash_blob(artifact: Path, name: str) -> None:
+    """A blob edited on purpose, its manifest hash updated (so the edit reaches the field checks)."""
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest["files"][name] = sha256_file(artifact / name)
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+
+
 def test_state_round_trip_and_atomic_rewrite(world, tmp_path):
     w = world
     w.state0.save(tmp_path / "s")
@@ -300,6 +313,24 @@ def test_state_round_trip_and_atomic_rewrite(world, tmp_path):
     assert loaded.salts == w.state0.salts
     np.testing.assert_array_equal(loaded.theta_q[LAYER], w.state0.theta_q[LAYER])
     np.testing.assert_array_equal(loaded.G_q[LAYER], w.state0.G_q[LAYER])
+    assert loaded.commitments == w.state0.commitments and loaded.commitments[LAYER][0]
+    # The registered commitments the state keeps are the registration's.
+    registered = w.registry.get("alice")["commitments"][LAYER]
+    assert [{n: p.hex() for n, p in e.items()} for e in loaded.commitments[LAYER]] == registered
+    # A state written before it kept them loads without them (the prover then commits those columns).
+    dataclasses.replace(w.state0, commitments={}).save(tmp_path / "old")
+    assert client.ClientState.load(tmp_path / "old").commitments == {}
+    # A truncated array is refused, naming the file and the array.
+    art = tmp_path / "s"
+    blob = next(art.glob("layer-*.npz"))
+    with np.load(blob) as z:
+        arrays = dict(z)
+    arrays["registered_commitments"] = arrays["registered_commitments"][:, :, :47]
+    np.savez(blob, **arrays)
+    _rehash_blob(art, blob.name)
+    with pytest.raises(ArtifactError, match=r"layer-000\.npz: array 'registered_commitments' should be uint8"):
+        client.ClientState.load(art)
+    w.state0.save(tmp_path / "s")
     # A failing rewrite leaves the old artifact intact.
     bad = dataclasses.replace(w.state0, theta_q={})
     with pytest.raises(KeyError):

@@ -22,6 +22,7 @@ import pytest
 
 pytest.importorskip("circuit_compiler.backend")
 
+from circuit_compiler import backend as be
 from circuit_compiler.srs import Srs
 from jaxapex.checkpoints import save_checkpoint
 from jaxapex.cli import main
@@ -140,10 +141,14 @@ def test_three_successive_requests_through_the_cli(world, tmp_path, capsys):
     registry = Registry(root / "registry.db")
     state = root / "state-0"
     initial = registry.get("alice")["commitments"][FC1]
+    replaced = set()  # chunks whose registered θ is a new model's, which the state does not keep
     for i, chunk in enumerate((0, 2, 3)):  # each request touches a chunk no earlier one touched
         request = _request(root, f"req-{i}", chunk)
         before = registry.get("alice")["commitments"][FC1]
+        be.commitment_stats(reset=True)
         pending = _prove(root / "srs.bin", state, request, root / f"bundle-{i}")
+        # The serial prover took every reused column's commitment from the state (re-randomized), no MSM.
+        assert be.commitment_stats(reset=True)["claimed"][0] == len(before[chunk])
         assert (
             run(
                 "verify",
@@ -183,6 +188,12 @@ def test_three_successive_requests_through_the_cli(world, tmp_path, capsys):
                 srs = Srs.load(root / "srs.bin", expected_sha256=settled.config.srs_hash)
             got = ch.chunk_commitments(srs, settled.config, salts=settled.salts[FC1][c], theta=theta, G=G)
             assert got["theta"] == after[c]["theta"]
+        # The commitments the settled state keeps are the registry's, less the θ it replaced.
+        replaced.add(chunk)
+        kept = [{name: point.hex() for name, point in entry.items()} for entry in settled.commitments[FC1]]
+        assert kept == [
+            {name: h for name, h in after[c].items() if not (name == "theta" and c in replaced)} for c in range(4)
+        ]
     # The untouched chunk 1 kept its commitment through all three requests.
     assert registry.get("alice")["commitments"][FC1][1]["theta"] == initial[1]["theta"]
     exported = registry.export("alice")

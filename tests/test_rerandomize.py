@@ -100,6 +100,21 @@ def test_chunk_proof_verifies_against_the_rerandomized_commitments(srs, chunk):
     assert not be.verify(srs, keys.vk, cs, proof, a.instance, {**against_new, "theta": registered["theta"]})
 
 
+def test_rerandomized_moves_the_registered_commitment_without_the_column(srs, chunk):
+    """C' from C and the shifts alone equals committing the column with its new salt cells."""
+    registered_salts = draw_salts(SHAPE, rng=np.random.default_rng(6))
+    new_salts = draw_salts(SHAPE, rng=np.random.default_rng(7))
+    registered, presented, shifts, k = rerandomized(srs, chunk, registered_salts, new_salts)
+    for name in registered:
+        moved = rr.rerandomized(srs, k, rows=SALT_ROWS[name], shifts=shifts[name], registered=registered[name])
+        assert moved == presented[name], name
+    # the shifts of another column move it elsewhere
+    wrong = rr.rerandomized(srs, k, rows=SALT_ROWS["theta"], shifts=shifts["g_0"], registered=registered["theta"])
+    assert wrong != presented["theta"]
+    with pytest.raises(ValueError, match="2 salt rows, 1 shifts"):
+        rr.rerandomized(srs, k, rows=[1, 2], shifts=[3], registered=registered["theta"])
+
+
 def test_salt_basis_is_the_commitment_of_a_salt_cell(srs):
     rows = list(SHAPE.salt_rows("g_1"))
     column = np.zeros(rows[-1] + 1, dtype=object)

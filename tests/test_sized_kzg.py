@@ -131,6 +131,45 @@ def test_a_registered_column_is_committed_once(srs):
     assert be.commit(srs, cs.k, changed["w"]) != coms["w"]
 
 
+def test_known_commitments_are_hashed_not_committed_and_reported_back(srs, level_f):
+    cs, assignment, keys, plain = level_f
+    names = sorted(plain)
+    known = {name: plain[name] for name in names[:-1]}  # the client holds all but one (say θ_new)
+    be.clear_commitment_cache()
+    be.commitment_stats(reset=True)
+    proof, reported = be.prove_with_commitments(srs, keys, cs, assignment, known_commitments=known)
+    stats = be.commitment_stats(reset=True)
+    assert stats["claimed"][0] == len(known)  # served by the claims, no MSM
+    assert stats["cache_hits"][0] == 1  # the last column: committed once for the report, reused by the proof
+    assert reported == plain  # every committed column, the computed one equal to the reference's
+    be.verify_or_raise(srs, keys.vk, cs, proof, assignment.instance, plain)
+
+
+def test_a_wrong_known_commitment_spoils_only_its_own_proof(srs, level_f):
+    cs, assignment, keys, plain = level_f
+    names = sorted(plain)
+    wrong = {names[0]: plain[names[1]]}
+    be.clear_commitment_cache()
+    proof = be.prove(srs, keys, cs, assignment, known_commitments=wrong)
+    assert not be.verify(srs, keys.vk, cs, proof, assignment.instance, plain)
+    # The claim lived for that proof only and never entered the cache.
+    column = assignment.committed[names[0]]
+    assert be.commit(srs, cs.k, column) == plain[names[0]]
+    assert be.verify(srs, keys.vk, cs, be.prove(srs, keys, cs, assignment), assignment.instance, plain)
+    # The reference scheme ignores claims and recomputes.
+    reference = be.prove(srs, keys, cs, assignment, commitment_scheme="plain", known_commitments=wrong)
+    assert be.verify(srs, keys.vk, cs, reference, assignment.instance, plain)
+
+
+def test_known_commitments_are_checked_by_name_and_size(srs, level_f):
+    cs, assignment, keys, plain = level_f
+    with pytest.raises(be.BackendError, match=r"known commitment for 'theta_old': .* has no committed column"):
+        be.prove(srs, keys, cs, assignment, known_commitments={"theta_old": next(iter(plain.values()))})
+    name = next(iter(plain))
+    with pytest.raises(be.BackendError, match=rf"known commitment for '{name}': expected 48 bytes"):
+        be.prove(srs, keys, cs, assignment, known_commitments={name: b"\x00" * 47})
+
+
 def test_the_scheme_is_chosen_by_argument_or_environment(srs, monkeypatch):
     assert be.default_commitment_scheme() == "sized"
     monkeypatch.setenv(be.COMMITMENT_SCHEME_ENV, "plain")

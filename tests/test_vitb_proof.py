@@ -37,13 +37,22 @@ def test_smollm2_workload_covers_its_90_swiglu_matrices():
         vp.Workload(block_size=100, blocks_per_chunk=4, mask_kind="random", seed=0, model="smollm2")
 
 
-@pytest.mark.parametrize("level, block_size, scheme", [("F", 16, None), ("F", 32, None), ("R", 16, "plain")])
-def test_sampled_chunks_are_proven_verified_and_extrapolated(tmp_path, level, block_size, scheme, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "level, block_size, scheme, reused",
+    [("F", 16, None, "registered"), ("F", 32, None, "committed"), ("R", 16, "plain", "registered")],
+)
+def test_sampled_chunks_are_proven_verified_and_extrapolated(
+    tmp_path, level, block_size, scheme, reused, capsys, monkeypatch
+):
+    """Every sampled proof is verified against the commitments the prover reports (with ``--reused
+    registered``, the registered ones re-randomized: a wrong derivation would fail verification)."""
     monkeypatch.delenv("JAXAPEX_COMMITMENT_SCHEME", raising=False)
     out = tmp_path / "vitb.json"
     code = vp.main(
         [
             *(["--commitment-scheme", scheme] if scheme else []),
+            "--reused",
+            reused,
             "--sample",
             "2",
             "--k",
@@ -64,7 +73,7 @@ def test_sampled_chunks_are_proven_verified_and_extrapolated(tmp_path, level, bl
     result = json.loads(out.read_text())
     assert result["chunks_proved"] == len(result["per_chunk"]) == 2
     assert result["block_size"] == block_size and result["level"] == level
-    assert result["commitment_scheme"] == (scheme or "sized")
+    assert result["commitment_scheme"] == (scheme or "sized") and result["reused"] == reused
     # B = 32 needs a larger rescale shift than the default spec (s >= f_g + log2 B)
     assert result["spec"]["s"] >= result["spec"]["f_g"] + math.ceil(math.log2(block_size))
     chunks = result["chunks_total"]

@@ -558,8 +558,12 @@ fn parse_scheme(scheme: &str) -> PyResult<Msm> {
 /// Prove: `advice`, `instance`, `committed` map column names to (encoding, bytes). With `seed` the
 /// blinding randomness is reproducible (tests only: a known seed removes zero knowledge). `scheme`:
 /// how commitments are computed ("sized" or "plain"); the proof is a standard KZG proof either way.
+/// `known`: committed column name -> its 48-byte commitment, which the caller vouches for ("sized" only:
+/// the column is hashed instead of committed; a wrong point yields a proof that fails verification).
+/// With `report`, returns (proof, {committed column name: commitment}) -- the known ones as given, the
+/// others computed before the proof, which then takes them from the content cache ("sized": no MSM twice).
 #[pyfunction]
-#[pyo3(signature = (srs, keys, advice, instance, committed, seed=None, scheme="sized"))]
+#[pyo3(signature = (srs, keys, advice, instance, committed, seed=None, scheme="sized", known=None, report=false))]
 #[allow(clippy::too_many_arguments)]
 fn prove<'py>(
     py: Python<'py>,
@@ -570,15 +574,43 @@ fn prove<'py>(
     committed: &Bound<'py, PyDict>,
     seed: Option<u64>,
     scheme: &str,
-) -> PyResult<Bound<'py, PyBytes>> {
+    known: Option<&Bound<'py, PyDict>>,
+    report: bool,
+) -> PyResult<Bound<'py, PyAny>> {
     let msm = parse_scheme(scheme)?;
     let s = keys.structure.clone();
     let (witness, instances) = decode_assignment(&s, advice, instance, committed)?;
+    let known = match known {
+        Some(d) => decode_known(&s, d)?,
+        None => Vec::new(),
+    };
     let witness = Arc::new(witness);
     let (pk, srs) = (keys.pk.clone(), srs.inner.clone());
-    let proof = py.allow_threads(|| {
+    let (proof, commitments) = py.allow_threads(|| {
         guarded("prove", || {
             let params = srs.sized_for_k(s.k, msm)?;
+            let claimed: Vec<(&[Fr], G1Projective)> = known
+                .iter()
+                .map(|&(index, point)| (instances[index].as_slice(), point))
+                .collect();
+            let _claims = sized_kzg::Claims::new(&params, &claimed);
+            let commitments: Vec<G1Projective> = if report {
+                let domain = EvaluationDomain::<Fr>::new(1, s.k);
+                (0..s.num_committed)
+                    .map(|index| match known.iter().find(|&&(i, _)| i == index) {
+                        Some(&(_, point)) => point,
+                        None => {
+                            let mut poly = domain.empty_lagrange();
+                            poly.iter_mut()
+                                .zip(&instances[index])
+                                .for_each(|(p, v)| *p = *v);
+                            ProverScheme::commit_lagrange(&params, &poly)
+                        }
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let circuit = GenericCircuit {
                 structure: s.clone(),
                 witness: Some(witness),
@@ -609,10 +641,43 @@ fn prove<'py>(
             };
             result
                 .map_err(|e| BackendError::invalid(format!("proving circuit {:?}: {e}", s.name)))?;
-            Ok(transcript.finalize())
+            Ok((transcript.finalize(), commitments))
         })
     })?;
-    Ok(PyBytes::new(py, &proof))
+    let proof = PyBytes::new(py, &proof);
+    if !report {
+        return Ok(proof.into_any());
+    }
+    let by_name = PyDict::new(py);
+    for (&position, point) in s.instance_order[..s.num_committed].iter().zip(&commitments) {
+        by_name.set_item(
+            &s.columns[position].name,
+            PyBytes::new(py, point.to_bytes().as_ref()),
+        )?;
+    }
+    Ok((proof, by_name).into_pyobject(py)?.into_any())
+}
+
+/// Claimed commitments: (index among the committed instance columns, point), checked by name.
+fn decode_known(s: &Structure, known: &Bound<'_, PyDict>) -> PyResult<Vec<(usize, G1Projective)>> {
+    let mut out = Vec::with_capacity(known.len());
+    for (name, point) in known.iter() {
+        let name: String = name.extract()?;
+        let index = s.instance_order[..s.num_committed]
+            .iter()
+            .position(|&p| s.columns[p].name == name)
+            .ok_or_else(|| {
+                Halo2Error::new_err(format!(
+                    "known commitment for {name:?}: circuit {:?} has no committed column of that name",
+                    s.name
+                ))
+            })?;
+        let bytes: Vec<u8> = point.extract()?;
+        let point = decode_point(&bytes)
+            .map_err(|e| Halo2Error::new_err(format!("known commitment for {name:?}: {e}")))?;
+        out.push((index, point));
+    }
+    Ok(out)
 }
 
 /// The commitments of the committed instance columns in Halo2 order, decoded and checked by name.

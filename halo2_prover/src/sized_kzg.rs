@@ -10,7 +10,12 @@
 //!   length (midnight always runs 255-bit windows, also for 12-bit G entries and 15-bit limbs);
 //! * `commit_lagrange` results are cached by the content of the column (a bounded LRU keyed by a
 //!   BLAKE2b hash), so columns committed in every proof -- the committed θ and G columns -- are committed
-//!   once per process (blinded columns, unique by construction, are neither hashed nor cached).
+//!   once per process (blinded columns, unique by construction, are neither hashed nor cached);
+//! * a caller that already knows a committed column's commitment (a client holds its registered
+//!   commitments, and re-randomizes them with a few point additions) vouches for it with [`Claims`] for the
+//!   duration of one proof: the column is hashed, not committed. A claim never enters the cache, so a
+//!   wrong one only makes that proof fail verification (its transcript absorbs a point the verifier's
+//!   commitment does not match).
 //!
 //! `Msm::Reference` runs midnight's own `KZGCommitmentScheme::commit{,_lagrange}` instead (the reference
 //! the tests and benchmarks compare with). Both modes count their calls and time (`stats`).
@@ -349,6 +354,70 @@ pub fn clear_cache() {
     *CACHE.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
+// ------------------------------------------------------------------------------- claimed commitments
+
+/// Content key -> (claimed point, how many live [`Claims`] hold it).
+type ClaimTable = HashMap<[u8; 32], (G1Projective, usize)>;
+
+static CLAIMS: Mutex<Option<ClaimTable>> = Mutex::new(None);
+
+/// Commitments vouched for by the caller, served by `commit_lagrange` while this value lives (one proof).
+pub struct Claims {
+    keys: Vec<[u8; 32]>,
+}
+
+impl Claims {
+    /// `claimed`: (column values, their commitment over the whole domain; values beyond the slice are
+    /// zero, as midnight commits a committed instance column). The reference scheme ignores claims.
+    pub fn new(params: &SizedParams, claimed: &[(&[Fr], G1Projective)]) -> Claims {
+        if params.msm != Msm::Sized || claimed.is_empty() {
+            return Claims { keys: Vec::new() };
+        }
+        let n = params.bases.lagrange.len();
+        let keyed: Vec<([u8; 32], G1Projective)> = claimed
+            .iter()
+            .map(|(values, point)| {
+                let mut column = values.to_vec();
+                column.resize(n, Fr::ZERO);
+                (
+                    content_key(&params.bases.fingerprint, &le_bytes(&column)),
+                    *point,
+                )
+            })
+            .collect();
+        let mut guard = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
+        let claims = guard.get_or_insert_with(HashMap::new);
+        for (key, point) in &keyed {
+            let entry = claims.entry(*key).or_insert((*point, 0));
+            entry.0 = *point; // the latest claim wins; concurrent proofs of one content claim the same point
+            entry.1 += 1;
+        }
+        Claims {
+            keys: keyed.into_iter().map(|(key, _)| key).collect(),
+        }
+    }
+}
+
+impl Drop for Claims {
+    fn drop(&mut self) {
+        let mut guard = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(claims) = guard.as_mut() else { return };
+        for key in &self.keys {
+            if let Some(entry) = claims.get_mut(key) {
+                entry.1 -= 1;
+                if entry.1 == 0 {
+                    claims.remove(key);
+                }
+            }
+        }
+    }
+}
+
+fn claim_get(key: &[u8; 32]) -> Option<G1Projective> {
+    let guard = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
+    guard.as_ref()?.get(key).map(|(point, _)| *point)
+}
+
 // ---------------------------------------------------------------------------------------- statistics
 
 /// Process-wide counters of the scheme's calls, for the benchmarks' time split: calls, wall time, and
@@ -412,20 +481,25 @@ static COMMIT_LAGRANGE: Counter = Counter::new();
 static COMMIT: Counter = Counter::new();
 static OPEN: Counter = Counter::new();
 static CACHE_HITS: AtomicU64 = AtomicU64::new(0);
+static CLAIM_HITS: AtomicU64 = AtomicU64::new(0);
 
 /// (name, (calls, wall s, CPU s)) of `commit_lagrange`, `commit` and `multi_open`, and the cache hits
-/// among the `commit_lagrange` calls (as calls, 0 s). `reset` zeroes them.
+/// among the `commit_lagrange` calls and those served by a claim (as calls, 0 s). `reset` zeroes them.
 pub fn stats(reset: bool) -> Vec<(&'static str, (u64, f64, f64))> {
-    let hits = if reset {
-        CACHE_HITS.swap(0, Ordering::Relaxed)
-    } else {
-        CACHE_HITS.load(Ordering::Relaxed)
+    let read = |a: &AtomicU64| {
+        if reset {
+            a.swap(0, Ordering::Relaxed)
+        } else {
+            a.load(Ordering::Relaxed)
+        }
     };
+    let (hits, claimed) = (read(&CACHE_HITS), read(&CLAIM_HITS));
     vec![
         ("commit_lagrange", COMMIT_LAGRANGE.take(reset)),
         ("commit", COMMIT.take(reset)),
         ("multi_open", OPEN.take(reset)),
         ("cache_hits", (hits, 0.0, 0.0)),
+        ("claimed", (claimed, 0.0, 0.0)),
     ]
 }
 
@@ -443,6 +517,10 @@ impl SizedKzg {
             return (msm_sized(&params.bases.lagrange, values, &le), false);
         }
         let key = content_key(&params.bases.fingerprint, &le);
+        if let Some(point) = claim_get(&key) {
+            CLAIM_HITS.fetch_add(1, Ordering::Relaxed);
+            return (point, true);
+        }
         if let Some(point) = cache_get(&key) {
             CACHE_HITS.fetch_add(1, Ordering::Relaxed);
             return (point, true);
@@ -664,6 +742,44 @@ mod tests {
         let expected = Kzg::commit_lagrange(params.kzg(), &poly::<LagrangeCoeff>(blinded.clone()));
         assert_eq!(commit(&params, &blinded), (expected, false));
         assert_eq!(commit(&params, &blinded), (expected, false));
+    }
+
+    #[test]
+    fn a_claim_serves_its_column_for_its_lifetime_only_and_never_enters_the_cache() {
+        let params = params();
+        let n = 1usize << K;
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        // Shorter than the domain: the claim is keyed on the zero-padded column, as midnight commits it.
+        let values: Vec<Fr> = (0..n - 9).map(|_| Fr::from(rng.next_u64() >> 50)).collect();
+        let mut padded = values.clone();
+        padded.resize(n, Fr::ZERO);
+        let truth = Kzg::commit_lagrange(params.kzg(), &poly::<LagrangeCoeff>(padded.clone()));
+        let wrong = truth + G1Projective::generator();
+        let commit = |p: &SizedParams, v: &[Fr]| SizedKzg::commit_lagrange_sized(p, v);
+        {
+            let _claims = Claims::new(&params, &[(&values, wrong)]);
+            // Served as claimed, unchecked: a wrong claim only spoils the proof that makes it.
+            assert_eq!(commit(&params, &padded), (wrong, true));
+            let mut other = padded.clone();
+            other[0] += Fr::ONE;
+            assert!(
+                !commit(&params, &other).1,
+                "another column is not served by the claim"
+            );
+            // Nested claims of one content: the entry lives until the last one is dropped.
+            let inner = Claims::new(&params, &[(&values, wrong)]);
+            drop(inner);
+            assert_eq!(commit(&params, &padded), (wrong, true));
+        }
+        // Gone with its Claims, and never cached: the true commitment is computed.
+        assert_eq!(commit(&params, &padded), (truth, false));
+        // The reference scheme ignores claims.
+        let reference = params.with_msm(Msm::Reference);
+        let _claims = Claims::new(&reference, &[(&values, wrong)]);
+        assert_eq!(
+            SizedKzg::commit_lagrange(&reference, &poly::<LagrangeCoeff>(padded)),
+            truth
+        );
     }
 
     #[test]

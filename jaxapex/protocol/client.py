@@ -75,6 +75,9 @@ class ClientState:
     pending: dict[str, Any] | None = None  # the update awaiting a proof (request, old θ and salts)
     witness: dict[str, dict[str, np.ndarray]] | None = None
     model_version: int = 0  # accepted requests so far (the registry's version of these commitments)
+    # layer -> per chunk {registered column: its registered commitment (48 bytes)}, where the client knows
+    # it: the prover re-randomizes these instead of committing the columns again (missing: computed).
+    commitments: dict[str, list[dict[str, bytes]]] = dataclasses.field(default_factory=dict)
 
     def save(self, path: str | Path) -> Path:
         blobs = {"params.npz": npz_bytes(_flatten(self.params))}
@@ -83,6 +86,8 @@ class ClientState:
             arrays = {"theta_q": self.theta_q[layer.name]}
             if self.config.level == "F":
                 arrays["G_q"] = self.G_q[layer.name]
+            if layer.name in self.commitments:
+                arrays.update(_commitment_arrays(self.commitments[layer.name], ch.registered_names(self.config)))
             blobs[_layer_blob(i)] = npz_bytes(arrays)
             layers.append(layer.name)
             if self.witness is not None:
@@ -104,7 +109,7 @@ class ClientState:
         layers = art.field("layers", list)
         if layers != [layer.name for layer in config.layers]:
             raise ArtifactError(f"{art.path}/manifest.json: field 'layers' {layers} does not match the configuration")
-        theta_q, G_q, witness = {}, {}, {}
+        theta_q, G_q, witness, commitments = {}, {}, {}, {}
         pending = art.field("pending", (dict, type(None)))
         if pending is not None:
             _check_pending(art, pending, config)
@@ -119,6 +124,10 @@ class ClientState:
             theta_q[layer.name] = _expect(arrays, "theta_q", (n_blocks, B), art.path / _layer_blob(i))
             if config.level == "F":
                 G_q[layer.name] = _expect(arrays, "G_q", (n_blocks, B, B), art.path / _layer_blob(i))
+            if REGISTERED_COMMITMENTS in arrays:  # states written before they were kept lack them
+                commitments[layer.name] = _commitments_of_arrays(
+                    arrays, ch.registered_names(config), config.n_chunks(layer), art.path / _layer_blob(i)
+                )
             if pending is not None:
                 witness[layer.name] = art.arrays(_witness_blob(i))
         salts_field = art.field("salts", dict)
@@ -142,6 +151,7 @@ class ClientState:
             pending=pending,
             witness=witness if pending is not None else None,
             model_version=model_version,
+            commitments=commitments,
         )
 
 
@@ -189,6 +199,35 @@ def _expect(arrays: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...], 
     return a.astype(np.int64)
 
 
+REGISTERED_COMMITMENTS, REGISTERED_KNOWN = "registered_commitments", "registered_known"
+
+
+def _commitment_arrays(per_chunk: list[dict[str, bytes]], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """(n_chunks, columns, 48) bytes and a (n_chunks, columns) mask of the entries known."""
+    points = np.zeros((len(per_chunk), len(names), backend.COMMITMENT_BYTES), dtype=np.uint8)
+    known = np.zeros((len(per_chunk), len(names)), dtype=bool)
+    for c, entry in enumerate(per_chunk):
+        for j, name in enumerate(names):
+            if name in entry:
+                points[c, j] = np.frombuffer(entry[name], dtype=np.uint8)
+                known[c, j] = True
+    return {REGISTERED_COMMITMENTS: points, REGISTERED_KNOWN: known}
+
+
+def _commitments_of_arrays(
+    arrays: Mapping[str, np.ndarray], names: tuple[str, ...], n_chunks: int, where: Path
+) -> list[dict[str, bytes]]:
+    points, known = arrays[REGISTERED_COMMITMENTS], arrays.get(REGISTERED_KNOWN)
+    for key, a, shape, dtype in (
+        (REGISTERED_COMMITMENTS, points, (n_chunks, len(names), backend.COMMITMENT_BYTES), np.uint8),
+        (REGISTERED_KNOWN, known, (n_chunks, len(names)), np.bool_),
+    ):
+        if a is None or a.shape != shape or a.dtype != dtype:
+            got = "missing" if a is None else f"{a.dtype} {a.shape}"
+            raise ArtifactError(f"{where}: array {key!r} should be {np.dtype(dtype)} {shape}, got {got}")
+    return [{name: points[c, j].tobytes() for j, name in enumerate(names) if known[c, j]} for c in range(n_chunks)]
+
+
 # --------------------------------------------------------------------------------------------- commit
 
 
@@ -217,7 +256,7 @@ def commit(
         raise ValueError(f"chunk circuits need k = {ch.circuit_k(config)}, the SRS has k = {srs.k}")
     modulus = ch.chunk_shape(config).field.modulus
     params = {k: v for k, v in _unflatten(_flatten(params)).items()}
-    theta_q, G_q, salts, commitments, theta_parts, G_parts = {}, {}, {}, {}, {}, {}
+    theta_q, G_q, salts, theta_parts, G_parts = {}, {}, {}, {}, {}
     for layer in config.layers:
         W = layer_matrix(params, layer.name)
         if W.shape != (layer.out_features, layer.in_features):
@@ -237,17 +276,14 @@ def commit(
                     f"{(config.n_blocks(layer), config.block_size, config.block_size)}"
                 )
             G_q[layer.name], _ = quantize_fisher_blocks(G, config.spec)
-        per_chunk_salts, per_chunk_commitments = [], []
         theta_chunks = ch.split_chunks(theta_q[layer.name], config)
         G_chunks = ch.split_chunks(G_q[layer.name], config) if config.level == "F" else [None] * len(theta_chunks)
-        for theta_c, G_c in zip(theta_chunks, G_chunks):
-            s = {name: draw_salt_seed(modulus, rng) for name in ch.registered_names(config)}
-            per_chunk_salts.append(s)
-            per_chunk_commitments.append(ch.chunk_commitments(srs, config, salts=s, theta=theta_c, G=G_c))
-        salts[layer.name] = per_chunk_salts
-        commitments[layer.name] = per_chunk_commitments
+        salts[layer.name] = [
+            {name: draw_salt_seed(modulus, rng) for name in ch.registered_names(config)} for _ in theta_chunks
+        ]
         theta_parts[layer.name], G_parts[layer.name] = theta_chunks, G_chunks
-    wellformed, proofs = wellformedness.prove(
+    # The well-formedness proofs commit every registered column (in the workers, once each).
+    wellformed, proofs, commitments = wellformedness.prove(
         srs,
         config,
         client_id=client_id,
@@ -257,12 +293,23 @@ def commit(
         executor=executor,
         progress=progress,
     )
-    state = ClientState(client_id=client_id, config=config, params=params, theta_q=theta_q, G_q=G_q, salts=salts)
+    state = ClientState(
+        client_id=client_id,
+        config=config,
+        params=params,
+        theta_q=theta_q,
+        G_q=G_q,
+        salts=salts,
+        commitments=commitments,
+    )
     registration = {
         "client_id": client_id,
         "config": config.to_dict(),
         "config_digest": config.digest(),
-        "commitments": commitments,
+        "commitments": {
+            layer: [{name: point.hex() for name, point in per.items()} for per in chunks]
+            for layer, chunks in commitments.items()
+        },
         "wellformedness": wellformed,
         "proofs": proofs,
     }
@@ -394,6 +441,7 @@ def unlearn(
         pending=pending,
         witness=witness,
         model_version=state.model_version,
+        commitments=state.commitments,  # θ's stay registered until the provider accepts the new ones
     )
 
 
@@ -424,7 +472,28 @@ def settle(state: ClientState, verdict: Mapping[str, Any] | None = None) -> Clie
                         else ""
                     )
                 )
-    return dataclasses.replace(state, pending=None, witness=None, model_version=state.model_version + 1)
+    return dataclasses.replace(
+        state,
+        pending=None,
+        witness=None,
+        model_version=state.model_version + 1,
+        commitments=_without_replaced_theta(state),
+    )
+
+
+def _without_replaced_theta(state: ClientState) -> dict[str, list[dict[str, bytes]]]:
+    """The registered commitments after the pending request is accepted: θ of every chunk it touched is
+    now the new model's (not kept here: the next proof of that chunk commits it), G is unchanged."""
+    out = {}
+    for layer in state.config.layers:
+        if layer.name not in state.commitments:
+            continue
+        touched = set(ch.touched_chunks(np.asarray(state.witness[layer.name]["mask"], dtype=bool), state.config))
+        out[layer.name] = [
+            {name: point for name, point in entry.items() if not (name == "theta" and c in touched)}
+            for c, entry in enumerate(state.commitments[layer.name])
+        ]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- prove
@@ -531,8 +600,22 @@ def prove(
         # every proof opens θ and G under fresh salts, re-randomized from the registered commitments
         group = [dataclasses.replace(job, salts=rz.fresh_salts(config, job.salts)) for job in registered]
         lowered = [lower_job(job, proven) for job in group]
+        # the re-randomized commitments the client can derive from its registered ones need no MSM
+        known = [
+            rz.presented_commitments(
+                srs,
+                config,
+                registered=_registered_commitments(state, old.layer, old.chunk),
+                registered_salts=old.salts,
+                salts=job.salts,
+            )
+            for old, job in zip(registered, group)
+        ]
         results = prove_many(
-            [ProveJob(name=f"{job.layer}#{job.chunk}", cs=cs, assignment=a) for job, (cs, a) in zip(group, lowered)],
+            [
+                ProveJob(name=f"{job.layer}#{job.chunk}", cs=cs, assignment=a, known_commitments=k)
+                for job, (cs, a), k in zip(group, lowered, known)
+            ],
             srs,
             executor=executor if len(group) > 1 else "serial",
             workers=workers,
@@ -540,25 +623,26 @@ def prove(
             modulus=modulus,
             ray_address=ray_address,
         )
-        for old, job, (cs, assignment), result in zip(registered, group, lowered, results):
+        for old, job, result in zip(registered, group, results):
             name = f"proof-{layer_index[job.layer]:03d}-{job.chunk:05d}.bin"
             blobs[name] = result.proof
+            entry, _ = rz.prove_entry(
+                srs,
+                config,
+                registered_salts=old.salts,
+                salts=job.salts,
+                presented=result.commitments,
+                request_id=request.request_id,
+                layer=job.layer,
+                chunk=job.chunk,
+            )
             entries.append(
                 {
                     "layer": job.layer,
                     "chunk": job.chunk,
                     "proof": name,
-                    "theta_new": backend.commit(srs, cs.k, assignment.committed["theta_new"], modulus).hex(),
-                    **rz.prove_entry(
-                        srs,
-                        config,
-                        registered_salts=old.salts,
-                        salts=job.salts,
-                        committed=assignment.committed,
-                        request_id=request.request_id,
-                        layer=job.layer,
-                        chunk=job.chunk,
-                    ),
+                    "theta_new": result.commitments["theta_new"].hex(),
+                    **entry,
                     "prove_s": round(result.prove_s, 4),
                 }
             )
@@ -577,6 +661,11 @@ def prove(
         "chunks": entries,
     }
     return fields, blobs
+
+
+def _registered_commitments(state: ClientState, layer: str, chunk: int) -> dict[str, bytes]:
+    per_chunk = state.commitments.get(layer)
+    return dict(per_chunk[chunk]) if per_chunk is not None else {}
 
 
 def write_bundle(path: str | Path, fields: Mapping[str, Any], blobs: Mapping[str, bytes]) -> Path:

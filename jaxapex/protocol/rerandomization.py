@@ -40,43 +40,65 @@ def salt_rows(config: ProofConfig) -> dict[str, list[int]]:
     return {name: list(shape.salt_rows(name)) for name in reused_columns(config)}
 
 
+def _shifts(config: ProofConfig, registered_salts: Mapping[str, int], salts: Mapping[str, int]) -> dict[str, list[int]]:
+    shape = ch.chunk_shape(config)
+    p = shape.field.modulus
+    return {
+        name: rr.salt_shifts(
+            expand_salts(registered_salts[name], name, shape.salt_counts[name], p),
+            expand_salts(salts[name], name, shape.salt_counts[name], p),
+            p,
+        )
+        for name in reused_columns(config)
+    }
+
+
+def presented_commitments(
+    srs: backend.Srs,
+    config: ProofConfig,
+    *,
+    registered: Mapping[str, bytes],
+    registered_salts: Mapping[str, int],
+    salts: Mapping[str, int],
+) -> dict[str, bytes]:
+    """C' of every reused column whose registered commitment C the client holds (``registered``), for
+    the chunk proven with ``salts``: what the prover may take as known instead of committing the column."""
+    shifts = _shifts(config, registered_salts, salts)
+    rows, k = salt_rows(config), ch.circuit_k(config)
+    return {
+        name: rr.rerandomized(srs, k, rows=rows[name], shifts=shifts[name], registered=registered[name])
+        for name in reused_columns(config)
+        if name in registered
+    }
+
+
 def prove_entry(
     srs: backend.Srs,
     config: ProofConfig,
     *,
     registered_salts: Mapping[str, int],
     salts: Mapping[str, int],
-    committed: Mapping[str, Any],
+    presented: Mapping[str, bytes],
     request_id: str,
     layer: str,
     chunk: int,
-) -> dict[str, Any]:
-    """The bundle entry fields for one chunk proven with ``salts`` (its ``committed`` columns)."""
-    shape = ch.chunk_shape(config)
-    p, k = shape.field.modulus, ch.circuit_k(config)
-    names = reused_columns(config)
-    shifts = {
-        name: rr.salt_shifts(
-            expand_salts(registered_salts[name], name, shape.salt_counts[name], p),
-            expand_salts(salts[name], name, shape.salt_counts[name], p),
-            p,
-        )
-        for name in names
-    }
-    presented = {name: backend.commit(srs, k, committed[name], p) for name in names}
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The bundle entry fields for one chunk proven with ``salts``, and the registered commitment of every
+    reused column. ``presented``: the commitments the chunk proof binds (C', as the prover reports them)."""
     registered, proofs = rr.prove_columns(
         srs,
-        k,
+        ch.circuit_k(config),
         salt_rows=salt_rows(config),
-        shifts=shifts,
+        shifts=_shifts(config, registered_salts, salts),
         presented=presented,
         ctx=rr.context(request_id, layer, chunk),
     )
-    return {
+    entry = {
         "theta": registered["theta"].hex(),  # the registered θ commitment this proof builds on
-        "rerandomized": {name: c.hex() for name, c in presented.items()},
+        "rerandomized": {name: presented[name].hex() for name in reused_columns(config)},
         "rerandomization": {name: proof.to_json() for name, proof in proofs.items()},
     }
+    return entry, registered
 
 
 def check_entry(

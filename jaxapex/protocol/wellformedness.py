@@ -49,10 +49,13 @@ def prove(
     salts: Mapping[str, Sequence[Mapping[str, int]]],
     executor: str = "process",
     progress: bool = False,
-) -> tuple[dict[str, list[dict[str, Any]]], dict[str, bytes]]:
-    """Well-formedness proofs of every chunk: (registration field ``wellformedness``, blobs).
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, bytes], dict[str, list[dict[str, bytes]]]]:
+    """Well-formedness proofs of every chunk: (registration field ``wellformedness``, blobs, the registered
+    commitments: layer -> per chunk {column: 48-byte commitment}).
 
     ``theta``/``G``: layer -> per-chunk quantized arrays; ``salts``: layer -> per-chunk registered salts.
+    Each column is committed once, by its proof (under the fresh salts); the registered commitment is that
+    one moved back along the salt rows.
     """
     from circuit_compiler.executors import ProveJob, prove_many
 
@@ -65,30 +68,28 @@ def prove(
             columns = committed_columns(shape, salts=fresh, theta=theta_c, G=G_c)
             assignment = wellformed_assignment(circuit, columns)
             jobs.append(ProveJob(name=f"{layer.name}#{c} well-formedness", cs=circuit.cs, assignment=assignment))
-            meta.append((i, layer.name, c, registered, fresh, columns))
+            meta.append((i, layer.name, c, registered, fresh))
     results = prove_many(
         jobs, srs, executor=executor if len(jobs) > 1 else "serial", progress=progress, modulus=shape.field.modulus
     )
     fields: dict[str, list[dict[str, Any]]] = {layer.name: [] for layer in config.layers}
+    commitments: dict[str, list[dict[str, bytes]]] = {layer.name: [] for layer in config.layers}
     blobs: dict[str, bytes] = {}
-    for (i, name, c, registered, fresh, columns), result in zip(meta, results):
+    for (i, name, c, registered, fresh), result in zip(meta, results):
         blobs[blob_name(i, c)] = result.proof
-        fields[name].append(
-            {
-                "proof": blob_name(i, c),
-                **rz.prove_entry(
-                    srs,
-                    config,
-                    registered_salts=registered,
-                    salts=fresh,
-                    committed=columns,
-                    request_id=request_id(client_id),
-                    layer=name,
-                    chunk=c,
-                ),
-            }
+        entry, commitments_c = rz.prove_entry(
+            srs,
+            config,
+            registered_salts=registered,
+            salts=fresh,
+            presented=result.commitments,
+            request_id=request_id(client_id),
+            layer=name,
+            chunk=c,
         )
-    return fields, blobs
+        fields[name].append({"proof": blob_name(i, c), **entry})
+        commitments[name].append(commitments_c)
+    return fields, blobs, commitments
 
 
 class WellFormednessError(ValueError):
