@@ -39,7 +39,7 @@ class CircuitBuilder:
         self._lookups: list[Lookup] = []
         self._copies: list[np.ndarray] = []
         self._fixed: dict[Column, _FixedWrites] = {}
-        self._tables: dict[int, Column] = {}
+        self._tables: dict[int | tuple[str, int], Column] = {}  # range_table(bits), interval_table(size)
         self._rows = 0  # one past the last row anything touches
         self.metadata: dict[str, Any] = {}
 
@@ -81,6 +81,18 @@ class CircuitBuilder:
             self.assign_fixed(column, np.arange(1 << bits, dtype=np.int64), np.arange(1 << bits, dtype=np.int64))
             self._tables[bits] = column
         return self._tables[bits]
+
+    def interval_table(self, size: int) -> Column:
+        """The shared lookup table ``[0, size)``, for a closed range that is not a power of two (its rows
+        must fit the circuit: ``size`` rows are used)."""
+        if size < 1:
+            raise ValueError(f"interval table: size {size} must be >= 1")
+        key = ("interval", size)
+        if key not in self._tables:
+            column = self.table(f"interval_{size}")
+            self.assign_fixed(column, np.arange(size, dtype=np.int64), np.arange(size, dtype=np.int64))
+            self._tables[key] = column
+        return self._tables[key]
 
     @property
     def columns(self) -> tuple[Column, ...]:

@@ -6,15 +6,19 @@ circuit itself never re-checks them. A client proves them once, at registration,
 circuit over the *same* committed columns (``theta`` and, at level F, the G lanes ``g_0 …``) on the same 2^k
 domain and rows as the chunk circuit, so it binds exactly the commitments the client registers::
 
-            | theta | g_l | theta_range limbs | g_l_lo limbs | g_l_hi limbs | q_theta | q_g |
-    row r   |  θ_r  | g_r |       ...         |     ...      |     ...      |    1    |  1  |   (r < salt rows)
+            | theta | g_l | theta_range limbs | q_theta | q_g |
+    row r   |  θ_r  | g_r |       ...         |    1    |  1  |   (r < salt rows)
 
     θ:   range_check(θ − θ_offset, w_w bits, signed)                     -> θ ∈ [−2^(w_w−1), 2^(w_w−1))
-    G:   range_check(G + 2^f_g, f_g + 2 bits), range_check(2^f_g − G, f_g + 2 bits)   -> |G| ≤ 2^f_g
+    G:   interval_check(G, −2^f_g, 2^f_g)                                -> |G| ≤ 2^f_g
 
-(G = g − g_offset; both checked quantities are non-negative and sum to 2^(f_g+1), so each is at most
-that.) Every row the chunk circuit could read -- everything before the salt rows -- is checked; the salt
-rows are not (they hold random field elements) and no chunk constraint reads them.
+(G = g − g_offset.) |G| ≤ 2^f_g is a closed range of 2^(f_g+1) + 1 values: one lookup per G lane into a
+table of exactly those values (``interval_<2^(f_g+1)+1>``) where the circuit's rows can hold that table
+(k = 14 and up at the default f_g = 12), otherwise two one-sided checks against a power-of-two table,
+``range_check(G + 2^f_g, f_g + 2 bits)`` and ``range_check(2^f_g − G, f_g + 2 bits)`` (both non-negative,
+summing to 2^(f_g+1), so each is at most that) -- twice the lookup arguments. Every row the chunk circuit
+could read -- everything before the salt rows -- is checked; the salt rows are not (they hold random field
+elements) and no chunk constraint reads them.
 
 Entry points: :func:`build_wellformed_circuit` (structure, for keygen), :func:`wellformed_assignment`
 (the witness from the committed columns; raises :class:`QuantizationError` naming the column and row when
@@ -30,7 +34,7 @@ import numpy as np
 
 from .builder import CircuitBuilder
 from .chips import range_check
-from .chips.range_check import RangeCheckConfig
+from .chips.range_check import IntervalCheckConfig, RangeCheckConfig
 from .fixedpoint import QuantizationError
 from .ir import Assignment, ConstraintSystem
 from .lowering import ChunkShape, build_chunk_circuit
@@ -47,10 +51,20 @@ def checked_rows(shape: ChunkShape, name: str) -> range:
 
 
 @dataclasses.dataclass(frozen=True)
+class Check:
+    """One range check of a committed column: it checks ``sign · v + shift`` (v: the stored value less
+    the column's offset)."""
+
+    config: RangeCheckConfig | IntervalCheckConfig
+    sign: int = 1
+    shift: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class WellFormedCircuit:
     shape: ChunkShape
     cs: ConstraintSystem
-    checks: dict[str, tuple[RangeCheckConfig, ...]]  # committed column -> its range checks
+    checks: dict[str, tuple[Check, ...]]  # committed column -> its range checks
 
 
 @functools.lru_cache(maxsize=16)
@@ -60,34 +74,42 @@ def build_wellformed_circuit(shape: ChunkShape) -> WellFormedCircuit:
     spec, t = shape.spec, shape.limb_bits
     level = f"_L{shape.lanes}" if shape.level == "F" else ""
     b = CircuitBuilder(f"wellformed_{shape.level}_nb{shape.blocks}_B{shape.block_size}{level}_{shape.layout}")
-    checks: dict[str, tuple[RangeCheckConfig, ...]] = {}
+    checks: dict[str, tuple[Check, ...]] = {}
     theta = b.committed("theta")
     q_theta = b.selector("q_theta")
     checks["theta"] = (
-        range_check.configure(
-            b,
-            name="theta_range",
-            value=theta.cur() - shape.theta_offset,
-            bits=spec.w_w,
-            limb_bits=t,
-            signed=True,
-            selector=q_theta,
+        Check(
+            range_check.configure(
+                b,
+                name="theta_range",
+                value=theta.cur() - shape.theta_offset,
+                bits=spec.w_w,
+                limb_bits=t,
+                signed=True,
+                selector=q_theta,
+            )
         ),
     )
     b.enable(q_theta, np.arange(checked_rows(shape, "theta").stop))
     if shape.level == "F":
         q_g = b.selector("q_g")
         bound = 1 << spec.f_g
+        one_lookup = 2 * bound + 1 <= chunk_cs.rows  # the interval's table fits the rows the circuit has
         for name in registered_names(shape)[1:]:
             g = b.committed(name).cur() - shape.g_offset
-            checks[name] = (
+            if one_lookup:
+                interval = range_check.configure_interval(
+                    b, name=f"{name}_range", value=g, lo=-bound, hi=bound, selector=q_g
+                )
+                checks[name] = (Check(interval),)
+                continue
+            lo, hi = (
                 range_check.configure(
-                    b, name=f"{name}_lo", value=g + bound, bits=spec.f_g + 2, limb_bits=t, signed=False, selector=q_g
-                ),
-                range_check.configure(
-                    b, name=f"{name}_hi", value=bound - g, bits=spec.f_g + 2, limb_bits=t, signed=False, selector=q_g
-                ),
+                    b, name=f"{name}_{side}", value=value, bits=spec.f_g + 2, limb_bits=t, signed=False, selector=q_g
+                )
+                for side, value in (("lo", g + bound), ("hi", bound - g))
             )
+            checks[name] = (Check(lo, 1, bound), Check(hi, -1, bound))
         b.enable(q_g, np.arange(shape.g_salt_row))
     b.reserve_rows(chunk_cs.rows)
     b.metadata.update(
@@ -130,13 +152,10 @@ def wellformed_assignment(circuit: WellFormedCircuit, committed: dict[str, np.nd
         out_committed[name] = column
         rows = checked_rows(shape, name)
         stored = _signed(column, rows, p, name)
-        offset = shape.theta_offset if name == "theta" else shape.g_offset
-        value = stored - offset
-        bound = 1 << shape.spec.f_g
-        inputs = (value,) if name == "theta" else (value + bound, bound - value)
-        for config, checked in zip(configs, inputs):
+        value = stored - (shape.theta_offset if name == "theta" else shape.g_offset)
+        for check in configs:
             try:
-                limbs = config.assign(checked)
+                limbs = check.config.assign(check.sign * value + check.shift)
             except QuantizationError as err:
                 raise QuantizationError(f"registered column {name!r} is out of its declared range: {err}") from err
             for limb, values in limbs.items():

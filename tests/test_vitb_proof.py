@@ -114,3 +114,16 @@ def test_commit_scheme_benchmark_proves_each_chunk_three_ways(tmp_path, capsys):
         assert r["commit_lagrange_calls"] > committed and r["multi_open_calls"] == 1
         assert 0 < r["commit_lagrange_cpu_s"] + r["commit_cpu_s"] + r["multi_open_cpu_s"] <= r["prove_cpu_s"]
     assert "ViT-B total" in capsys.readouterr().out
+
+
+def test_client_prove_benchmark_runs_the_protocol_end_to_end(tmp_path, capsys):
+    from benchmarks import client_prove
+
+    out = tmp_path / "client.json"
+    assert client_prove.main(["--quick", "--workers", "1", "--srs-dir", str(tmp_path / "srs"), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [s["step"] for s in result["steps"]] == ["commit", "register", "unlearn", "prove", "verify"]
+    assert result["chunks_verified"] == result["chunks"] >= 2  # a random 4 % mask touches every chunk
+    assert result["masked_weights"] == round(0.04 * 256 * 64)
+    assert all(s["wall_s"] > 0 and s["cpu_s"] >= s["cpu_here_s"] >= 0 for s in result["steps"])
+    assert "prove" in capsys.readouterr().out

@@ -3,6 +3,7 @@ such as attack B's field-sized G, have no witness, and a forged witness fails bo
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -19,6 +20,7 @@ from circuit_compiler.lowering import (
 from circuit_compiler.wellformed import (
     build_wellformed_circuit,
     checked_rows,
+    registered_names,
     wellformed_assignment,
 )
 
@@ -30,15 +32,16 @@ P = be.BLS12_381_SCALAR_MODULUS
 
 
 def honest_columns(shape, seed=0):
+    spec = shape.spec
     rng = np.random.default_rng(seed)
-    theta = rng.integers(-(1 << (SPEC.w_w - 1)), 1 << (SPEC.w_w - 1), size=(NB, B))
-    theta[0, 0], theta[1, 3] = -(1 << (SPEC.w_w - 1)), (1 << (SPEC.w_w - 1)) - 1  # both ends of the range
+    theta = rng.integers(-(1 << (spec.w_w - 1)), 1 << (spec.w_w - 1), size=(NB, B))
+    theta[0, 0], theta[1, 3] = -(1 << (spec.w_w - 1)), (1 << (spec.w_w - 1)) - 1  # both ends of the range
     G = None
     if shape.level == "F":
-        A = rng.integers(-(1 << SPEC.f_g), (1 << SPEC.f_g) + 1, size=(NB, B, B))
+        A = rng.integers(-(1 << spec.f_g), (1 << spec.f_g) + 1, size=(NB, B, B))
         G = np.triu(A) + np.triu(A, 1).transpose(0, 2, 1)
-        G[0, 0, 1] = G[0, 1, 0] = 1 << SPEC.f_g
-        G[1, 2, 3] = G[1, 3, 2] = -(1 << SPEC.f_g)
+        G[0, 0, 1] = G[0, 1, 0] = 1 << spec.f_g
+        G[1, 2, 3] = G[1, 3, 2] = -(1 << spec.f_g)
     return committed_columns(shape, salts=draw_salts(shape, rng=rng), theta=theta, G=G)
 
 
@@ -115,3 +118,37 @@ def test_real_proof_binds_the_registered_commitments(srs):
     assert not be.verify(
         srs, keys.vk, circuit.cs, proof, {}, {**commitments, "g_1": be.commit(srs, circuit.cs.k, attacked)}
     )
+
+
+# |G| ≤ 2^4: 33 allowed values, an interval table these tiny circuits' rows can hold
+INTERVAL_SPEC = FixedPointSpec(limb_bits=8, f_g=4)
+
+
+def test_g_takes_one_lookup_per_lane_where_the_interval_table_fits(srs):
+    shape = ChunkShape(blocks=NB, block_size=B, level="F", spec=INTERVAL_SPEC, lanes=B)
+    circuit = build_wellformed_circuit(shape)
+    lanes = registered_names(shape)[1:]
+    assert [lk.name for lk in circuit.cs.lookups if lk.name.startswith("g_")] == [f"{g}_range_interval" for g in lanes]
+    assert circuit.cs.fixed["interval_33"][:33].tolist() == list(range(33))
+    # where it does not fit (|G| ≤ 2^12: 8193 values), two one-sided checks per lane
+    fallback = build_wellformed_circuit(dataclasses.replace(shape, spec=SPEC))
+    assert sum(lk.name.startswith("g_1_") for lk in fallback.cs.lookups) == 4  # lo and hi, two 8-bit limbs each
+    columns = honest_columns(shape)  # G = ±2^f_g included
+    assignment = wellformed_assignment(circuit, columns)
+    assert be.mock_prove(circuit.cs, assignment) == []
+    bound, row = 1 << INTERVAL_SPEC.f_g, shape.first_row + 1
+    for bad in (bound + 1, -bound - 1, attack_b_value()):
+        stored = (bad + shape.g_offset) % P
+        attacked = {k: v.copy() for k, v in columns.items()}
+        attacked["g_1"][row] = stored
+        with pytest.raises(QuantizationError, match="'g_1'"):
+            wellformed_assignment(circuit, attacked)
+        forged = assignment.copy()
+        forged.committed["g_1"][row] = stored
+        failures = be.mock_prove(circuit.cs, forged)
+        assert failures and all("g_1_range_interval" in f for f in failures), (bad, failures[:3])
+    # a real proof binds the registered commitments
+    keys = be.keygen(srs, circuit.cs)
+    proof = be.prove(srs, keys, circuit.cs, assignment)
+    commitments = {name: be.commit(srs, circuit.cs.k, values) for name, values in assignment.committed.items()}
+    assert be.verify(srs, keys.vk, circuit.cs, proof, {}, commitments)

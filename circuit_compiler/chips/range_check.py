@@ -191,6 +191,58 @@ def configure(
     )
 
 
+# ---------------------------------------------------------------------------------- a closed interval
+
+
+@dataclasses.dataclass(frozen=True)
+class IntervalCheckConfig:
+    """``lo ≤ v ≤ hi`` by one lookup of ``v − lo`` into the table ``[0, hi − lo]``."""
+
+    name: str
+    value: Expression
+    lo: int
+    hi: int
+    selector: Column
+    table: Column
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """Inclusive range of accepted values of ``v``."""
+        return self.lo, self.hi
+
+    @property
+    def limbs(self) -> tuple[Column, ...]:
+        return ()
+
+    def assign(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        """No cells to assign; raises :class:`QuantizationError` (as :meth:`RangeCheckConfig.assign`) when a
+        value is outside ``[lo, hi]``."""
+        _check_range(self.name, values, self.lo, self.hi, "closed interval")
+        return {}
+
+
+def configure_interval(
+    builder: CircuitBuilder, *, name: str, value: Expression, lo: int, hi: int, selector: Column
+) -> IntervalCheckConfig:
+    """Prove ``lo ≤ v ≤ hi`` with a single lookup into a table of exactly the ``hi − lo + 1`` allowed
+    shifted values, where a closed range of 2^w + 1 values (``|G| ≤ 2^f_g``) would otherwise take two
+    one-sided range checks against a power-of-two table (twice the lookup arguments)::
+
+          |   value   |  q  |
+    row r |     v     |  1  |   table: 0, 1, ..., hi − lo
+
+    lookup <name>_interval:   q · (v − lo)  ∈  table
+
+    Sound for any field element ``v``: the lookup makes ``v − lo`` equal, in the field, to an integer of
+    ``[0, hi − lo]``. The table takes ``hi − lo + 1`` rows of the circuit, so it must fit them.
+    """
+    if hi < lo:
+        raise ValueError(f"interval check {name!r}: empty interval [{lo}, {hi}]")
+    table = builder.interval_table(hi - lo + 1)
+    builder.lookup(f"{name}_interval", selector, [value - lo if lo else value], [table])
+    return IntervalCheckConfig(name=name, value=value, lo=lo, hi=hi, selector=selector, table=table)
+
+
 # ------------------------------------------------------------------------------------- limbs, no value cell
 
 
