@@ -61,6 +61,12 @@ class Timer:
         return out
 
 
+def _commit_workers(args: argparse.Namespace) -> int | None:
+    if args.commit_workers is None:
+        return args.workers
+    return args.commit_workers or None  # 0: executors.default_workers
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from circuit_compiler.fixedpoint import FixedPointSpec
     from circuit_compiler.lowering import blocks_to_fill
@@ -105,6 +111,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             inverse_fisher={LAYER: G},
             rng=rng,
             executor=executor,
+            workers=_commit_workers(args),
         )
         client.write_registration(root / "registration", registration)
         registry = Registry(root / "registry.db")
@@ -126,6 +133,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "chunks_verified": report.chunks_verified,
         "masked_weights": int(mask.sum()),
         "workers": args.workers,
+        "commit_workers": _commit_workers(args),
         "steps": timer.steps,
         "prove_s_per_chunk": round(next(s["wall_s"] for s in timer.steps if s["step"] == "prove") / chunks, 3),
         "machine": machine(),
@@ -136,7 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument("--k", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="worker processes for the well-formedness and chunk proofs (default: one per CPU)",
+    )
+    parser.add_argument(
+        "--commit-workers",
+        type=int,
+        default=None,
+        help="workers for the well-formedness proofs alone (default: --workers; 0: the library's default)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a 256 × 64 matrix at k = 10")
     parser.add_argument("--srs-dir", default=str(vitb_proof.DEFAULT_SRS_DIR))

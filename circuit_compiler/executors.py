@@ -161,6 +161,9 @@ def prove_many(
     progress: bool = True,
     modulus: int | None = None,
     ray_address: str | None = None,
+    circuits: Sequence[ConstraintSystem] | None = None,
+    total: int | None = None,
+    in_flight: int | None = None,
 ) -> list[ProveResult]:
     """Prove every job; results in job order. Raises :class:`ProvingError` naming the first failed job.
 
@@ -168,23 +171,33 @@ def prove_many(
     :func:`default_workers`), ``"ray"`` (Ray actors; ``ray_address`` to join a running cluster) or
     ``"serial"`` (this process). Workers open the SRS by its path. Worker processes are spawned (not
     forked), so a script calling this must do so under ``if __name__ == "__main__":``.
+
+    With ``circuits`` (every circuit the jobs use) ``jobs`` may be a lazy iterable: it is drawn as workers
+    free up, at most ``in_flight`` jobs (default twice the workers) handed out and not yet done, so a
+    caller can lower witnesses one by one while the workers prove, in bounded memory, on one pool for all.
+    ``total``: the number of jobs, for the progress bar.
     """
     from . import backend
 
-    jobs = list(jobs)
-    if not jobs:
-        return []
     modulus = backend.BLS12_381_SCALAR_MODULUS if modulus is None else int(modulus)
-    circuits, indices = _dedupe_circuits(jobs, modulus)
-    calls = [(i, job.assignment, job.rng_seed, job.name, dict(job.known_commitments)) for job, i in zip(jobs, indices)]
+    if circuits is None:
+        jobs = list(jobs)
+        circuits, indices = _dedupe_circuits(jobs, modulus)
+        calls: Iterable[tuple] = [_call_of(job, i) for job, i in zip(jobs, indices)]
+        total = len(jobs)
+    else:
+        circuits = list(circuits)
+        calls = (_call_of(job, _index_of(job, circuits, modulus)) for job in jobs)
     if executor == "serial":
         worker = _Worker(srs=srs, circuits=circuits, modulus=modulus)
         results = []
-        with _progress(len(jobs), progress) as bar:
+        with _progress(total, progress) as bar:
             for call in calls:
                 results.append(worker.prove(*call))
                 bar.update()
         return results
+    if not circuits:
+        return []
     return map_on_workers(
         _prove_call,
         calls,
@@ -196,7 +209,27 @@ def prove_many(
         desc="proving chunks",
         unit="proof",
         ray_address=ray_address,
+        total=total,
+        in_flight=in_flight,
     )
+
+
+def _call_of(job: ProveJob, circuit_index: int) -> tuple:
+    return (circuit_index, job.assignment, job.rng_seed, job.name, dict(job.known_commitments))
+
+
+def _index_of(job: ProveJob, circuits: list[ConstraintSystem], modulus: int) -> int:
+    """The job's circuit among the given ones (the same object, else the same digest)."""
+    from . import backend
+
+    for i, cs in enumerate(circuits):
+        if cs is job.cs:
+            return i
+    digest = backend.circuit_digest(job.cs, modulus)
+    for i, cs in enumerate(circuits):
+        if backend.circuit_digest(cs, modulus) == digest:
+            return i
+    raise ValueError(f"job {job.name!r}: its circuit {job.cs.name!r} is not among the circuits given to prove_many")
 
 
 def _open_worker(srs_path: str, srs_sha256: str, circuits: list[ConstraintSystem], modulus: int) -> _Worker:
@@ -248,7 +281,7 @@ def _call_with_state(fn: Callable[..., Any], call: tuple) -> Any:
 
 def map_on_workers(
     fn: Callable[..., Any],
-    calls: Sequence[tuple],
+    calls: Iterable[tuple],
     *,
     init: Callable[..., Any],
     init_args: tuple,
@@ -258,6 +291,8 @@ def map_on_workers(
     desc: str = "working",
     unit: str = "job",
     ray_address: str | None = None,
+    total: int | None = None,
+    in_flight: int | None = None,
 ) -> list[Any]:
     """``[fn(state, *call) for call in calls]`` on a pool of workers, results in call order.
 
@@ -266,37 +301,46 @@ def map_on_workers(
     name). ``executor``: ``"process"`` (a local spawned pool), ``"ray"`` (one Ray actor per worker; a local
     Ray runtime is started unless one is running or ``ray_address`` names a cluster) or ``"serial"``. The
     first exception a call raises is re-raised here (unwrapped from Ray's wrapper).
+
+    ``calls`` may be a lazy iterable: it is drawn as calls finish, with at most ``in_flight`` handed out and
+    not yet done (default: all of a list at once; twice the workers for an iterator). ``total`` sizes the
+    progress bar (default ``len(calls)`` where it has one).
     """
-    calls = list(calls)
-    if not calls:
-        return []
+    if total is None and isinstance(calls, Sequence):
+        total = len(calls)
     if executor == "serial":
         state = init(*init_args)
         out = []
-        with _progress(len(calls), progress, desc, unit) as bar:
+        with _progress(total, progress, desc, unit) as bar:
             for call in calls:
                 out.append(fn(state, *call))
                 bar.update()
         return out
-    workers = default_workers(len(calls)) if workers is None else max(1, int(workers))
+    if total == 0:
+        return []
+    workers = default_workers(total or 1 << 30) if workers is None else max(1, int(workers))
     threads = max(1, (os.cpu_count() or 1) // workers)
+    if in_flight is None:
+        in_flight = len(calls) if isinstance(calls, Sequence) else 2 * workers
+    in_flight = max(1, int(in_flight))
     if executor == "process":
-        return _run_process_pool(fn, calls, init, init_args, workers, threads, progress, desc, unit)
+        return _run_process_pool(fn, calls, init, init_args, workers, threads, progress, desc, unit, total, in_flight)
     if executor == "ray":
-        return _run_ray(fn, calls, init, init_args, workers, threads, progress, desc, unit, ray_address)
+        return _run_ray(fn, calls, init, init_args, workers, threads, progress, desc, unit, ray_address, total)
     raise ValueError(f"unknown executor {executor!r}; use 'process', 'ray' or 'serial'")
 
 
-def _progress(total: int, enabled: bool, desc: str = "proving chunks", unit: str = "proof") -> Any:
+def _progress(total: int | None, enabled: bool, desc: str = "proving chunks", unit: str = "proof") -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled)
 
 
-def _run_process_pool(fn, calls, init, init_args, workers, threads, progress, desc, unit) -> list[Any]:
+def _run_process_pool(fn, calls, init, init_args, workers, threads, progress, desc, unit, total, in_flight):
     # "spawn": forking a process whose rayon pool is already running would leave the child without threads.
     context = multiprocessing.get_context("spawn")
-    results: list[Any] = [None] * len(calls)
+    results: dict[int, Any] = {}
+    source = enumerate(calls)
     with (
         concurrent.futures.ProcessPoolExecutor(
             max_workers=workers,
@@ -304,18 +348,31 @@ def _run_process_pool(fn, calls, init, init_args, workers, threads, progress, de
             initializer=_init_state,
             initargs=(init, init_args, threads),
         ) as pool,
-        _progress(len(calls), progress, desc, unit) as bar,
+        _progress(total, progress, desc, unit) as bar,
     ):
-        futures = {pool.submit(_call_with_state, fn, call): n for n, call in enumerate(calls)}
+        pending: dict[concurrent.futures.Future, int] = {}
+
+        def submit() -> None:
+            while len(pending) < in_flight:
+                item = next(source, None)
+                if item is None:
+                    return
+                n, call = item
+                pending[pool.submit(_call_with_state, fn, call)] = n
+
         try:
-            for future in concurrent.futures.as_completed(futures):
-                results[futures[future]] = future.result()
-                bar.update()
+            submit()
+            while pending:
+                done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    results[pending.pop(future)] = future.result()
+                    bar.update()
+                submit()
         except BaseException:
-            for f in futures:
+            for f in pending:
                 f.cancel()
             raise
-    return results
+    return [results[n] for n in range(len(results))]
 
 
 def _import_ray() -> Any:
@@ -360,25 +417,27 @@ class _StatefulActor:
         return _call_with_state(fn, call)
 
 
-def _run_ray(fn, calls, init, init_args, workers, threads, progress, desc, unit, address) -> list[Any]:
+def _run_ray(fn, calls, init, init_args, workers, threads, progress, desc, unit, address, total) -> list[Any]:
     ray = ensure_ray(address)
     actor_class = ray.remote(num_cpus=threads)(_StatefulActor)
     args_ref = ray.put(init_args)
     actors = [actor_class.remote(init, args_ref, threads) for _ in range(workers)]
-    results: list[Any] = [None] * len(calls)
+    results: dict[int, Any] = {}
     pending: dict[Any, tuple[int, Any]] = {}
-    queue = list(enumerate(calls))
-    queue.reverse()  # pop() from the end takes calls in order
+    source = enumerate(calls)  # drawn one call per free actor, in order
     free = list(actors)
 
     def submit() -> None:
-        while free and queue:
-            n, call = queue.pop()
+        while free:
+            item = next(source, None)
+            if item is None:
+                return
+            n, call = item
             actor = free.pop()
             pending[actor.call.remote(fn, call)] = (n, actor)
 
     try:
-        with _progress(len(calls), progress, desc, unit) as bar:
+        with _progress(total, progress, desc, unit) as bar:
             submit()
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
@@ -394,4 +453,4 @@ def _run_ray(fn, calls, init, init_args, workers, threads, progress, desc, unit,
     finally:
         for actor in actors:
             ray.kill(actor)
-    return results
+    return [results[n] for n in range(len(results))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import warnings
 
 import numpy as np
@@ -98,6 +99,28 @@ def test_a_failing_job_is_named(srs):
     for executor in ("serial", "process"):
         with pytest.raises(ProvingError, match="chunk-missing"):
             prove_many([jobs[0], bad], srs, executor=executor, workers=1, progress=False)
+
+
+@pytest.mark.parametrize("executor", ["serial", "process"])
+def test_lazy_jobs_are_proven_on_one_pool_in_order(srs, executor):
+    """Given the circuits, jobs may come from a generator, proven on one pool for all: results in job
+    order, with their commitments."""
+    drawn = []
+
+    def jobs():
+        for n in range(5):
+            drawn.append(n)
+            yield job(n)
+
+    results = prove_many(jobs(), srs, executor=executor, workers=1, progress=False, circuits=[CS], total=5, in_flight=2)
+    check_results(srs, [job(n) for n in range(5)], results)
+    assert drawn == list(range(5)) and len({r.worker for r in results}) == 1
+    for n, r in enumerate(results):
+        assert r.commitments == {"a": be.commit(srs, CS.k, job(n).assignment.committed["a"])}
+    # a job whose circuit was not announced is refused, naming it
+    stranger = ProveJob("chunk-x", dataclasses.replace(CS, name="larger", k=CS.k + 1), job(0).assignment)
+    with pytest.raises(ValueError, match="job 'chunk-x': its circuit 'larger' is not among the circuits"):
+        prove_many(iter([job(0), stranger]), srs, executor=executor, workers=1, progress=False, circuits=[CS])
 
 
 def test_default_workers_leave_threads_for_each_proof():

@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-examples", type=int, default=480)
     p.add_argument("--state", type=Path, required=True, help="output: the client's private state")
     p.add_argument("--registration", type=Path, required=True, help="output: the public registration")
+    _executor_options(p, "well-formedness proofs")
     p.set_defaults(func=cmd_commit)
 
     p = sub.add_parser("register", help="provider: accept a client's registration")
@@ -253,7 +254,15 @@ def cmd_commit(args: argparse.Namespace) -> int:
 
     srs = _srs(args.srs, need_k=chunks.circuit_k(config))
     state, registration = client.commit(
-        client_id=args.client_id, params=params, config=config, srs=srs, inverse_fisher=G
+        client_id=args.client_id,
+        params=params,
+        config=config,
+        srs=srs,
+        inverse_fisher=G,
+        executor=args.executor,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        progress=True,
     )
     state.save(args.state)
     client.write_registration(args.registration, registration)

@@ -17,6 +17,7 @@ using the state it had before ``unlearn``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -240,12 +241,15 @@ def commit(
     inverse_fisher: Mapping[str, np.ndarray] | None = None,
     rng: np.random.Generator | None = None,
     executor: str = "process",
+    workers: int | None = None,
+    ray_address: str | None = None,
     progress: bool = False,
 ) -> tuple[ClientState, dict[str, Any]]:
     """Quantize and commit the target layers (and, at level F, the inverse-Fisher blocks G), and prove per
     chunk that the committed values lie in their declared ranges (:mod:`.wellformedness`).
 
-    ``inverse_fisher``: layer name -> G (n_blocks, B, B) float, required at level F. Returns the private
+    ``inverse_fisher``: layer name -> G (n_blocks, B, B) float, required at level F. ``executor``,
+    ``workers``, ``ray_address``: where the well-formedness proofs run (as :func:`prove`). Returns the private
     state and the registration (``client_id``, configuration, commitments per layer and chunk, the
     ``wellformedness`` entries, and ``proofs``: their blobs, for :func:`write_registration`).
     """
@@ -291,6 +295,8 @@ def commit(
         G=G_parts,
         salts=salts,
         executor=executor,
+        workers=workers,
+        ray_address=ray_address,
         progress=progress,
     )
     state = ClientState(
@@ -577,11 +583,10 @@ def prove(
     """Prove every touched chunk; returns the bundle's manifest fields and its blobs (one proof per chunk).
 
     Chunks are independent proofs: ``executor`` ``"process"`` (a local pool, default), ``"ray"`` or
-    ``"serial"`` (``ray_address``: a running Ray cluster to join). Witnesses are lowered
-    ``jobs_in_flight`` at a time so memory stays bounded on big models.
+    ``"serial"`` (``ray_address``: a running Ray cluster to join), one pool for the whole request. Witnesses
+    are lowered here one by one as workers free up, at most ``jobs_in_flight`` waiting or being proven, so
+    memory stays bounded on big models.
     """
-    from tqdm.auto import tqdm
-
     from circuit_compiler.executors import ProveJob, prove_many
 
     config = state.config
@@ -589,65 +594,66 @@ def prove(
         raise ValueError(
             f"state was committed under SRS {config.srs_hash[:12]}..., the loaded SRS is {srs.sha256[:12]}..."
         )
-    jobs = chunk_jobs(state, request)
+    registered = chunk_jobs(state, request)
     proven = ch.bounded_config(config, request.max_delta)  # the circuits of the request's repair bound
     modulus = ch.chunk_shape(config).field.modulus
     layer_index = {layer.name: i for i, layer in enumerate(config.layers)}
-    entries, blobs = [], {}
-    bar = tqdm(total=len(jobs), desc="proving chunks", unit="chunk", disable=not progress)
-    for start in range(0, len(jobs), jobs_in_flight):
-        registered = jobs[start : start + jobs_in_flight]
-        # every proof opens θ and G under fresh salts, re-randomized from the registered commitments
-        group = [dataclasses.replace(job, salts=rz.fresh_salts(config, job.salts)) for job in registered]
-        lowered = [lower_job(job, proven) for job in group]
-        # the re-randomized commitments the client can derive from its registered ones need no MSM
-        known = [
-            rz.presented_commitments(
+    # every proof opens θ and G under fresh salts, re-randomized from the registered commitments
+    fresh = [dataclasses.replace(job, salts=rz.fresh_salts(config, job.salts)) for job in registered]
+
+    def prove_jobs():
+        for old, job in zip(registered, fresh):
+            cs, assignment = lower_job(job, proven)
+            # the re-randomized commitments the client can derive from its registered ones need no MSM
+            known = rz.presented_commitments(
                 srs,
                 config,
                 registered=_registered_commitments(state, old.layer, old.chunk),
                 registered_salts=old.salts,
                 salts=job.salts,
             )
-            for old, job in zip(registered, group)
-        ]
+            yield ProveJob(name=f"{job.layer}#{job.chunk}", cs=cs, assignment=assignment, known_commitments=known)
+
+    jobs = prove_jobs()
+    first = next(jobs, None)
+    results = []
+    if first is not None:  # every chunk of a request shares its circuit
         results = prove_many(
-            [
-                ProveJob(name=f"{job.layer}#{job.chunk}", cs=cs, assignment=a, known_commitments=k)
-                for job, (cs, a), k in zip(group, lowered, known)
-            ],
+            itertools.chain([first], jobs),
             srs,
-            executor=executor if len(group) > 1 else "serial",
+            executor=executor if len(registered) > 1 else "serial",
             workers=workers,
-            progress=False,
+            progress=progress,
             modulus=modulus,
             ray_address=ray_address,
+            circuits=[first.cs],
+            total=len(registered),
+            in_flight=jobs_in_flight,
         )
-        for old, job, result in zip(registered, group, results):
-            name = f"proof-{layer_index[job.layer]:03d}-{job.chunk:05d}.bin"
-            blobs[name] = result.proof
-            entry, _ = rz.prove_entry(
-                srs,
-                config,
-                registered_salts=old.salts,
-                salts=job.salts,
-                presented=result.commitments,
-                request_id=request.request_id,
-                layer=job.layer,
-                chunk=job.chunk,
-            )
-            entries.append(
-                {
-                    "layer": job.layer,
-                    "chunk": job.chunk,
-                    "proof": name,
-                    "theta_new": result.commitments["theta_new"].hex(),
-                    **entry,
-                    "prove_s": round(result.prove_s, 4),
-                }
-            )
-        bar.update(len(group))
-    bar.close()
+    entries, blobs = [], {}
+    for old, job, result in zip(registered, fresh, results):
+        name = f"proof-{layer_index[job.layer]:03d}-{job.chunk:05d}.bin"
+        blobs[name] = result.proof
+        entry, _ = rz.prove_entry(
+            srs,
+            config,
+            registered_salts=old.salts,
+            salts=job.salts,
+            presented=result.commitments,
+            request_id=request.request_id,
+            layer=job.layer,
+            chunk=job.chunk,
+        )
+        entries.append(
+            {
+                "layer": job.layer,
+                "chunk": job.chunk,
+                "proof": name,
+                "theta_new": result.commitments["theta_new"].hex(),
+                **entry,
+                "prove_s": round(result.prove_s, 4),
+            }
+        )
     fields = {
         "client_id": state.client_id,
         "request_id": request.request_id,

@@ -48,6 +48,8 @@ def prove(
     G: Mapping[str, Sequence[np.ndarray | None]],
     salts: Mapping[str, Sequence[Mapping[str, int]]],
     executor: str = "process",
+    workers: int | None = None,
+    ray_address: str | None = None,
     progress: bool = False,
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, bytes], dict[str, list[dict[str, bytes]]]]:
     """Well-formedness proofs of every chunk: (registration field ``wellformedness``, blobs, the registered
@@ -61,16 +63,28 @@ def prove(
 
     shape = ch.chunk_shape(config)
     circuit = build_wellformed_circuit(shape)
-    jobs, meta = [], []
-    for i, layer in enumerate(config.layers):
-        for c, (theta_c, G_c, registered) in enumerate(zip(theta[layer.name], G[layer.name], salts[layer.name])):
-            fresh = rz.fresh_salts(config, registered)
-            columns = committed_columns(shape, salts=fresh, theta=theta_c, G=G_c)
+    meta = [
+        (i, layer.name, c, registered, rz.fresh_salts(config, registered))
+        for i, layer in enumerate(config.layers)
+        for c, registered in enumerate(salts[layer.name])
+    ]
+
+    def jobs():  # lowered one by one as workers free up (bounded memory on big models)
+        for _, name, c, _, fresh in meta:
+            columns = committed_columns(shape, salts=fresh, theta=theta[name][c], G=G[name][c])
             assignment = wellformed_assignment(circuit, columns)
-            jobs.append(ProveJob(name=f"{layer.name}#{c} well-formedness", cs=circuit.cs, assignment=assignment))
-            meta.append((i, layer.name, c, registered, fresh))
+            yield ProveJob(name=f"{name}#{c} well-formedness", cs=circuit.cs, assignment=assignment)
+
     results = prove_many(
-        jobs, srs, executor=executor if len(jobs) > 1 else "serial", progress=progress, modulus=shape.field.modulus
+        jobs(),
+        srs,
+        executor=executor if len(meta) > 1 else "serial",
+        workers=workers,
+        ray_address=ray_address,
+        progress=progress,
+        modulus=shape.field.modulus,
+        circuits=[circuit.cs],
+        total=len(meta),
     )
     fields: dict[str, list[dict[str, Any]]] = {layer.name: [] for layer in config.layers}
     commitments: dict[str, list[dict[str, bytes]]] = {layer.name: [] for layer in config.layers}
