@@ -336,19 +336,15 @@ def rerandomized_commitments(
 ) -> dict[str, bytes]:
     """C' = C + Σ r_j·P_j per reused column: the client's per-proof work in place of committing the column."""
     from circuit_compiler import rerandomize as rr
-    from circuit_compiler.hiding import expand_salts
     from circuit_compiler.lowering import build_chunk_circuit
 
     shape = _shape(config)
-    p, k = shape.field.modulus, build_chunk_circuit(shape).cs.k
-    out = {}
-    for name, point in registered.items():
-        count = shape.salt_counts[name]
-        shifts = rr.salt_shifts(
-            expand_salts(registered_salts[name], name, count, p), expand_salts(salts[name], name, count, p), p
-        )
-        out[name] = rr.rerandomized(srs, k, rows=list(shape.salt_rows(name)), shifts=shifts, registered=point)
-    return out
+    k = build_chunk_circuit(shape).cs.k
+    shifts = rr.seed_shifts(shape, list(registered), registered_salts, salts)
+    return {
+        name: rr.rerandomized(srs, k, rows=list(shape.salt_rows(name)), shifts=shifts[name], registered=point)
+        for name, point in registered.items()
+    }
 
 
 def register_chunk(job: tuple) -> tuple[dict[str, int], dict[str, bytes]]:

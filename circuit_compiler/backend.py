@@ -348,8 +348,10 @@ def _known_commitments(cs: ConstraintSystem, known: Mapping[str, bytes] | None) 
     for name, point in (known or {}).items():
         if name not in committed:
             raise BackendError(f"known commitment for {name!r}: {cs.name!r} has no committed column of that name")
-        if not isinstance(point, (bytes, bytearray)) or len(point) != 48:
-            raise BackendError(f"known commitment for {name!r}: expected 48 bytes (compressed G1), got {point!r:.40}")
+        if not isinstance(point, (bytes, bytearray)) or len(point) != COMMITMENT_BYTES:
+            raise BackendError(
+                f"known commitment for {name!r}: expected {COMMITMENT_BYTES} bytes (compressed G1), got {point!r:.40}"
+            )
         out[name] = bytes(point)
     return out
 

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import backend
+from .hiding import expand_salts
 
 curve_order = backend.BLS12_381_SCALAR_MODULUS
 
@@ -69,6 +70,21 @@ def salt_shifts(old_cells: Sequence[int], new_cells: Sequence[int], modulus: int
     if len(old_cells) != len(new_cells):
         raise ValueError(f"{len(old_cells)} registered salt cells, {len(new_cells)} new ones")
     return [(int(b) - int(a)) % modulus for a, b in zip(old_cells, new_cells)]
+
+
+def seed_shifts(
+    shape: Any, names: Sequence[str], registered_salts: Mapping[str, int], salts: Mapping[str, int]
+) -> dict[str, list[int]]:
+    """Per column of ``names``: the shifts r_j from the salt cells its registered seed expands to (in
+    ``shape``, a :class:`~.lowering.ChunkShape`) to those of this proof's seed."""
+    p = shape.field.modulus
+    out = {}
+    for name in names:
+        count = shape.salt_counts[name]
+        out[name] = salt_shifts(
+            expand_salts(registered_salts[name], name, count, p), expand_salts(salts[name], name, count, p), p
+        )
+    return out
 
 
 def rerandomized(srs: Any, k: int, *, rows: Sequence[int], shifts: Sequence[int], registered: bytes) -> bytes:

@@ -76,6 +76,28 @@ def test_range_check_accepts_exactly_the_range(signed):
         config.assign(np.array([hi + 1]))
 
 
+def test_interval_check_accepts_exactly_the_closed_interval():
+    b = CircuitBuilder("interval")
+    v, q = b.instance("v"), b.selector("q")
+    config = range_check.configure_interval(b, name="v", value=v.cur(), lo=-3, hi=5, selector=q)
+    b.enable(q, np.arange(4))
+    cs = b.build()
+    assert [lk.name for lk in cs.lookups] == ["v_interval"] and not cs.gates
+    assert cs.fixed["interval_9"][:9].tolist() == list(range(9))  # exactly hi - lo + 1 values, no power of two
+    values = np.array([-3, 5, 0, 4], dtype=np.int64)
+    assert config.assign(values) == {}
+    a = Assignment(advice={}, instance={"v": column(cs.rows, values)}, committed={})
+    assert failures(cs, a) == []
+    for outside in (6, -4):
+        forged = a.copy()
+        forged.instance["v"][2] = outside
+        assert failures(cs, forged) == [("lookup", "v_interval", 2)]
+        with pytest.raises(QuantizationError, match=rf"value {outside} at position 0 is outside \[-3, 5\]"):
+            config.assign(np.array([outside]))
+    with pytest.raises(ValueError, match=r"empty interval \[2, 1\]"):
+        range_check.configure_interval(CircuitBuilder("x"), name="w", value=v.cur(), lo=2, hi=1, selector=q)
+
+
 def test_single_limb_range_check_looks_up_the_value_itself():
     cs, config = range_circuit(bits=8, limb_bits=8, signed=True, n=3)
     assert config.limbs == () and [lk.name for lk in cs.lookups] == ["v_range"] and not cs.gates

@@ -205,15 +205,6 @@ class IntervalCheckConfig:
     selector: Column
     table: Column
 
-    @property
-    def bounds(self) -> tuple[int, int]:
-        """Inclusive range of accepted values of ``v``."""
-        return self.lo, self.hi
-
-    @property
-    def limbs(self) -> tuple[Column, ...]:
-        return ()
-
     def assign(self, values: np.ndarray) -> dict[str, np.ndarray]:
         """No cells to assign; raises :class:`QuantizationError` (as :meth:`RangeCheckConfig.assign`) when a
         value is outside ``[lo, hi]``."""

@@ -18,7 +18,6 @@ from typing import Any
 
 from circuit_compiler import backend
 from circuit_compiler import rerandomize as rr
-from circuit_compiler.hiding import expand_salts
 
 from . import chunks as ch
 from .config import ProofConfig
@@ -41,16 +40,7 @@ def salt_rows(config: ProofConfig) -> dict[str, list[int]]:
 
 
 def _shifts(config: ProofConfig, registered_salts: Mapping[str, int], salts: Mapping[str, int]) -> dict[str, list[int]]:
-    shape = ch.chunk_shape(config)
-    p = shape.field.modulus
-    return {
-        name: rr.salt_shifts(
-            expand_salts(registered_salts[name], name, shape.salt_counts[name], p),
-            expand_salts(salts[name], name, shape.salt_counts[name], p),
-            p,
-        )
-        for name in reused_columns(config)
-    }
+    return rr.seed_shifts(ch.chunk_shape(config), reused_columns(config), registered_salts, salts)
 
 
 def presented_commitments(
